@@ -1,0 +1,208 @@
+//! Entity tags (RFC 9110 §8.8.3): parsing, the two comparison functions, and our strong tag
+//! built from a content digest.
+//!
+//! Our ETags are always strong and derived from the bytes alone (spec http-origin C-3), so every
+//! replica holding the same file emits the same tag. Weak tags from clients (e.g. after a CDN
+//! compressed a manifest, F-9) still match in If-None-Match, which uses weak comparison, and
+//! never in If-Match / If-Range, which use strong comparison.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+
+/// A parsed entity-tag. `tag` excludes the quotes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntityTag {
+    pub weak: bool,
+    pub tag: String,
+}
+
+impl EntityTag {
+    /// The strong tag for a SHA-256 digest: 43 chars of unpadded base64url (C-1: no DQUOTE,
+    /// no backslash, no space).
+    pub fn from_digest(digest: &[u8; 32]) -> Self {
+        EntityTag {
+            weak: false,
+            tag: URL_SAFE_NO_PAD.encode(digest),
+        }
+    }
+
+    /// Strong comparison (C-2): both strong and byte-equal.
+    pub fn strong_eq(&self, other: &EntityTag) -> bool {
+        !self.weak && !other.weak && self.tag == other.tag
+    }
+
+    /// Weak comparison (C-2): byte-equal opaque tags, weakness ignored.
+    pub fn weak_eq(&self, other: &EntityTag) -> bool {
+        self.tag == other.tag
+    }
+
+    /// Parses exactly one entity-tag; surrounding OWS allowed.
+    pub fn parse(value: &str) -> Option<EntityTag> {
+        let (tag, rest) = scan_etag(value.trim_matches([' ', '\t']))?;
+        rest.is_empty().then_some(tag)
+    }
+}
+
+impl std::fmt::Display for EntityTag {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.weak {
+            write!(f, "W/\"{}\"", self.tag)
+        } else {
+            write!(f, "\"{}\"", self.tag)
+        }
+    }
+}
+
+fn is_etagc(b: u8) -> bool {
+    b == 0x21 || (0x23..=0x7e).contains(&b) || b >= 0x80
+}
+
+/// Scans one entity-tag at the start of `s`; returns it and the unread rest (Go's `scanETag`).
+fn scan_etag(s: &str) -> Option<(EntityTag, &str)> {
+    let (weak, body) = match s.strip_prefix("W/") {
+        Some(rest) => (true, rest),
+        None => (false, s),
+    };
+    let body = body.strip_prefix('"')?;
+    let end = body.bytes().position(|b| !is_etagc(b))?;
+    if body.as_bytes()[end] != b'"' {
+        return None;
+    }
+    Some((
+        EntityTag {
+            weak,
+            tag: body[..end].to_string(),
+        },
+        &body[end + 1..],
+    ))
+}
+
+/// The value of If-Match / If-None-Match: `*` or a list of entity-tags (RFC 9110 §13.1.1-2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TagList {
+    Any,
+    Tags(Vec<EntityTag>),
+}
+
+impl TagList {
+    /// Parses a (possibly comma-joined) field value. A malformed list yields the tags read
+    /// before the error (Go does the same), so `,` alone is an empty list that matches nothing.
+    /// A `*` element makes the list match anything (C-11, as Go does).
+    pub fn parse(value: &str) -> TagList {
+        let mut tags = Vec::new();
+        let mut rest = value;
+        loop {
+            rest = rest.trim_start_matches([' ', '\t', ',']);
+            if rest.is_empty() {
+                break;
+            }
+            if let Some(after) = rest.strip_prefix('*') {
+                let after = after.trim_start_matches([' ', '\t']);
+                if after.is_empty() || after.starts_with(',') {
+                    return TagList::Any;
+                }
+                break;
+            }
+            match scan_etag(rest) {
+                Some((tag, after)) => {
+                    tags.push(tag);
+                    let after = after.trim_start_matches([' ', '\t']);
+                    if !(after.is_empty() || after.starts_with(',')) {
+                        break;
+                    }
+                    rest = after;
+                }
+                None => break,
+            }
+        }
+        TagList::Tags(tags)
+    }
+
+    /// If-Match semantics: `*` or any member strongly equal to `current`.
+    pub fn matches_strong(&self, current: &EntityTag) -> bool {
+        match self {
+            TagList::Any => true,
+            TagList::Tags(tags) => tags.iter().any(|t| t.strong_eq(current)),
+        }
+    }
+
+    /// If-None-Match semantics: `*` or any member weakly equal to `current`.
+    pub fn matches_weak(&self, current: &EntityTag) -> bool {
+        match self {
+            TagList::Any => true,
+            TagList::Tags(tags) => tags.iter().any(|t| t.weak_eq(current)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> EntityTag {
+        EntityTag::parse(s).unwrap()
+    }
+
+    #[test]
+    fn comparison_table() {
+        // spec: http-origin C-2 (RFC 9110 §8.8.3.2 table)
+        assert!(!t("W/\"1\"").strong_eq(&t("W/\"1\"")));
+        assert!(t("W/\"1\"").weak_eq(&t("W/\"1\"")));
+        assert!(!t("W/\"1\"").strong_eq(&t("W/\"2\"")));
+        assert!(!t("W/\"1\"").weak_eq(&t("W/\"2\"")));
+        assert!(!t("W/\"1\"").strong_eq(&t("\"1\"")));
+        assert!(t("W/\"1\"").weak_eq(&t("\"1\"")));
+        assert!(t("\"1\"").strong_eq(&t("\"1\"")));
+        assert!(t("\"1\"").weak_eq(&t("\"1\"")));
+        assert!(!t("\"Foo\"").weak_eq(&t("\"foo\"")));
+    }
+
+    #[test]
+    fn scan_etag_cases() {
+        // spec: http-origin §5.5 O8/O9 (Go TestScanETag)
+        assert_eq!(
+            scan_etag("W/\"etag-1\""),
+            Some((t("W/\"etag-1\""), ""))
+        );
+        assert_eq!(scan_etag("\"etag-2\"").unwrap().0.tag, "etag-2");
+        let (first, rest) = scan_etag("\"etag-1\", \"etag-2\"").unwrap();
+        assert_eq!(first.tag, "etag-1");
+        assert_eq!(rest, ", \"etag-2\"");
+        for bad in ["", "W/", "W/\"truc", "w/\"case-sensitive\"", "\"spaced etag\""] {
+            assert!(EntityTag::parse(bad).is_none(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn list_parsing() {
+        let cur = t("\"A\"");
+        assert!(TagList::parse("\"Z\", \"A\"").matches_strong(&cur));
+        assert!(TagList::parse("*").matches_strong(&cur));
+        assert!(!TagList::parse("\"B\"").matches_strong(&cur));
+        assert!(!TagList::parse("W/\"A\"").matches_strong(&cur));
+        assert!(TagList::parse("W/\"A\"").matches_weak(&cur));
+        assert!(TagList::parse("\"baz\", W/\"A\"").matches_weak(&cur));
+        // Malformed list (`,`) matches nothing (Go: If-None-Match `,` → 200).
+        assert_eq!(TagList::parse(","), TagList::Tags(vec![]));
+        assert!(!TagList::parse(",").matches_weak(&cur));
+        // Commas inside quotes belong to the tag.
+        assert_eq!(
+            TagList::parse("\"a,b\", \"c\""),
+            TagList::Tags(vec![t("\"a,b\""), t("\"c\"")])
+        );
+        // Garbage after a tag stops the scan but keeps what was read.
+        assert_eq!(
+            TagList::parse("\"A\" junk, \"B\""),
+            TagList::Tags(vec![t("\"A\"")])
+        );
+    }
+
+    #[test]
+    fn digest_tag_is_strong_and_safe() {
+        let tag = EntityTag::from_digest(&[0xff; 32]);
+        assert!(!tag.weak);
+        assert_eq!(tag.tag.len(), 43);
+        assert!(tag.tag.bytes().all(is_etagc));
+        assert_eq!(EntityTag::parse(&tag.to_string()), Some(tag));
+    }
+}

@@ -1,0 +1,9 @@
+//! Pure HTTP decisions: no IO, no clock reads (callers pass `now`), nothing from the rest of
+//! the crate. Everything here is table-tested against `shared/specs/http-origin.md`.
+
+pub mod cache_policy;
+pub mod conditional;
+pub mod etag;
+pub mod multipart;
+pub mod range;
+pub mod response;

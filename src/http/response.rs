@@ -1,0 +1,308 @@
+//! The HTTP decision for one file request, and the status + headers that express it.
+//!
+//! [`decide`] composes the pure steps in RFC order: preconditions first (R-17: a 304/412 wins
+//! over Range), then Range. [`build_head`] turns a [`Decision`] into status and headers, with
+//! the same cache policy on 200, 206, 304 and HEAD (H-21). Bodies are attached by the caller.
+
+use std::time::SystemTime;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::StatusCode;
+
+use super::conditional::{evaluate, ConditionalHeaders, Precondition, Validators};
+use super::etag::EntityTag;
+use super::multipart::MultipartPlan;
+use super::range::{parse_range, plan_ranges, ByteRange, RangePlan};
+
+/// What the client will be told about the selected representation.
+#[derive(Debug, Clone)]
+pub struct Resource<'a> {
+    pub len: u64,
+    pub etag: &'a EntityTag,
+    /// Already truncated to seconds and clamped to `now` (C-4).
+    pub last_modified: SystemTime,
+    pub content_type: &'a str,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct RangeOptions {
+    pub max_ranges: usize,
+    pub coalesce_gap: u64,
+}
+
+/// What a GET/HEAD of an existing file is answered with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Full,
+    Partial(ByteRange),
+    Multipart(MultipartPlan),
+    NotModified,
+    PreconditionFailed,
+    RangeNotSatisfiable,
+}
+
+/// Extra headers a policy adds (Cache-Control, CDN-Cache-Control, Vary, tags…).
+pub type PolicyHeaders = [(HeaderName, HeaderValue)];
+
+/// Decides the answer. `range` holds every `Range` field line (several lines are invalid, R-10);
+/// `boundary` is only called when a multipart answer is chosen.
+pub fn decide(
+    is_get: bool,
+    range: &[&[u8]],
+    cond: &ConditionalHeaders,
+    res: &Resource<'_>,
+    opts: RangeOptions,
+    now: SystemTime,
+    boundary: impl FnOnce() -> String,
+) -> Decision {
+    // Range is defined for GET only; HEAD answers as the unranged GET would.
+    let has_range = is_get && !range.is_empty();
+    let validators = Validators {
+        etag: res.etag,
+        last_modified: res.last_modified,
+    };
+    match evaluate(cond, &validators, now, is_get, has_range) {
+        Precondition::NotModified => return Decision::NotModified,
+        Precondition::Failed => return Decision::PreconditionFailed,
+        Precondition::Passed { use_range } if !(has_range && use_range) => return Decision::Full,
+        Precondition::Passed { .. } => {}
+    }
+    let [value] = range else {
+        return Decision::Full;
+    };
+    let Ok(specs) = parse_range(value, opts.max_ranges) else {
+        return Decision::Full;
+    };
+    match plan_ranges(&specs, res.len, opts.coalesce_gap) {
+        RangePlan::Full => Decision::Full,
+        RangePlan::Single(r) => Decision::Partial(r),
+        RangePlan::Multi(parts) => Decision::Multipart(MultipartPlan::new(
+            &parts,
+            res.len,
+            res.content_type,
+            boundary(),
+        )),
+        RangePlan::Unsatisfiable => Decision::RangeNotSatisfiable,
+    }
+}
+
+static NOSNIFF: HeaderValue = HeaderValue::from_static("nosniff");
+static BYTES: HeaderValue = HeaderValue::from_static("bytes");
+static NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
+static TEXT_PLAIN: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
+
+/// Status and headers (no body) for a decision.
+///
+/// `policy` is the resource's cache policy; it goes on 200, 206 and 304 alike (H-21, C-21).
+/// 412 and 416 get `Cache-Control: no-store` instead (H-20) and a short text body whose text
+/// is [`error_text`].
+pub fn build_head(
+    decision: &Decision,
+    res: &Resource<'_>,
+    policy: &PolicyHeaders,
+    now: SystemTime,
+) -> (StatusCode, HeaderMap) {
+    let mut h = HeaderMap::with_capacity(12);
+    h.insert(header::DATE, http_date(now));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, NOSNIFF.clone());
+    let status = match decision {
+        Decision::Full | Decision::Partial(_) | Decision::Multipart(_) | Decision::NotModified => {
+            h.insert(header::ETAG, header_value(&res.etag.to_string()));
+            h.insert(header::LAST_MODIFIED, http_date(res.last_modified));
+            for (name, value) in policy {
+                h.append(name.clone(), value.clone());
+            }
+            match decision {
+                Decision::NotModified => StatusCode::NOT_MODIFIED, // C-19/C-20: no CT, no CL
+                Decision::Full => {
+                    h.insert(header::ACCEPT_RANGES, BYTES.clone());
+                    h.insert(header::CONTENT_TYPE, header_value(res.content_type));
+                    h.insert(header::CONTENT_LENGTH, HeaderValue::from(res.len));
+                    StatusCode::OK
+                }
+                Decision::Partial(r) => {
+                    h.insert(header::ACCEPT_RANGES, BYTES.clone());
+                    h.insert(header::CONTENT_TYPE, header_value(res.content_type));
+                    h.insert(header::CONTENT_LENGTH, HeaderValue::from(r.len()));
+                    h.insert(header::CONTENT_RANGE, header_value(&r.content_range(res.len)));
+                    StatusCode::PARTIAL_CONTENT
+                }
+                Decision::Multipart(plan) => {
+                    h.insert(header::ACCEPT_RANGES, BYTES.clone());
+                    h.insert(header::CONTENT_TYPE, header_value(&plan.content_type()));
+                    h.insert(header::CONTENT_LENGTH, HeaderValue::from(plan.content_length));
+                    StatusCode::PARTIAL_CONTENT
+                }
+                _ => unreachable!("outer match limits the variants"),
+            }
+        }
+        Decision::PreconditionFailed => {
+            error_headers(&mut h, error_text(StatusCode::PRECONDITION_FAILED));
+            StatusCode::PRECONDITION_FAILED
+        }
+        Decision::RangeNotSatisfiable => {
+            error_headers(&mut h, error_text(StatusCode::RANGE_NOT_SATISFIABLE));
+            h.insert(
+                header::CONTENT_RANGE,
+                header_value(&format!("bytes */{}", res.len)),
+            );
+            StatusCode::RANGE_NOT_SATISFIABLE
+        }
+    };
+    (status, h)
+}
+
+/// Headers for a short text error (no representation metadata: R-35, C-23).
+fn error_headers(h: &mut HeaderMap, text: &str) {
+    h.insert(header::CONTENT_TYPE, TEXT_PLAIN.clone());
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(text.len()));
+    h.insert(header::CACHE_CONTROL, NO_STORE.clone());
+}
+
+/// A complete error head: Date, nosniff, text/plain, exact length and the given Cache-Control.
+pub fn error_head(text: &str, cache_control: &HeaderValue, now: SystemTime) -> HeaderMap {
+    let mut h = HeaderMap::with_capacity(6);
+    h.insert(header::DATE, http_date(now));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, NOSNIFF.clone());
+    error_headers(&mut h, text);
+    h.insert(header::CACHE_CONTROL, cache_control.clone());
+    h
+}
+
+/// The short body of an error response, one line ending in a newline.
+pub fn error_text(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::BAD_REQUEST => "bad request\n",
+        StatusCode::FORBIDDEN => "forbidden\n",
+        StatusCode::NOT_FOUND => "not found\n",
+        StatusCode::METHOD_NOT_ALLOWED => "method not allowed\n",
+        StatusCode::PRECONDITION_FAILED => "precondition failed\n",
+        StatusCode::RANGE_NOT_SATISFIABLE => "range not satisfiable\n",
+        StatusCode::SERVICE_UNAVAILABLE => "service unavailable\n",
+        _ => "internal server error\n",
+    }
+}
+
+fn http_date(t: SystemTime) -> HeaderValue {
+    header_value(&httpdate::fmt_http_date(t))
+}
+
+/// Every value we build is ASCII without control characters; fall back to an empty value
+/// rather than panic if that ever stops being true.
+fn header_value(s: &str) -> HeaderValue {
+    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    const OPTS: RangeOptions = RangeOptions {
+        max_ranges: 16,
+        coalesce_gap: 80,
+    };
+
+    fn now() -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(1_700_000_000)
+    }
+
+    fn res(tag: &EntityTag) -> Resource<'_> {
+        Resource {
+            len: 1000,
+            etag: tag,
+            last_modified: UNIX_EPOCH + Duration::from_secs(1_600_000_000),
+            content_type: "video/mp4",
+        }
+    }
+
+    fn run(is_get: bool, range: &[&str], cond: ConditionalHeaders) -> Decision {
+        let tag = EntityTag::parse("\"abc\"").unwrap();
+        let range: Vec<&[u8]> = range.iter().map(|r| r.as_bytes()).collect();
+        decide(is_get, &range, &cond, &res(&tag), OPTS, now(), || "B".into())
+    }
+
+    #[test]
+    fn head_ignores_range() {
+        // spec: http-origin R-40, RT-18
+        assert_eq!(run(false, &["bytes=0-4"], Default::default()), Decision::Full);
+        assert_eq!(
+            run(true, &["bytes=0-4"], Default::default()),
+            Decision::Partial(ByteRange { start: 0, end: 4 })
+        );
+    }
+
+    #[test]
+    fn preconditions_beat_range() {
+        // spec: http-origin R-17, RT-19
+        let cond = ConditionalHeaders {
+            if_none_match: vec!["\"abc\"".into()],
+            ..Default::default()
+        };
+        assert_eq!(run(true, &["bytes=0-4"], cond), Decision::NotModified);
+    }
+
+    #[test]
+    fn two_range_lines_are_ignored() {
+        // spec: http-origin R-10
+        assert_eq!(run(true, &["bytes=0-4", "bytes=5-6"], Default::default()), Decision::Full);
+    }
+
+    #[test]
+    fn same_policy_on_200_206_304() {
+        // spec: http-origin H-21, C-19
+        let tag = EntityTag::parse("\"abc\"").unwrap();
+        let r = res(&tag);
+        let policy = [(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("public, max-age=60"),
+        )];
+        for d in [
+            Decision::Full,
+            Decision::Partial(ByteRange { start: 0, end: 1 }),
+            Decision::NotModified,
+        ] {
+            let (_, h) = build_head(&d, &r, &policy, now());
+            assert_eq!(h[header::CACHE_CONTROL], "public, max-age=60");
+            assert_eq!(h[header::ETAG], "\"abc\"");
+            assert!(h.contains_key(header::LAST_MODIFIED));
+            assert!(h.contains_key(header::DATE));
+        }
+        let (s, h) = build_head(&Decision::NotModified, &r, &policy, now());
+        assert_eq!(s, StatusCode::NOT_MODIFIED);
+        assert!(!h.contains_key(header::CONTENT_TYPE));
+        assert!(!h.contains_key(header::CONTENT_LENGTH));
+    }
+
+    #[test]
+    fn error_heads() {
+        let tag = EntityTag::parse("\"abc\"").unwrap();
+        let r = res(&tag);
+        let (s, h) = build_head(&Decision::RangeNotSatisfiable, &r, &[], now());
+        assert_eq!(s, StatusCode::RANGE_NOT_SATISFIABLE);
+        assert_eq!(h[header::CONTENT_RANGE], "bytes */1000");
+        assert_eq!(h[header::CACHE_CONTROL], "no-store");
+        assert_eq!(h[header::CONTENT_TYPE], "text/plain; charset=utf-8");
+        assert!(!h.contains_key(header::ETAG));
+        let (s, h) = build_head(&Decision::PreconditionFailed, &r, &[], now());
+        assert_eq!(s, StatusCode::PRECONDITION_FAILED);
+        assert_eq!(h[header::CACHE_CONTROL], "no-store"); // C-23
+        assert_eq!(
+            h[header::CONTENT_LENGTH],
+            error_text(StatusCode::PRECONDITION_FAILED).len().to_string().as_str()
+        );
+    }
+
+    #[test]
+    fn range_206_headers() {
+        let tag = EntityTag::parse("\"abc\"").unwrap();
+        let r = res(&tag);
+        let (s, h) = build_head(&Decision::Partial(ByteRange { start: 5, end: 9 }), &r, &[], now());
+        assert_eq!(s, StatusCode::PARTIAL_CONTENT);
+        assert_eq!(h[header::CONTENT_RANGE], "bytes 5-9/1000");
+        assert_eq!(h[header::CONTENT_LENGTH], "5");
+        assert_eq!(h[header::ACCEPT_RANGES], "bytes");
+        let (_, h) = build_head(&Decision::Full, &r, &[], now());
+        assert!(!h.contains_key(header::CONTENT_RANGE));
+    }
+}
