@@ -1,1 +1,136 @@
-fn main() {}
+//! Command line: parse, load config, hand over to the library. anyhow lives only here.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use video_origin::config::{self, LogFormat, Overrides, Settings};
+use video_origin::App;
+
+#[derive(Parser)]
+#[command(name = "video-origin", version, about = "CDN origin server for video")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve {
+        #[command(flatten)]
+        common: Common,
+        /// Public listen address (overrides server.listen).
+        #[arg(long, value_name = "ADDR:PORT")]
+        listen: Option<SocketAddr>,
+    },
+    /// Precompute content digests (ETags) for every file into the index file.
+    Index {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Validate the configuration and print the effective settings (secrets redacted).
+    CheckConfig {
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+#[derive(Args)]
+struct Common {
+    /// Config file (default: config/origin.toml if present, else the embedded defaults).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Asset directory (overrides assets.root).
+    #[arg(long, value_name = "DIR")]
+    assets: Option<PathBuf>,
+}
+
+fn load(common: &Common, listen: Option<SocketAddr>) -> anyhow::Result<Settings> {
+    let overrides = Overrides {
+        config_file: common.config.clone(),
+        listen,
+        assets: common.assets.clone(),
+    };
+    Ok(config::load(&overrides)?)
+}
+
+fn init_logging(settings: &Settings) {
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| settings.log.level.clone());
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    match settings.log.format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("video-origin: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::CheckConfig { common } => {
+            let settings = load(&common, None)?;
+            App::new(Arc::new(settings.clone()))?;
+            print!("{}", toml::to_string_pretty(&settings.redacted())?);
+            Ok(())
+        }
+        Command::Index { common } => {
+            let settings = load(&common, None)?;
+            let root = std::fs::canonicalize(&settings.assets.root)
+                .with_context(|| format!("asset root {}", settings.assets.root.display()))?;
+            let out = settings.index_path(&root);
+            let n = video_origin::storage::metadata::build_index(&root, &out)
+                .with_context(|| format!("building index {}", out.display()))?;
+            println!("indexed {n} files into {}", out.display());
+            Ok(())
+        }
+        Command::Serve { common, listen } => {
+            let settings = Arc::new(load(&common, listen)?);
+            init_logging(&settings);
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(serve(settings))
+        }
+    }
+}
+
+async fn serve(settings: Arc<Settings>) -> anyhow::Result<()> {
+    let app = Arc::new(App::new(Arc::clone(&settings))?);
+    let listener = tokio::net::TcpListener::bind(settings.server.listen)
+        .await
+        .with_context(|| format!("binding server.listen {}", settings.server.listen))?;
+    let addr = listener.local_addr()?;
+    // Machine-readable line on stdout: tests and scripts learn the ephemeral port from it.
+    println!("listening on http://{addr}");
+    tracing::info!(%addr, root = %app.root.display(), mount = %settings.assets.mount, "video-origin serving");
+    if settings.metadata.warm_up {
+        app.spawn_warm_up();
+    }
+    let grace = Duration::from_secs(settings.server.shutdown_grace_secs);
+    video_origin::server::serve(
+        app,
+        listener,
+        video_origin::server::shutdown_signal(),
+        grace,
+    )
+    .await;
+    Ok(())
+}

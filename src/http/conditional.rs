@@ -171,7 +171,7 @@ mod tests {
             h.if_modified_since = vec![date(T)];
         });
         assert_eq!(eval_with(both, false), PASS); // CT-5: IMS ignored when INM present
-        // Two header lines are one list.
+                                                  // Two header lines are one list.
         let lines = hdr(|h| h.if_none_match = vec!["\"x\"".into(), "\"abc\"".into()]);
         assert_eq!(eval_with(lines, false), NotModified);
     }
@@ -187,7 +187,10 @@ mod tests {
         assert_eq!(s(vec![date(T), date(T)]), PASS);
         assert_eq!(s(vec![format!("{}, {}", date(T), date(T))]), PASS);
         // C-6: RFC 850 and asctime forms are accepted.
-        assert_eq!(s(vec!["Wednesday, 25-Jun-14 17:12:18 GMT".into()]), NotModified);
+        assert_eq!(
+            s(vec!["Wednesday, 25-Jun-14 17:12:18 GMT".into()]),
+            NotModified
+        );
         assert_eq!(s(vec!["Wed Jun 25 17:12:18 2014".into()]), NotModified);
     }
 

@@ -160,15 +160,18 @@ mod tests {
     #[test]
     fn scan_etag_cases() {
         // spec: http-origin §5.5 O8/O9 (Go TestScanETag)
-        assert_eq!(
-            scan_etag("W/\"etag-1\""),
-            Some((t("W/\"etag-1\""), ""))
-        );
+        assert_eq!(scan_etag("W/\"etag-1\""), Some((t("W/\"etag-1\""), "")));
         assert_eq!(scan_etag("\"etag-2\"").unwrap().0.tag, "etag-2");
         let (first, rest) = scan_etag("\"etag-1\", \"etag-2\"").unwrap();
         assert_eq!(first.tag, "etag-1");
         assert_eq!(rest, ", \"etag-2\"");
-        for bad in ["", "W/", "W/\"truc", "w/\"case-sensitive\"", "\"spaced etag\""] {
+        for bad in [
+            "",
+            "W/",
+            "W/\"truc",
+            "w/\"case-sensitive\"",
+            "\"spaced etag\"",
+        ] {
             assert!(EntityTag::parse(bad).is_none(), "{bad:?}");
         }
     }

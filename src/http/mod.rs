@@ -3,6 +3,7 @@
 
 pub mod cache_policy;
 pub mod conditional;
+pub mod content_type;
 pub mod etag;
 pub mod multipart;
 pub mod range;

@@ -25,7 +25,12 @@ pub struct MultipartPlan {
 }
 
 impl MultipartPlan {
-    pub fn new(ranges: &[ByteRange], complete_len: u64, content_type: &str, boundary: String) -> Self {
+    pub fn new(
+        ranges: &[ByteRange],
+        complete_len: u64,
+        content_type: &str,
+        boundary: String,
+    ) -> Self {
         let parts: Vec<Part> = ranges
             .iter()
             .enumerate()
@@ -78,7 +83,13 @@ mod tests {
     fn worked_example_length_is_363() {
         // spec: http-origin R-32 / RT-15
         let plan = MultipartPlan::new(
-            &[ByteRange { start: 0, end: 99 }, ByteRange { start: 900, end: 999 }],
+            &[
+                ByteRange { start: 0, end: 99 },
+                ByteRange {
+                    start: 900,
+                    end: 999,
+                },
+            ],
             1000,
             "video/mp4",
             "BOUNDARY".into(),
@@ -93,14 +104,20 @@ mod tests {
             b"\r\n--BOUNDARY\r\nContent-Type: video/mp4\r\nContent-Range: bytes 900-999/1000\r\n\r\n"
         );
         assert_eq!(&plan.tail[..], b"\r\n--BOUNDARY--\r\n");
-        assert_eq!(plan.content_type(), "multipart/byteranges; boundary=BOUNDARY");
+        assert_eq!(
+            plan.content_type(),
+            "multipart/byteranges; boundary=BOUNDARY"
+        );
     }
 
     #[test]
     fn formula_matches_for_many_parts() {
         // spec: http-origin R-31, computed independently from the closed form
         let ranges: Vec<ByteRange> = (0..7)
-            .map(|i| ByteRange { start: i * 1000, end: i * 1000 + i * 13 })
+            .map(|i| ByteRange {
+                start: i * 1000,
+                end: i * 1000 + i * 13,
+            })
             .collect();
         let (b, ct, n) = ("xyz123", "application/octet-stream", 123_456u64);
         let plan = MultipartPlan::new(&ranges, n, ct, b.into());
@@ -110,14 +127,24 @@ mod tests {
             .map(|(i, r)| {
                 let cr = r.content_range(n).len() as u64;
                 (if i > 0 { 2 } else { 0 })
-                    + 2 + b.len() as u64 + 2
-                    + 14 + ct.len() as u64 + 2
-                    + 15 + cr + 2
+                    + 2
+                    + b.len() as u64
+                    + 2
+                    + 14
+                    + ct.len() as u64
+                    + 2
+                    + 15
+                    + cr
+                    + 2
                     + 2
                     + r.len()
             })
             .sum::<u64>()
-            + 2 + 2 + b.len() as u64 + 2 + 2;
+            + 2
+            + 2
+            + b.len() as u64
+            + 2
+            + 2;
         assert_eq!(plan.content_length, expected);
     }
 

@@ -237,8 +237,12 @@ mod tests {
         Ok(specs
             .iter()
             .filter_map(|s| match *s {
-                FromTo { first, last } => (first < size)
-                    .then(|| (first, last.map_or(size - 1, |l| l.min(size - 1)) - first + 1)),
+                FromTo { first, last } => (first < size).then(|| {
+                    (
+                        first,
+                        last.map_or(size - 1, |l| l.min(size - 1)) - first + 1,
+                    )
+                }),
                 Suffix(0) => None,
                 Suffix(n) => Some((size.saturating_sub(n), n.min(size))),
             })
@@ -266,7 +270,11 @@ mod tests {
             ("bytes=0-0,-1", 10000, &[(0, 1), (9999, 1)]),
             ("bytes=500-600,601-999", 10000, &[(500, 101), (601, 399)]),
             ("bytes=500-700,601-999", 10000, &[(500, 201), (601, 399)]),
-            ("bytes=   1 -2   ,  4- 5, 7 - 8 , ,,", 11, &[(1, 2), (4, 2), (7, 2)]),
+            (
+                "bytes=   1 -2   ,  4- 5, 7 - 8 , ,,",
+                11,
+                &[(1, 2), (4, 2), (7, 2)],
+            ),
         ];
         for (h, size, want) in rows {
             assert_eq!(go_view(h, *size).unwrap(), want.to_vec(), "{h}");
@@ -386,7 +394,10 @@ mod tests {
         // spec: http-origin §5.6 "video-origin" column with coalesce_gap = 80
         assert_eq!(plan("bytes=1-2,5-", 10, 80), RangePlan::Single(br(1, 9))); // P26
         assert_eq!(plan("bytes=-2 , 7-", 11, 80), RangePlan::Single(br(7, 10))); // P27
-        assert_eq!(plan("bytes=0-0 ,2-2, 7-", 11, 80), RangePlan::Single(br(0, 10))); // P28
+        assert_eq!(
+            plan("bytes=0-0 ,2-2, 7-", 11, 80),
+            RangePlan::Single(br(0, 10))
+        ); // P28
         assert_eq!(
             plan("bytes=0-0,-1", 10000, 80),
             RangePlan::Multi(vec![br(0, 0), br(9999, 9999)])
@@ -395,7 +406,7 @@ mod tests {
             plan("bytes=500-600,601-999", 10000, 80),
             RangePlan::Single(br(500, 999))
         ); // P36
-        // §5.2 G6–G8 with coalesce_gap = 0 stay multipart.
+           // §5.2 G6–G8 with coalesce_gap = 0 stay multipart.
         assert_eq!(
             plan("bytes=0-0,-2", 11, 0),
             RangePlan::Multi(vec![br(0, 0), br(9, 10)])

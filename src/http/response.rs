@@ -124,13 +124,19 @@ pub fn build_head(
                     h.insert(header::ACCEPT_RANGES, BYTES.clone());
                     h.insert(header::CONTENT_TYPE, header_value(res.content_type));
                     h.insert(header::CONTENT_LENGTH, HeaderValue::from(r.len()));
-                    h.insert(header::CONTENT_RANGE, header_value(&r.content_range(res.len)));
+                    h.insert(
+                        header::CONTENT_RANGE,
+                        header_value(&r.content_range(res.len)),
+                    );
                     StatusCode::PARTIAL_CONTENT
                 }
                 Decision::Multipart(plan) => {
                     h.insert(header::ACCEPT_RANGES, BYTES.clone());
                     h.insert(header::CONTENT_TYPE, header_value(&plan.content_type()));
-                    h.insert(header::CONTENT_LENGTH, HeaderValue::from(plan.content_length));
+                    h.insert(
+                        header::CONTENT_LENGTH,
+                        HeaderValue::from(plan.content_length),
+                    );
                     StatusCode::PARTIAL_CONTENT
                 }
                 _ => unreachable!("outer match limits the variants"),
@@ -219,13 +225,18 @@ mod tests {
     fn run(is_get: bool, range: &[&str], cond: ConditionalHeaders) -> Decision {
         let tag = EntityTag::parse("\"abc\"").unwrap();
         let range: Vec<&[u8]> = range.iter().map(|r| r.as_bytes()).collect();
-        decide(is_get, &range, &cond, &res(&tag), OPTS, now(), || "B".into())
+        decide(is_get, &range, &cond, &res(&tag), OPTS, now(), || {
+            "B".into()
+        })
     }
 
     #[test]
     fn head_ignores_range() {
         // spec: http-origin R-40, RT-18
-        assert_eq!(run(false, &["bytes=0-4"], Default::default()), Decision::Full);
+        assert_eq!(
+            run(false, &["bytes=0-4"], Default::default()),
+            Decision::Full
+        );
         assert_eq!(
             run(true, &["bytes=0-4"], Default::default()),
             Decision::Partial(ByteRange { start: 0, end: 4 })
@@ -245,7 +256,10 @@ mod tests {
     #[test]
     fn two_range_lines_are_ignored() {
         // spec: http-origin R-10
-        assert_eq!(run(true, &["bytes=0-4", "bytes=5-6"], Default::default()), Decision::Full);
+        assert_eq!(
+            run(true, &["bytes=0-4", "bytes=5-6"], Default::default()),
+            Decision::Full
+        );
     }
 
     #[test]
@@ -289,7 +303,10 @@ mod tests {
         assert_eq!(h[header::CACHE_CONTROL], "no-store"); // C-23
         assert_eq!(
             h[header::CONTENT_LENGTH],
-            error_text(StatusCode::PRECONDITION_FAILED).len().to_string().as_str()
+            error_text(StatusCode::PRECONDITION_FAILED)
+                .len()
+                .to_string()
+                .as_str()
         );
     }
 
@@ -297,7 +314,12 @@ mod tests {
     fn range_206_headers() {
         let tag = EntityTag::parse("\"abc\"").unwrap();
         let r = res(&tag);
-        let (s, h) = build_head(&Decision::Partial(ByteRange { start: 5, end: 9 }), &r, &[], now());
+        let (s, h) = build_head(
+            &Decision::Partial(ByteRange { start: 5, end: 9 }),
+            &r,
+            &[],
+            now(),
+        );
         assert_eq!(s, StatusCode::PARTIAL_CONTENT);
         assert_eq!(h[header::CONTENT_RANGE], "bytes 5-9/1000");
         assert_eq!(h[header::CONTENT_LENGTH], "5");

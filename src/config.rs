@@ -1,0 +1,396 @@
+//! Configuration: figment layers (embedded defaults → config file → `VIDEO_ORIGIN_*` env →
+//! command-line overrides), strict deserialization, then semantic validation.
+//!
+//! Every error names where the bad value came from (file path, environment variable, flag or
+//! the embedded defaults), the key and the reason, so startup fails fast and legibly.
+//! Secrets must never be printed: `Settings::redacted` is what `check-config` shows.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+use crate::http::cache_policy::validate_cache_control;
+
+/// The shipped `config/origin.toml`, compiled in.
+pub const EMBEDDED_DEFAULTS: &str = include_str!("../config/origin.toml");
+/// Looked for in the working directory when no `--config` is given.
+pub const DEFAULT_CONFIG_FILE: &str = "config/origin.toml";
+pub const ENV_PREFIX: &str = "VIDEO_ORIGIN_";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub assets: AssetSettings,
+    pub ranges: RangeSettings,
+    pub metadata: MetadataSettings,
+    pub streaming: StreamingSettings,
+    pub cache: CacheSettings,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    pub listen: SocketAddr,
+    pub shutdown_grace_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssetSettings {
+    pub root: PathBuf,
+    pub mount: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RangeSettings {
+    pub max_ranges: usize,
+    pub coalesce_gap: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetadataSettings {
+    pub capacity: u64,
+    pub ttl_secs: u64,
+    pub warm_up: bool,
+    pub index_file: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamingSettings {
+    pub read_size: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheSettings {
+    pub file_cache_control: String,
+    pub not_found_cache_control: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    pub level: String,
+    pub format: LogFormat,
+}
+
+/// A configuration error: where, which key, why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub source: String,
+    pub key: String,
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "invalid configuration: {}: key `{}`: {}",
+            self.source, self.key, self.reason
+        )
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Command-line values that override every other layer.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub config_file: Option<PathBuf>,
+    pub listen: Option<SocketAddr>,
+    pub assets: Option<PathBuf>,
+}
+
+/// Builds the layered figment. `--config` must exist; the default file is optional.
+fn figment(o: &Overrides) -> Result<Figment, ConfigError> {
+    let mut fig = Figment::from(Toml::string(EMBEDDED_DEFAULTS));
+    match &o.config_file {
+        Some(path) => {
+            if !path.is_file() {
+                return Err(ConfigError {
+                    source: path.display().to_string(),
+                    key: "-".into(),
+                    reason: "config file not found (given with --config)".into(),
+                });
+            }
+            fig = fig.merge(Toml::file_exact(path));
+        }
+        None => {
+            if Path::new(DEFAULT_CONFIG_FILE).is_file() {
+                fig = fig.merge(Toml::file_exact(DEFAULT_CONFIG_FILE));
+            }
+        }
+    }
+    fig = fig.merge(Env::prefixed(ENV_PREFIX).split("__"));
+    if let Some(listen) = o.listen {
+        fig = fig.merge(("server.listen", listen.to_string()));
+    }
+    if let Some(assets) = &o.assets {
+        fig = fig.merge(("assets.root", assets.display().to_string()));
+    }
+    Ok(fig)
+}
+
+/// Loads and validates the settings.
+pub fn load(o: &Overrides) -> Result<Settings, ConfigError> {
+    let fig = figment(o)?;
+    let settings: Settings = fig.extract().map_err(|e| from_figment(&fig, e))?;
+    settings.validate().map_err(|(key, reason)| ConfigError {
+        source: source_of(&fig, key),
+        key: key.to_string(),
+        reason,
+    })?;
+    Ok(settings)
+}
+
+fn describe(meta: &figment::Metadata, key_path: &[String]) -> String {
+    use figment::Source;
+    match &meta.source {
+        Some(Source::File(p)) => p.display().to_string(),
+        Some(Source::Code(_)) => "command line".into(),
+        Some(Source::Custom(s)) => s.clone(),
+        Some(_) => meta.name.to_string(),
+        None if meta.name.contains("environment") => {
+            // Name the exact variable the user set.
+            let var: Vec<String> = key_path.iter().map(|k| k.to_ascii_uppercase()).collect();
+            format!("environment variable {ENV_PREFIX}{}", var.join("__"))
+        }
+        None => "embedded defaults".into(),
+    }
+}
+
+fn source_of(fig: &Figment, key: &str) -> String {
+    let path: Vec<String> = key.split('.').map(str::to_string).collect();
+    fig.find_metadata(key)
+        .map(|m| describe(m, &path))
+        .unwrap_or_else(|| "configuration".into())
+}
+
+fn from_figment(fig: &Figment, e: figment::Error) -> ConfigError {
+    use figment::error::Kind;
+    let mut path = e.path.clone();
+    let reason = match &e.kind {
+        Kind::UnknownField(field, expected) => {
+            if path.last() != Some(field) {
+                path.push(field.clone());
+            }
+            format!("unknown key; expected one of: {}", expected.join(", "))
+        }
+        Kind::MissingField(field) => {
+            if path.last().map(String::as_str) != Some(&**field) {
+                path.push(field.to_string());
+            }
+            "missing key".into()
+        }
+        other => other.to_string(),
+    };
+    let key = path.join(".");
+    let source = match &e.metadata {
+        Some(meta) => describe(meta, &path),
+        None => source_of(fig, &key),
+    };
+    ConfigError {
+        source,
+        key: if key.is_empty() { "-".into() } else { key },
+        reason,
+    }
+}
+
+impl Settings {
+    /// Semantic checks that types alone cannot express. Returns (key, reason).
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        let m = &self.assets.mount;
+        if !m.starts_with('/') || m.ends_with('/') || m.contains("//") || m.contains(['?', '#']) {
+            return Err((
+                "assets.mount",
+                format!("must start with `/`, not end with `/` and hold no `//`, `?` or `#` (got `{m}`)"),
+            ));
+        }
+        if self.ranges.max_ranges == 0 {
+            return Err(("ranges.max_ranges", "must be at least 1".into()));
+        }
+        if !(4096..=16 << 20).contains(&self.streaming.read_size) {
+            return Err((
+                "streaming.read_size",
+                format!(
+                    "must be between 4096 and 16777216 bytes (got {})",
+                    self.streaming.read_size
+                ),
+            ));
+        }
+        if self.metadata.capacity == 0 {
+            return Err(("metadata.capacity", "must be at least 1".into()));
+        }
+        if self.metadata.ttl_secs == 0 {
+            return Err(("metadata.ttl_secs", "must be at least 1".into()));
+        }
+        if self.server.shutdown_grace_secs > 3600 {
+            return Err(("server.shutdown_grace_secs", "must be at most 3600".into()));
+        }
+        validate_cache_control(&self.cache.file_cache_control)
+            .map_err(|r| ("cache.file_cache_control", r))?;
+        validate_cache_control(&self.cache.not_found_cache_control)
+            .map_err(|r| ("cache.not_found_cache_control", r))?;
+        tracing_subscriber::EnvFilter::try_new(&self.log.level)
+            .map_err(|e| ("log.level", e.to_string()))?;
+        Ok(())
+    }
+
+    /// A copy safe to print. No secrets exist yet; keys and tokens added later are masked here.
+    pub fn redacted(&self) -> Settings {
+        self.clone()
+    }
+
+    /// The index file path, resolved against the asset root when relative.
+    pub fn index_path(&self, root: &Path) -> PathBuf {
+        root.join(&self.metadata.index_file)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    fn load_in_jail(
+        files: &[(&str, &str)],
+        env: &[(&str, &str)],
+        o: Overrides,
+    ) -> Result<Settings, ConfigError> {
+        let mut out = None;
+        Jail::expect_with(|jail| {
+            for (name, body) in files {
+                if let Some(dir) = Path::new(name).parent() {
+                    std::fs::create_dir_all(jail.directory().join(dir)).unwrap();
+                }
+                jail.create_file(name, body)?;
+            }
+            for (k, v) in env {
+                jail.set_env(k, v);
+            }
+            out = Some(load(&o));
+            Ok(())
+        });
+        out.unwrap()
+    }
+
+    #[test]
+    fn embedded_defaults_load() {
+        let s = load_in_jail(&[], &[], Overrides::default()).unwrap();
+        assert_eq!(s.server.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(s.assets.mount, "/video");
+        assert_eq!(s.ranges.max_ranges, 16);
+    }
+
+    #[test]
+    fn layers_override_in_order() {
+        let s = load_in_jail(
+            &[(
+                "config/origin.toml",
+                "[ranges]\nmax_ranges = 4\ncoalesce_gap = 0\n",
+            )],
+            &[("VIDEO_ORIGIN_RANGES__MAX_RANGES", "8")],
+            Overrides {
+                listen: Some("127.0.0.1:9999".parse().unwrap()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(s.ranges.max_ranges, 8, "env beats file");
+        assert_eq!(s.ranges.coalesce_gap, 0, "file beats defaults");
+        assert_eq!(s.server.listen.port(), 9999, "flag beats all");
+    }
+
+    #[test]
+    fn errors_name_source_key_and_reason() {
+        let e = load_in_jail(
+            &[("config/origin.toml", "[ranges]\nmax_ranges = \"many\"\n")],
+            &[],
+            Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(e.source.ends_with("config/origin.toml"), "{e}");
+        assert_eq!(e.key, "ranges.max_ranges");
+        assert!(e.reason.contains("string"), "{e}");
+
+        let e = load_in_jail(
+            &[("config/origin.toml", "[ranges]\nmax_rangez = 3\n")],
+            &[],
+            Overrides::default(),
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "ranges.max_rangez");
+        assert!(e.reason.contains("unknown key"), "{e}");
+
+        let e = load_in_jail(
+            &[],
+            &[("VIDEO_ORIGIN_STREAMING__READ_SIZE", "12")],
+            Overrides::default(),
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "streaming.read_size");
+        assert!(
+            e.source.contains("VIDEO_ORIGIN_STREAMING__READ_SIZE"),
+            "{e}"
+        );
+
+        let e = load_in_jail(
+            &[(
+                "my.toml",
+                "[cache]\nfile_cache_control = \"no-store, max-age=5\"\n",
+            )],
+            &[],
+            Overrides {
+                config_file: Some("my.toml".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "cache.file_cache_control");
+        assert!(e.source.ends_with("my.toml"), "{e}");
+
+        let e = load_in_jail(
+            &[],
+            &[],
+            Overrides {
+                config_file: Some("absent.toml".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+        assert!(e.reason.contains("not found"), "{e}");
+
+        let e = load_in_jail(
+            &[("config/origin.toml", "[assets]\nmount = \"video\"\n")],
+            &[],
+            Overrides::default(),
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "assets.mount");
+
+        let e = load_in_jail(
+            &[("config/origin.toml", "this is not toml")],
+            &[],
+            Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(e.source.ends_with("config/origin.toml"), "{e}");
+    }
+}

@@ -1,0 +1,226 @@
+//! The video pipeline: one call per step, in the order of the product picture.
+//!
+//! 1. `storage::path::normalize`: decode once, refuse climbing paths (400) and dotfiles (404).
+//! 2. `storage::path::open_under_root`: resolve symlinks, stay inside the root, open (404/503).
+//! 3. `MetadataCache::get`: size, mtime, content-hash ETag for exactly the opened file.
+//! 4. `http::response::decide`: preconditions, then Range (pure).
+//! 5. `http::response::build_head`: status + headers with the resource's cache policy.
+//! 6. `storage::body`: the bounded stream (nothing for HEAD, 304 or errors).
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Response, StatusCode};
+
+use crate::http::conditional::{effective_last_modified, ConditionalHeaders};
+use crate::http::multipart::random_boundary;
+use crate::http::response::{
+    build_head, decide, error_head, error_text, Decision, RangeOptions, Resource,
+};
+use crate::storage::body::{FileStream, OriginBody, Segment};
+use crate::storage::metadata::FileIdentity;
+use crate::storage::path::{self, is_fd_exhaustion, OpenError, PathRejection};
+use crate::App;
+
+static NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
+
+/// Serves `raw_path` (the URL path after the mount prefix, still percent-encoded).
+pub async fn serve_asset(
+    app: &App,
+    method: &Method,
+    headers: &HeaderMap,
+    raw_path: &str,
+) -> Response<OriginBody> {
+    let now = SystemTime::now();
+    let asset = match path::normalize(raw_path) {
+        Ok(a) => a,
+        Err(PathRejection::BadRequest(reason)) => {
+            tracing::debug!(path = raw_path, reason, "path rejected");
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                &format!("bad request: {reason}\n"),
+                &NO_STORE,
+                now,
+            );
+        }
+        Err(PathRejection::NotFound) => return not_found(app, now),
+    };
+
+    // The file may be replaced between open and hashing; one reopen settles it.
+    let mut attempt = 0;
+    let (file, meta) = loop {
+        attempt += 1;
+        let root = Arc::clone(&app.root);
+        let a = asset.clone();
+        let opened = tokio::task::spawn_blocking(move || path::open_under_root(&root, &a)).await;
+        let (file, fs_meta) = match opened {
+            Ok(Ok(pair)) => pair,
+            Ok(Err(OpenError::NotFound)) => return not_found(app, now),
+            Ok(Err(OpenError::Escapes(real))) => {
+                tracing::warn!(path = asset.as_str(), real = %real.display(), "path resolves outside the asset root");
+                return not_found(app, now);
+            }
+            Ok(Err(OpenError::Io(e))) if is_fd_exhaustion(&e) => {
+                tracing::error!(error = %e, "out of file descriptors");
+                return unavailable(now);
+            }
+            Ok(Err(OpenError::Io(e))) => {
+                tracing::error!(path = asset.as_str(), error = %e, "open failed");
+                return error_response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    error_text(StatusCode::INTERNAL_SERVER_ERROR),
+                    &NO_STORE,
+                    now,
+                );
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "open task failed");
+                return unavailable(now);
+            }
+        };
+        let file = Arc::new(file);
+        let identity = FileIdentity::of(&fs_meta);
+        let mtime = fs_meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+        match app
+            .metadata
+            .get(asset.as_str(), &file, identity, mtime)
+            .await
+        {
+            Ok(meta) => break (file, meta),
+            Err(e) if attempt < 3 => {
+                tracing::debug!(path = asset.as_str(), error = %e, "metadata retry");
+            }
+            Err(e) => {
+                tracing::warn!(path = asset.as_str(), error = %e, "file keeps changing; giving up");
+                return unavailable(now);
+            }
+        }
+    };
+
+    let resource = Resource {
+        len: meta.len,
+        etag: &meta.etag,
+        last_modified: effective_last_modified(meta.mtime, now),
+        content_type: meta.content_type,
+    };
+    let is_get = method == Method::GET;
+    let ranges: Vec<&[u8]> = headers
+        .get_all(header::RANGE)
+        .iter()
+        .map(HeaderValue::as_bytes)
+        .collect();
+    let conditionals = conditional_headers(headers);
+    let opts = RangeOptions {
+        max_ranges: app.settings.ranges.max_ranges,
+        coalesce_gap: app.settings.ranges.coalesce_gap,
+    };
+    let decision = decide(
+        is_get,
+        &ranges,
+        &conditionals,
+        &resource,
+        opts,
+        now,
+        random_boundary,
+    );
+    let (status, head) = build_head(
+        &decision,
+        &resource,
+        app.policy.for_file(asset.as_str()),
+        now,
+    );
+
+    let segments = match &decision {
+        _ if !is_get => None,
+        Decision::Full if meta.len > 0 => Some(vec![Segment::File {
+            start: 0,
+            end: meta.len,
+        }]),
+        Decision::Partial(r) => Some(vec![Segment::File {
+            start: r.start,
+            end: r.end + 1,
+        }]),
+        Decision::Multipart(plan) => {
+            let mut segs = Vec::with_capacity(plan.parts.len() * 2 + 1);
+            for part in &plan.parts {
+                segs.push(Segment::Bytes(part.head.clone()));
+                segs.push(Segment::File {
+                    start: part.range.start,
+                    end: part.range.end + 1,
+                });
+            }
+            segs.push(Segment::Bytes(plan.tail.clone()));
+            Some(segs)
+        }
+        _ => None,
+    };
+    let body = match (&decision, segments) {
+        (_, Some(segs)) => OriginBody::File(FileStream::new(
+            file,
+            meta.identity,
+            segs,
+            app.settings.streaming.read_size,
+        )),
+        (Decision::PreconditionFailed | Decision::RangeNotSatisfiable, None) if is_get => {
+            OriginBody::text(error_text(status))
+        }
+        _ => OriginBody::Empty,
+    };
+    with_head(status, head, body)
+}
+
+fn conditional_headers(h: &HeaderMap) -> ConditionalHeaders {
+    let all = |name: header::HeaderName| -> Vec<String> {
+        h.get_all(name)
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .collect()
+    };
+    ConditionalHeaders {
+        if_match: all(header::IF_MATCH),
+        if_none_match: all(header::IF_NONE_MATCH),
+        if_modified_since: all(header::IF_MODIFIED_SINCE),
+        if_unmodified_since: all(header::IF_UNMODIFIED_SINCE),
+        if_range: all(header::IF_RANGE),
+    }
+}
+
+fn with_head(status: StatusCode, head: HeaderMap, body: OriginBody) -> Response<OriginBody> {
+    let mut resp = Response::new(body);
+    *resp.status_mut() = status;
+    *resp.headers_mut() = head;
+    resp
+}
+
+/// A short text error with exact length and the given Cache-Control.
+pub fn error_response(
+    status: StatusCode,
+    text: &str,
+    cache_control: &HeaderValue,
+    now: SystemTime,
+) -> Response<OriginBody> {
+    let head = error_head(text, cache_control, now);
+    with_head(status, head, OriginBody::text(text.to_owned()))
+}
+
+pub fn not_found(app: &App, now: SystemTime) -> Response<OriginBody> {
+    error_response(
+        StatusCode::NOT_FOUND,
+        error_text(StatusCode::NOT_FOUND),
+        app.policy.not_found(),
+        now,
+    )
+}
+
+fn unavailable(now: SystemTime) -> Response<OriginBody> {
+    let mut r = error_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        error_text(StatusCode::SERVICE_UNAVAILABLE),
+        &NO_STORE,
+        now,
+    );
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r
+}

@@ -1,0 +1,267 @@
+//! Response bodies: a bounded file stream for 200/206/multipart, or a small fixed body.
+//!
+//! Memory per response is one chunk (`read_size`) in flight: a read is only started when hyper
+//! polls for more, which it does only when the connection can take it (backpressure). Reads are
+//! positional (`pread`) on the blocking pool, so a cold disk never stalls a runtime worker.
+//!
+//! Consistency: the stream reads from the descriptor whose identity the ETag was computed for.
+//! A replacement by rename leaves that inode intact, so the old bytes finish cleanly. An
+//! in-place rewrite or truncation is noticed by an `fstat` after every read; the stream then
+//! fails, hyper aborts the connection, and the client sees a body shorter than Content-Length
+//! rather than a splice of two versions. Dropping the body (client gone) drops the last
+//! reference to the file, closing it.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::future::Future;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+use tokio::task::JoinHandle;
+
+use super::metadata::FileIdentity;
+
+/// A piece of a response body.
+#[derive(Debug, Clone)]
+pub enum Segment {
+    /// Prebuilt bytes (multipart framing).
+    Bytes(Bytes),
+    /// File bytes `start..end` (end exclusive).
+    File { start: u64, end: u64 },
+}
+
+impl Segment {
+    fn len(&self) -> u64 {
+        match self {
+            Segment::Bytes(b) => b.len() as u64,
+            Segment::File { start, end } => end - start,
+        }
+    }
+}
+
+pub struct FileStream {
+    file: Arc<File>,
+    identity: FileIdentity,
+    segments: VecDeque<Segment>,
+    read_size: usize,
+    pending: Option<JoinHandle<io::Result<Bytes>>>,
+    remaining: u64,
+}
+
+impl FileStream {
+    pub fn new(
+        file: Arc<File>,
+        identity: FileIdentity,
+        segments: Vec<Segment>,
+        read_size: usize,
+    ) -> Self {
+        let remaining = segments.iter().map(Segment::len).sum();
+        FileStream {
+            file,
+            identity,
+            segments: segments.into(),
+            read_size: read_size.max(1),
+            pending: None,
+            remaining,
+        }
+    }
+
+    fn fail(&mut self, e: io::Error) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        self.segments.clear();
+        self.remaining = 0;
+        Poll::Ready(Some(Err(e)))
+    }
+}
+
+/// One positional read of exactly `len` bytes, then a check that the file is unchanged.
+fn read_chunk(file: &File, identity: FileIdentity, offset: u64, len: usize) -> io::Result<Bytes> {
+    let mut buf = vec![0u8; len];
+    file.read_exact_at(&mut buf, offset).map_err(|e| {
+        if e.kind() == io::ErrorKind::UnexpectedEof {
+            io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "file truncated while streaming",
+            )
+        } else {
+            e
+        }
+    })?;
+    if identity.content_changed(&FileIdentity::of(&file.metadata()?)) {
+        return Err(io::Error::other("file changed while streaming"));
+    }
+    Ok(Bytes::from(buf))
+}
+
+impl http_body::Body for FileStream {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        loop {
+            if let Some(handle) = self.pending.as_mut() {
+                let joined = ready!(Pin::new(handle).poll(cx));
+                self.pending = None;
+                return match joined {
+                    Ok(Ok(bytes)) => {
+                        self.remaining -= bytes.len() as u64;
+                        Poll::Ready(Some(Ok(Frame::data(bytes))))
+                    }
+                    Ok(Err(e)) => self.fail(e),
+                    Err(e) => self.fail(io::Error::other(e)),
+                };
+            }
+            let read_size = self.read_size as u64;
+            match self.segments.front_mut() {
+                None => return Poll::Ready(None),
+                Some(Segment::Bytes(_)) => {
+                    let Some(Segment::Bytes(b)) = self.segments.pop_front() else {
+                        unreachable!("front was Bytes")
+                    };
+                    self.remaining -= b.len() as u64;
+                    return Poll::Ready(Some(Ok(Frame::data(b))));
+                }
+                Some(Segment::File { start, end }) if *start >= *end => {
+                    self.segments.pop_front();
+                }
+                Some(Segment::File { start, end }) => {
+                    let offset = *start;
+                    let len = (*end - *start).min(read_size);
+                    *start += len;
+                    let (file, identity) = (Arc::clone(&self.file), self.identity);
+                    self.pending = Some(tokio::task::spawn_blocking(move || {
+                        read_chunk(&file, identity, offset, len as usize)
+                    }));
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.remaining == 0 && self.pending.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.remaining)
+    }
+}
+
+/// The body of any response this server sends.
+pub enum OriginBody {
+    Empty,
+    Bytes(Option<Bytes>),
+    File(FileStream),
+}
+
+impl OriginBody {
+    pub fn text(s: impl Into<Bytes>) -> Self {
+        OriginBody::Bytes(Some(s.into()))
+    }
+}
+
+impl http_body::Body for OriginBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        match self.get_mut() {
+            OriginBody::Empty => Poll::Ready(None),
+            OriginBody::Bytes(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            OriginBody::File(f) => Pin::new(f).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            OriginBody::Empty => true,
+            OriginBody::Bytes(b) => b.is_none(),
+            OriginBody::File(f) => f.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            OriginBody::Empty => SizeHint::with_exact(0),
+            OriginBody::Bytes(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            OriginBody::File(f) => f.size_hint(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body::Body as _;
+    use http_body_util::BodyExt;
+
+    fn stream(path: &std::path::Path, segs: Vec<Segment>, read_size: usize) -> FileStream {
+        let f = File::open(path).unwrap();
+        let id = FileIdentity::of(&f.metadata().unwrap());
+        FileStream::new(Arc::new(f), id, segs, read_size)
+    }
+
+    #[tokio::test]
+    async fn streams_segments_in_bounded_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&p, &data).unwrap();
+        let mut s = stream(
+            &p,
+            vec![
+                Segment::Bytes(Bytes::from_static(b"<head>")),
+                Segment::File {
+                    start: 100,
+                    end: 5100,
+                },
+                Segment::Bytes(Bytes::from_static(b"<tail>")),
+            ],
+            1024,
+        );
+        assert_eq!(s.size_hint().exact(), Some(5012));
+        let mut out = Vec::new();
+        while let Some(frame) = s.frame().await {
+            let chunk = frame.unwrap().into_data().unwrap();
+            assert!(chunk.len() <= 1024, "chunk of {} bytes", chunk.len());
+            out.extend_from_slice(&chunk);
+        }
+        let mut want = b"<head>".to_vec();
+        want.extend_from_slice(&data[100..5100]);
+        want.extend_from_slice(b"<tail>");
+        assert_eq!(out, want);
+        assert!(s.is_end_stream());
+    }
+
+    #[tokio::test]
+    async fn truncation_mid_stream_is_an_error_not_a_splice() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        std::fs::write(&p, vec![b'a'; 4096]).unwrap();
+        let mut s = stream(
+            &p,
+            vec![Segment::File {
+                start: 0,
+                end: 4096,
+            }],
+            1024,
+        );
+        let first = s.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(&first[..], &[b'a'; 1024][..]);
+        // Rewrite in place with different bytes of the same length.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(&p, vec![b'b'; 4096]).unwrap();
+        let next = s.frame().await.unwrap();
+        assert!(next.is_err(), "a changed file must end the stream");
+        assert!(s.frame().await.is_none());
+    }
+}

@@ -1,0 +1,380 @@
+//! `MetadataCache`: what we know about each file (length, mtime, identity, SHA-256, content
+//! type), kept in a moka cache keyed by asset path.
+//!
+//! Correctness rule: an entry is used only when its [`FileIdentity`] equals the identity from
+//! an `fstat` of the file descriptor the request is about to stream from. Identity includes
+//! inode, size, mtime and ctime; ctime cannot be set from user space, so a file rewritten with
+//! the same size and a restored mtime still gets a new digest (spec http-origin CT-18).
+//!
+//! Hashing reads the whole file, so it runs on the blocking pool, and concurrent misses for the
+//! same path are coalesced through moka's per-key compute lock (single-flight). Digests can be
+//! precomputed (`video-origin index`) into an index file that is consulted before hashing.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use moka::future::Cache;
+use moka::ops::compute::{CompResult, Op};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::http::content_type::content_type_for;
+use crate::http::etag::EntityTag;
+
+/// What identifies one version of a file on this machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileIdentity {
+    pub dev: u64,
+    pub ino: u64,
+    pub len: u64,
+    pub mtime_ns: i128,
+    pub ctime_ns: i128,
+}
+
+impl FileIdentity {
+    pub fn of(m: &std::fs::Metadata) -> Self {
+        FileIdentity {
+            dev: m.dev(),
+            ino: m.ino(),
+            len: m.len(),
+            mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+            ctime_ns: i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()),
+        }
+    }
+
+    /// Whether the file's bytes may have changed: ignores dev/ino (the fd pins those).
+    pub fn content_changed(&self, now: &FileIdentity) -> bool {
+        self.len != now.len || self.mtime_ns != now.mtime_ns || self.ctime_ns != now.ctime_ns
+    }
+}
+
+/// Cached facts about one version of one file.
+#[derive(Debug, Clone)]
+pub struct FileMeta {
+    pub identity: FileIdentity,
+    pub len: u64,
+    pub mtime: SystemTime,
+    pub digest: [u8; 32],
+    pub etag: EntityTag,
+    pub content_type: &'static str,
+}
+
+#[derive(Debug, Default)]
+pub struct CacheCounters {
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
+    pub digests_computed: AtomicU64,
+    pub digest_micros: AtomicU64,
+    pub index_hits: AtomicU64,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct CacheStats {
+    pub entries: u64,
+    pub hits: u64,
+    pub misses: u64,
+    pub digests_computed: u64,
+    pub digest_seconds: f64,
+}
+
+pub struct MetadataCache {
+    cache: Cache<String, Arc<FileMeta>>,
+    counters: CacheCounters,
+    index: HashMap<String, IndexEntry>,
+}
+
+impl MetadataCache {
+    pub fn new(capacity: u64, ttl: Duration, index: HashMap<String, IndexEntry>) -> Self {
+        MetadataCache {
+            cache: Cache::builder()
+                .max_capacity(capacity)
+                .time_to_live(ttl)
+                .build(),
+            counters: CacheCounters::default(),
+            index,
+        }
+    }
+
+    /// Metadata for `key` as it is in `file` right now (`identity` from its fstat).
+    pub async fn get(
+        &self,
+        key: &str,
+        file: &Arc<File>,
+        identity: FileIdentity,
+        mtime: SystemTime,
+    ) -> io::Result<Arc<FileMeta>> {
+        if let Some(meta) = self.cache.get(key).await {
+            if meta.identity == identity {
+                self.counters.hits.fetch_add(1, Ordering::Relaxed);
+                return Ok(meta);
+            }
+        }
+        self.counters.misses.fetch_add(1, Ordering::Relaxed);
+        let file = Arc::clone(file);
+        let hint = self
+            .index
+            .get(key)
+            .filter(|e| e.identity == identity)
+            .map(|e| e.digest);
+        let content_type = content_type_for(key);
+        let counters = &self.counters;
+        let result = self
+            .cache
+            .entry(key.to_owned())
+            .and_try_compute_with(|current| async move {
+                if let Some(entry) = current {
+                    if entry.value().identity == identity {
+                        // Someone else hashed this version while we waited for the key lock.
+                        return Ok::<_, io::Error>(Op::Nop);
+                    }
+                }
+                let digest = match hint {
+                    Some(d) => {
+                        counters.index_hits.fetch_add(1, Ordering::Relaxed);
+                        d
+                    }
+                    None => {
+                        let started = Instant::now();
+                        let d = tokio::task::spawn_blocking(move || hash_file(&file, identity))
+                            .await
+                            .map_err(io::Error::other)??;
+                        counters.digests_computed.fetch_add(1, Ordering::Relaxed);
+                        counters
+                            .digest_micros
+                            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+                        d
+                    }
+                };
+                Ok(Op::Put(Arc::new(FileMeta {
+                    identity,
+                    len: identity.len,
+                    mtime,
+                    digest,
+                    etag: EntityTag::from_digest(&digest),
+                    content_type,
+                })))
+            })
+            .await?;
+        match result {
+            CompResult::Inserted(e) | CompResult::ReplacedWith(e) | CompResult::Unchanged(e)
+                if e.value().identity == identity =>
+            {
+                Ok(e.into_value())
+            }
+            _ => Err(io::Error::other(
+                "file changed while its metadata was computed",
+            )),
+        }
+    }
+
+    /// Drops the entry for `key` (admin eviction, replaced files).
+    pub async fn evict(&self, key: &str) {
+        self.cache.invalidate(key).await;
+    }
+
+    pub fn stats(&self) -> CacheStats {
+        let c = &self.counters;
+        CacheStats {
+            entries: self.cache.entry_count(),
+            hits: c.hits.load(Ordering::Relaxed),
+            misses: c.misses.load(Ordering::Relaxed),
+            digests_computed: c.digests_computed.load(Ordering::Relaxed),
+            digest_seconds: c.digest_micros.load(Ordering::Relaxed) as f64 / 1e6,
+        }
+    }
+}
+
+/// SHA-256 of the first `identity.len` bytes of `file`, failing if the file changes meanwhile.
+pub fn hash_file(file: &File, identity: FileIdentity) -> io::Result<[u8; 32]> {
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut offset = 0u64;
+    while offset < identity.len {
+        let want = (identity.len - offset).min(buf.len() as u64) as usize;
+        let n = file.read_at(&mut buf[..want], offset)?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "file shrank while hashing",
+            ));
+        }
+        hasher.update(&buf[..n]);
+        offset += n as u64;
+    }
+    if identity.content_changed(&FileIdentity::of(&file.metadata()?)) {
+        return Err(io::Error::other("file changed while hashing"));
+    }
+    Ok(hasher.finalize().into())
+}
+
+/// One precomputed digest, valid only for the exact identity it was computed on.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IndexEntry {
+    pub identity: FileIdentity,
+    #[serde(with = "hex_digest")]
+    pub digest: [u8; 32],
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct IndexFile {
+    version: u32,
+    entries: HashMap<String, IndexEntry>,
+}
+
+/// Loads a digest index; a missing file is an empty index, a corrupt one is an error.
+pub fn load_index(path: &Path) -> io::Result<HashMap<String, IndexEntry>> {
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            let idx: IndexFile = serde_json::from_slice(&bytes).map_err(|e| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{}: {e}", path.display()),
+                )
+            })?;
+            Ok(idx.entries)
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(HashMap::new()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Walks `root` (canonical), hashes every servable regular file, and writes the index
+/// atomically (temp file + rename). Returns the number of files indexed.
+pub fn build_index(root: &Path, out: &Path) -> io::Result<usize> {
+    let mut entries = HashMap::new();
+    for key in super::walk_files(root) {
+        let file = File::open(root.join(&key))?;
+        let identity = FileIdentity::of(&file.metadata()?);
+        let digest = hash_file(&file, identity)?;
+        entries.insert(key, IndexEntry { identity, digest });
+    }
+    let count = entries.len();
+    let body = serde_json::to_vec_pretty(&IndexFile {
+        version: 1,
+        entries,
+    })
+    .map_err(io::Error::other)?;
+    let tmp = out.with_extension("tmp");
+    std::fs::write(&tmp, body)?;
+    std::fs::rename(&tmp, out)?;
+    Ok(count)
+}
+
+mod hex_digest {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&d.iter().map(|b| format!("{b:02x}")).collect::<String>())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
+        let s = String::deserialize(d)?;
+        let bad = || serde::de::Error::custom("digest must be 64 hex characters");
+        if s.len() != 64 {
+            return Err(bad());
+        }
+        let mut out = [0u8; 32];
+        for (i, chunk) in s.as_bytes().chunks(2).enumerate() {
+            let hex = std::str::from_utf8(chunk).map_err(|_| bad())?;
+            out[i] = u8::from_str_radix(hex, 16).map_err(|_| bad())?;
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(p: &Path) -> (Arc<File>, FileIdentity, SystemTime) {
+        let f = File::open(p).unwrap();
+        let m = f.metadata().unwrap();
+        (Arc::new(f), FileIdentity::of(&m), m.modified().unwrap())
+    }
+
+    #[tokio::test]
+    async fn hit_miss_and_rewrite_detection() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.mp4");
+        std::fs::write(&p, b"version one").unwrap();
+        let cache = MetadataCache::new(100, Duration::from_secs(60), HashMap::new());
+        let (f, id, mt) = open(&p);
+        let m1 = cache.get("a.mp4", &f, id, mt).await.unwrap();
+        assert_eq!(m1.content_type, "video/mp4");
+        let m1b = cache.get("a.mp4", &f, id, mt).await.unwrap();
+        assert_eq!(m1.etag, m1b.etag);
+        assert_eq!(cache.stats().hits, 1);
+        assert_eq!(cache.stats().digests_computed, 1);
+
+        // Same size, mtime restored: ctime still moves, so the digest is recomputed.
+        let old_mtime = std::fs::metadata(&p).unwrap().modified().unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        std::fs::write(&p, b"version two").unwrap();
+        File::options()
+            .write(true)
+            .open(&p)
+            .unwrap()
+            .set_modified(old_mtime)
+            .unwrap();
+        let (f2, id2, mt2) = open(&p);
+        assert_eq!(id2.len, id.len);
+        assert_eq!(id2.mtime_ns, id.mtime_ns);
+        let m2 = cache.get("a.mp4", &f2, id2, mt2).await.unwrap();
+        assert_ne!(m1.etag, m2.etag);
+        assert_eq!(cache.stats().digests_computed, 2);
+    }
+
+    #[tokio::test]
+    async fn concurrent_misses_hash_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("big.bin");
+        std::fs::write(&p, vec![7u8; 8 << 20]).unwrap();
+        let cache = Arc::new(MetadataCache::new(
+            100,
+            Duration::from_secs(60),
+            HashMap::new(),
+        ));
+        let (f, id, mt) = open(&p);
+        let tasks: Vec<_> = (0..16)
+            .map(|_| {
+                let (cache, f) = (Arc::clone(&cache), Arc::clone(&f));
+                tokio::spawn(
+                    async move { cache.get("big.bin", &f, id, mt).await.unwrap().etag.clone() },
+                )
+            })
+            .collect();
+        let mut tags = Vec::new();
+        for t in tasks {
+            tags.push(t.await.unwrap());
+        }
+        assert!(tags.windows(2).all(|w| w[0] == w[1]));
+        assert_eq!(cache.stats().digests_computed, 1, "single-flight");
+    }
+
+    #[tokio::test]
+    async fn index_round_trip_skips_hashing() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(dir.path()).unwrap();
+        std::fs::create_dir(root.join("s")).unwrap();
+        std::fs::write(root.join("s/a.mp4"), b"hello").unwrap();
+        std::fs::write(root.join(".hidden"), b"x").unwrap();
+        let idx_path = root.join(".video-origin-index.json");
+        assert_eq!(build_index(&root, &idx_path).unwrap(), 1);
+        let index = load_index(&idx_path).unwrap();
+        let cache = MetadataCache::new(100, Duration::from_secs(60), index);
+        let (f, id, mt) = open(&root.join("s/a.mp4"));
+        let meta = cache.get("s/a.mp4", &f, id, mt).await.unwrap();
+        assert_eq!(cache.stats().digests_computed, 0);
+        let expected: [u8; 32] = Sha256::digest(b"hello").into();
+        assert_eq!(meta.digest, expected);
+        // A corrupt index is an error, not silently ignored.
+        std::fs::write(&idx_path, b"{not json").unwrap();
+        assert!(load_index(&idx_path).is_err());
+    }
+}

@@ -1,0 +1,238 @@
+//! URL path → file under the asset root, without ever touching a file outside it.
+//!
+//! Two steps. [`normalize`] is pure: it decodes percent-encoding exactly once and rejects
+//! anything that could climb or smuggle (`..`, `.`, NUL, backslash, control characters,
+//! malformed escapes) with a 400, and hides dotfiles (404). [`open_under_root`] does the IO:
+//! it resolves symlinks and refuses any path whose real location lies outside the root, then
+//! opens that real path and checks it is a regular file. What it must never do: open (or even
+//! stat the target of) a path it has not first proven to be inside the root.
+
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// Why a request path was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathRejection {
+    /// 400 with this reason.
+    BadRequest(&'static str),
+    /// 404 (hidden, missing, directory, or outside the root: the client learns nothing more).
+    NotFound,
+}
+
+/// A normalized relative asset path: `/`-separated, no empty, `.` or `..` segments.
+/// Used as the metadata cache key and for cache-policy matching.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct AssetPath(String);
+
+impl AssetPath {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+fn hex_val(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Decodes `%XX` once; a `%` not followed by two hex digits is an error.
+fn percent_decode_once(raw: &str) -> Result<Vec<u8>, PathRejection> {
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hi = bytes.get(i + 1).copied().and_then(hex_val);
+            let lo = bytes.get(i + 2).copied().and_then(hex_val);
+            match (hi, lo) {
+                (Some(h), Some(l)) => out.push(h << 4 | l),
+                _ => {
+                    return Err(PathRejection::BadRequest(
+                        "malformed percent-encoding in path",
+                    ))
+                }
+            }
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    Ok(out)
+}
+
+/// Normalizes the part of the URL path after the mount prefix (still percent-encoded).
+pub fn normalize(raw: &str) -> Result<AssetPath, PathRejection> {
+    let decoded = percent_decode_once(raw)?;
+    let decoded = String::from_utf8(decoded)
+        .map_err(|_| PathRejection::BadRequest("path is not valid UTF-8"))?;
+    if decoded.contains('\0') {
+        return Err(PathRejection::BadRequest("NUL byte in path"));
+    }
+    if decoded.contains('\\') {
+        return Err(PathRejection::BadRequest("backslash in path"));
+    }
+    if decoded.chars().any(char::is_control) {
+        return Err(PathRejection::BadRequest("control character in path"));
+    }
+    let mut segments = Vec::new();
+    for seg in decoded.split('/') {
+        match seg {
+            "" => continue,
+            "." | ".." => return Err(PathRejection::BadRequest("dot segment in path")),
+            s if s.starts_with('.') => return Err(PathRejection::NotFound),
+            s => segments.push(s),
+        }
+    }
+    if segments.is_empty() {
+        return Err(PathRejection::NotFound);
+    }
+    Ok(AssetPath(segments.join("/")))
+}
+
+/// Why [`open_under_root`] could not give a file.
+#[derive(Debug)]
+pub enum OpenError {
+    /// Missing, a directory, not a regular file, or outside the root: answer 404.
+    NotFound,
+    /// Real location is outside the root (logged; answered as 404).
+    Escapes(PathBuf),
+    /// Any other IO error (EMFILE/ENFILE among them: the caller answers 503).
+    Io(io::Error),
+}
+
+/// Resolves `asset` under `root` (which must already be canonical) and opens it.
+/// Blocking: call from the blocking pool.
+pub fn open_under_root(
+    root: &Path,
+    asset: &AssetPath,
+) -> Result<(File, std::fs::Metadata), OpenError> {
+    let joined = root.join(asset.as_str());
+    let real = match std::fs::canonicalize(&joined) {
+        Ok(p) => p,
+        Err(e) if is_not_found(&e) => return Err(OpenError::NotFound),
+        Err(e) => return Err(OpenError::Io(e)),
+    };
+    if !real.starts_with(root) {
+        return Err(OpenError::Escapes(real));
+    }
+    // `real` has no symlinks left, so O_NOFOLLOW only bites if the last component was swapped
+    // for a symlink since canonicalize: then we refuse rather than follow it.
+    let file = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&real)
+    };
+    let file = match file {
+        Ok(f) => f,
+        Err(e) if is_not_found(&e) => return Err(OpenError::NotFound),
+        Err(e) => return Err(OpenError::Io(e)),
+    };
+    let meta = file.metadata().map_err(OpenError::Io)?;
+    if !meta.is_file() {
+        return Err(OpenError::NotFound);
+    }
+    Ok((file, meta))
+}
+
+fn is_not_found(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory | io::ErrorKind::PermissionDenied
+    ) || e.raw_os_error() == Some(libc::ELOOP)
+}
+
+/// True when an IO error means the process or system ran out of file descriptors.
+pub fn is_fd_exhaustion(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENFILE) | Some(libc::EMFILE))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn normal_paths() {
+        assert_eq!(normalize("a.mp4").unwrap().as_str(), "a.mp4");
+        assert_eq!(
+            normalize("/series//s1/e1.mp4").unwrap().as_str(),
+            "series/s1/e1.mp4"
+        );
+        assert_eq!(
+            normalize("with%20space.mp4").unwrap().as_str(),
+            "with space.mp4"
+        );
+        assert_eq!(normalize("caf%C3%A9.mp4").unwrap().as_str(), "café.mp4");
+        // Decoded once only: %252e stays the literal "%2e".
+        assert_eq!(normalize("%252e%252e/x").unwrap().as_str(), "%2e%2e/x");
+    }
+
+    #[test]
+    fn rejections() {
+        use PathRejection::*;
+        let bad = |p: &str| normalize(p).unwrap_err();
+        assert!(matches!(bad("../etc/passwd"), BadRequest(_)));
+        assert!(matches!(bad("a/../../b"), BadRequest(_)));
+        assert!(matches!(bad("%2e%2e/etc/passwd"), BadRequest(_)));
+        assert!(matches!(bad("%2E%2E%2Fetc"), BadRequest(_)));
+        assert!(matches!(bad("./a"), BadRequest(_)));
+        assert!(matches!(bad("a%00.mp4"), BadRequest(_)));
+        assert!(matches!(bad("a%5c..%5cb"), BadRequest(_)));
+        assert!(matches!(bad("a\\b"), BadRequest(_)));
+        assert!(matches!(bad("a%0a"), BadRequest(_)));
+        assert!(matches!(bad("%zz"), BadRequest(_)));
+        assert!(matches!(bad("abc%4"), BadRequest(_)));
+        assert!(matches!(bad("%ff%fe"), BadRequest(_)));
+        assert_eq!(bad(".git/config"), NotFound);
+        assert_eq!(bad("a/.hidden"), NotFound);
+        assert_eq!(bad(""), NotFound);
+        assert_eq!(bad("///"), NotFound);
+    }
+
+    #[test]
+    fn symlink_out_of_root_is_refused() {
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret"), b"secret").unwrap();
+        let root = tempfile::tempdir().unwrap();
+        std::fs::write(root.path().join("in.mp4"), b"ok").unwrap();
+        std::os::unix::fs::symlink(outside.path().join("secret"), root.path().join("link.mp4"))
+            .unwrap();
+        std::os::unix::fs::symlink("in.mp4", root.path().join("inner-link.mp4")).unwrap();
+        std::fs::create_dir(root.path().join("dir")).unwrap();
+        let root = std::fs::canonicalize(root.path()).unwrap();
+        let open = |p: &str| open_under_root(&root, &normalize(p).unwrap());
+        assert!(open("in.mp4").is_ok());
+        assert!(
+            open("inner-link.mp4").is_ok(),
+            "symlinks inside the root are fine"
+        );
+        assert!(matches!(open("link.mp4"), Err(OpenError::Escapes(_))));
+        assert!(matches!(open("dir"), Err(OpenError::NotFound)));
+        assert!(matches!(open("missing.mp4"), Err(OpenError::NotFound)));
+        assert!(matches!(open("in.mp4/x"), Err(OpenError::NotFound)));
+    }
+
+    proptest! {
+        /// Whatever the input, an accepted path has no dot segments, NUL or backslash and is
+        /// relative, so joining it to the root cannot climb out lexically.
+        #[test]
+        fn accepted_paths_are_contained(raw in "[a-z./%0-9A-F\\\\]{0,30}") {
+            if let Ok(p) = normalize(&raw) {
+                let s = p.as_str();
+                prop_assert!(!s.starts_with('/'));
+                prop_assert!(!s.contains('\0') && !s.contains('\\'));
+                for seg in s.split('/') {
+                    prop_assert!(!seg.is_empty() && seg != "." && seg != "..");
+                }
+            }
+        }
+    }
+}
