@@ -269,6 +269,7 @@ mod tests {
     use super::*;
     use figment::Jail;
 
+    #[allow(clippy::result_large_err)] // figment's Jail closure type, test-only
     fn load_in_jail(
         files: &[(&str, &str)],
         env: &[(&str, &str)],

@@ -19,6 +19,8 @@ pub struct ByteRange {
 }
 
 impl ByteRange {
+    /// Number of bytes; never zero, since `end` is inclusive.
+    #[allow(clippy::len_without_is_empty)]
     pub fn len(&self) -> u64 {
         self.end - self.start + 1
     }
@@ -252,7 +254,8 @@ mod tests {
     #[test]
     fn go_parse_range_tests_valid_rows() {
         // spec: http-origin §5.6 P21–P38, parser column (before coalescing)
-        let rows: &[(&str, u64, &[(u64, u64)])] = &[
+        type Row = (&'static str, u64, &'static [(u64, u64)]);
+        let rows: &[Row] = &[
             ("bytes=0-9", 10, &[(0, 10)]),
             ("bytes=0-", 10, &[(0, 10)]),
             ("bytes=5-", 10, &[(5, 5)]),

@@ -1,0 +1,277 @@
+//! Test helpers: run the real `video-origin` binary on 127.0.0.1:0 and talk raw HTTP/1.1 to it.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_video-origin");
+
+pub struct Server {
+    pub child: Child,
+    pub port: u16,
+    pub assets: PathBuf,
+    pub log: PathBuf,
+    _workdir: tempfile::TempDir,
+}
+
+impl Server {
+    /// Starts the server over `assets` with extra `VIDEO_ORIGIN_*` environment.
+    pub fn start(assets: &Path, env: &[(&str, &str)]) -> Server {
+        Self::start_with(assets, env, &[])
+    }
+
+    pub fn start_with(assets: &Path, env: &[(&str, &str)], args: &[&str]) -> Server {
+        // An empty working directory, so no config/origin.toml is picked up by accident.
+        let workdir = tempfile::tempdir().unwrap();
+        let log = workdir.path().join("server.log");
+        let mut cmd = Command::new(BIN);
+        cmd.arg("serve")
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--assets")
+            .arg(assets)
+            .args(args)
+            .current_dir(workdir.path())
+            .env_remove("RUST_LOG")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap());
+        let mut child = cmd.spawn().expect("spawn video-origin");
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        let port = line
+            .trim()
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| {
+                panic!(
+                    "no listening line (got {line:?}); log:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                )
+            });
+        Server {
+            child,
+            port,
+            assets: assets.to_path_buf(),
+            log,
+            _workdir: workdir,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn get(&self, path: &str, headers: &[(&str, &str)]) -> Resp {
+        self.request("GET", path, headers)
+    }
+
+    pub fn head(&self, path: &str, headers: &[(&str, &str)]) -> Resp {
+        self.request("HEAD", path, headers)
+    }
+
+    pub fn request(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> Resp {
+        let mut raw =
+            format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
+        for (k, v) in headers {
+            raw.push_str(&format!("{k}: {v}\r\n"));
+        }
+        raw.push_str("\r\n");
+        self.raw(raw.as_bytes())
+    }
+
+    /// Sends raw bytes and reads the response until the server closes the connection.
+    pub fn raw(&self, request: &[u8]) -> Resp {
+        let mut s = self.connect();
+        s.write_all(request).unwrap();
+        let mut buf = Vec::new();
+        let _ = s.read_to_end(&mut buf); // a reset after a short body still leaves `buf`
+        Resp::parse(&buf)
+    }
+
+    pub fn connect(&self) -> TcpStream {
+        let s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        s
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Number of open file descriptors of the server process.
+    pub fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .unwrap()
+            .count()
+    }
+
+    /// Open descriptors that point into the asset directory.
+    pub fn open_asset_fds(&self) -> usize {
+        let root = std::fs::canonicalize(&self.assets).unwrap();
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .unwrap()
+            .flatten()
+            .filter(|e| std::fs::read_link(e.path()).is_ok_and(|t| t.starts_with(&root)))
+            .count()
+    }
+
+    pub fn sigterm(&self) {
+        unsafe_kill(self.pid(), "TERM");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn unsafe_kill(pid: u32, sig: &str) {
+    Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+}
+
+/// Polls `cond` until it holds or `limit` passes; returns whether it held. A wait for an
+/// eventual state, not a speed assertion.
+pub fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + limit;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() > end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Resp {
+    pub fn parse(buf: &[u8]) -> Resp {
+        let end = buf
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .unwrap_or_else(|| panic!("no header end in {:?}", String::from_utf8_lossy(buf)));
+        let head = std::str::from_utf8(&buf[..end]).unwrap();
+        let mut lines = head.split("\r\n");
+        let status_line = lines.next().unwrap();
+        let status = status_line.split(' ').nth(1).unwrap().parse().unwrap();
+        let headers = lines
+            .map(|l| {
+                let (k, v) = l.split_once(':').unwrap();
+                (k.trim().to_ascii_lowercase(), v.trim().to_string())
+            })
+            .collect();
+        Resp {
+            status,
+            headers,
+            body: buf[end + 4..].to_vec(),
+        }
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn h(&self, name: &str) -> &str {
+        self.header(name)
+            .unwrap_or_else(|| panic!("missing header {name} in {:?}", self.headers))
+    }
+
+    pub fn content_length(&self) -> usize {
+        self.h("content-length").parse().unwrap()
+    }
+}
+
+/// A part of a multipart/byteranges body.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Part {
+    pub content_type: String,
+    pub content_range: String,
+    pub data: Vec<u8>,
+}
+
+/// Strict multipart/byteranges parser (spec http-origin ): exact framing, every part
+/// has Content-Type and Content-Range, and nothing follows the closing delimiter.
+pub fn parse_multipart(body: &[u8], boundary: &str) -> Vec<Part> {
+    let mut parts = Vec::new();
+    let mut rest = body;
+    let open = format!("--{boundary}\r\n");
+    let next = format!("\r\n--{boundary}\r\n");
+    let close = format!("\r\n--{boundary}--\r\n");
+    rest = rest
+        .strip_prefix(open.as_bytes())
+        .expect("body starts with the boundary");
+    loop {
+        let hend = rest
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("part header end");
+        let head = std::str::from_utf8(&rest[..hend]).unwrap();
+        let mut ct = None;
+        let mut cr = None;
+        for l in head.split("\r\n") {
+            let (k, v) = l.split_once(": ").expect("part header line");
+            match k {
+                "Content-Type" => ct = Some(v.to_string()),
+                "Content-Range" => cr = Some(v.to_string()),
+                other => panic!("unexpected part header {other}"),
+            }
+        }
+        let content_range = cr.expect("part Content-Range");
+        let (_, span) = content_range.split_once(' ').unwrap();
+        let (se, _) = span.split_once('/').unwrap();
+        let (s, e) = se.split_once('-').unwrap();
+        let len = e.parse::<usize>().unwrap() - s.parse::<usize>().unwrap() + 1;
+        let data_start = hend + 4;
+        let data = rest[data_start..data_start + len].to_vec();
+        parts.push(Part {
+            content_type: ct.expect("part Content-Type"),
+            content_range,
+            data,
+        });
+        rest = &rest[data_start + len..];
+        if let Some(r) = rest.strip_prefix(next.as_bytes()) {
+            rest = r;
+            continue;
+        }
+        assert_eq!(
+            rest,
+            close.as_bytes(),
+            "closing delimiter and nothing after it"
+        );
+        return parts;
+    }
+}
+
+/// Writes `files` (relative path → bytes) into a fresh temp dir.
+pub fn assets(files: &[(&str, &[u8])]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, data) in files {
+        let p = dir.path().join(name);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, data).unwrap();
+    }
+    dir
+}
