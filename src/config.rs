@@ -13,7 +13,7 @@ use figment::providers::{Env, Format, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
-use crate::http::cache_policy::validate_cache_control;
+use crate::http::cache_policy::{CachePolicy, Cdn, RuleConfig};
 
 /// The shipped `config/origin.toml`, compiled in.
 pub const EMBEDDED_DEFAULTS: &str = include_str!("../config/origin.toml");
@@ -72,8 +72,8 @@ pub struct StreamingSettings {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CacheSettings {
-    pub file_cache_control: String,
-    pub not_found_cache_control: String,
+    pub cdn: Cdn,
+    pub rules: Vec<RuleConfig>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -156,6 +156,11 @@ pub fn load(o: &Overrides) -> Result<Settings, ConfigError> {
         source: source_of(&fig, key),
         key: key.to_string(),
         reason,
+    })?;
+    settings.cache_policy().map_err(|e| ConfigError {
+        source: source_of(&fig, "cache.rules"),
+        key: format!("cache.rules[{}].{}", e.index, e.field),
+        reason: e.reason,
     })?;
     Ok(settings)
 }
@@ -244,10 +249,6 @@ impl Settings {
         if self.server.shutdown_grace_secs > 3600 {
             return Err(("server.shutdown_grace_secs", "must be at most 3600".into()));
         }
-        validate_cache_control(&self.cache.file_cache_control)
-            .map_err(|r| ("cache.file_cache_control", r))?;
-        validate_cache_control(&self.cache.not_found_cache_control)
-            .map_err(|r| ("cache.not_found_cache_control", r))?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| ("log.level", e.to_string()))?;
         Ok(())
@@ -256,6 +257,11 @@ impl Settings {
     /// A copy safe to print. No secrets exist yet; keys and tokens added later are masked here.
     pub fn redacted(&self) -> Settings {
         self.clone()
+    }
+
+    /// The compiled cache policy (validated at load, so this only fails for unvalidated settings).
+    pub fn cache_policy(&self) -> Result<CachePolicy, crate::http::cache_policy::RuleError> {
+        CachePolicy::compile(&self.cache.rules, self.cache.cdn)
     }
 
     /// The index file path, resolved against the asset root when relative.

@@ -50,11 +50,17 @@ impl App {
         if !index.is_empty() {
             tracing::info!(entries = index.len(), path = %index_path.display(), "digest index loaded");
         }
-        let policy = CachePolicy::new(
-            &settings.cache.file_cache_control,
-            &settings.cache.not_found_cache_control,
-        )
-        .map_err(|e| anyhow::anyhow!("invalid configuration: key `cache`: {e}"))?;
+        let policy = settings.cache_policy().map_err(|e| {
+            anyhow::anyhow!(
+                "invalid configuration: key `cache.rules[{}].{}`: {}",
+                e.index,
+                e.field,
+                e.reason
+            )
+        })?;
+        for w in policy.warnings() {
+            tracing::warn!(cdn = ?policy.cdn(), "cache policy: {w}");
+        }
         Ok(App {
             metadata: MetadataCache::new(
                 settings.metadata.capacity,

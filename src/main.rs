@@ -32,6 +32,13 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Show which cache rule matches a path and the exact headers it would emit.
+    Explain {
+        #[command(flatten)]
+        common: Common,
+        /// Asset path (`series/e1.mp4`) or URL path (`/video/series/e1.mp4`).
+        path: String,
+    },
     /// Validate the configuration and print the effective settings (secrets redacted).
     CheckConfig {
         #[command(flatten)]
@@ -91,6 +98,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", toml::to_string_pretty(&settings.redacted())?);
             Ok(())
         }
+        Command::Explain { common, path } => {
+            let settings = load(&common, None)?;
+            print!("{}", explain(&settings, &path)?);
+            Ok(())
+        }
         Command::Index { common } => {
             let settings = load(&common, None)?;
             let root = std::fs::canonicalize(&settings.assets.root)
@@ -110,6 +122,49 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             rt.block_on(serve(settings))
         }
     }
+}
+
+fn explain(settings: &Settings, path: &str) -> anyhow::Result<String> {
+    use std::fmt::Write;
+    use video_origin::http::cache_policy::ResponseClass;
+    let mount = format!("{}/", settings.assets.mount);
+    let raw = path.strip_prefix(&mount).unwrap_or(path);
+    let asset = video_origin::storage::path::normalize(raw)
+        .map_err(|e| anyhow::anyhow!("`{path}` is not a servable path: {e:?}"))?;
+    let policy = settings
+        .cache_policy()
+        .map_err(|e| anyhow::anyhow!("cache.rules[{}].{}: {}", e.index, e.field, e.reason))?;
+    let mut out = String::new();
+    writeln!(out, "path: {}", asset.as_str())?;
+    writeln!(out, "url:  {}{}", mount, asset.as_str())?;
+    writeln!(out, "cdn:  {:?}", policy.cdn())?;
+    for (label, class) in [
+        ("200/206/304/HEAD", ResponseClass::Success),
+        ("404", ResponseClass::NotFound),
+    ] {
+        let ex = policy.explain(asset.as_str(), class);
+        match &ex.rule {
+            Some((i, name, pattern)) => writeln!(
+                out,
+                "\n{label}: cache.rules[{i}]{} match = \"{pattern}\"",
+                name.as_deref()
+                    .map(|n| format!(" ({n})"))
+                    .unwrap_or_default()
+            )?,
+            None => writeln!(out, "\n{label}: no rule matches (fallback)")?,
+        }
+        for (name, value) in &ex.headers {
+            writeln!(out, "  {}: {}", name, value.to_str().unwrap_or("?"))?;
+        }
+    }
+    writeln!(
+        out,
+        "\nalways: 400/403/405/412/416/503 -> cache-control: no-store"
+    )?;
+    for w in policy.warnings() {
+        writeln!(out, "warning: {w}")?;
+    }
+    Ok(out)
 }
 
 async fn serve(settings: Arc<Settings>) -> anyhow::Result<()> {

@@ -23,7 +23,7 @@ pub async fn route<B>(app: &App, req: &Request<B>) -> Response<OriginBody> {
         .strip_prefix(app.settings.assets.mount.as_str())
         .and_then(|r| r.strip_prefix('/'))
     else {
-        return not_found(app, now);
+        return not_found(app, path, now);
     };
     match *req.method() {
         Method::GET | Method::HEAD => serve_asset(app, req.method(), req.headers(), rest).await,

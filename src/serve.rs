@@ -13,6 +13,7 @@ use std::time::SystemTime;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Response, StatusCode};
 
+use crate::http::cache_policy::ResponseClass;
 use crate::http::conditional::{effective_last_modified, ConditionalHeaders};
 use crate::http::multipart::random_boundary;
 use crate::http::response::{
@@ -44,7 +45,7 @@ pub async fn serve_asset(
                 now,
             );
         }
-        Err(PathRejection::NotFound) => return not_found(app, now),
+        Err(PathRejection::NotFound) => return not_found(app, raw_path, now),
     };
 
     // The file may be replaced between open and hashing; one reopen settles it.
@@ -56,10 +57,10 @@ pub async fn serve_asset(
         let opened = tokio::task::spawn_blocking(move || path::open_under_root(&root, &a)).await;
         let (file, fs_meta) = match opened {
             Ok(Ok(pair)) => pair,
-            Ok(Err(OpenError::NotFound)) => return not_found(app, now),
+            Ok(Err(OpenError::NotFound)) => return not_found(app, asset.as_str(), now),
             Ok(Err(OpenError::Escapes(real))) => {
                 tracing::warn!(path = asset.as_str(), real = %real.display(), "path resolves outside the asset root");
-                return not_found(app, now);
+                return not_found(app, asset.as_str(), now);
             }
             Ok(Err(OpenError::Io(e))) if is_fd_exhaustion(&e) => {
                 tracing::error!(error = %e, "out of file descriptors");
@@ -124,12 +125,8 @@ pub async fn serve_asset(
         now,
         random_boundary,
     );
-    let (status, head) = build_head(
-        &decision,
-        &resource,
-        app.policy.for_file(asset.as_str()),
-        now,
-    );
+    let policy = app.policy.headers(asset.as_str(), ResponseClass::Success);
+    let (status, head) = build_head(&decision, &resource, &policy, now);
 
     let segments = match &decision {
         _ if !is_get => None,
@@ -204,13 +201,18 @@ pub fn error_response(
     with_head(status, head, OriginBody::text(text.to_owned()))
 }
 
-pub fn not_found(app: &App, now: SystemTime) -> Response<OriginBody> {
-    error_response(
-        StatusCode::NOT_FOUND,
-        error_text(StatusCode::NOT_FOUND),
-        app.policy.not_found(),
-        now,
-    )
+/// 404 with the cache policy's 404 headers for `path` (H-20: short-lived, never long).
+pub fn not_found(app: &App, path: &str, now: SystemTime) -> Response<OriginBody> {
+    let text = error_text(StatusCode::NOT_FOUND);
+    let mut head = error_head(text, &NO_STORE, now);
+    head.remove(header::CACHE_CONTROL);
+    for (name, value) in app
+        .policy
+        .headers(path.trim_start_matches('/'), ResponseClass::NotFound)
+    {
+        head.append(name, value);
+    }
+    with_head(StatusCode::NOT_FOUND, head, OriginBody::text(text))
 }
 
 fn unavailable(now: SystemTime) -> Response<OriginBody> {

@@ -11,6 +11,8 @@ step() { printf '\n==> %s\n' "$*"; }
 # --- tools the tests need -------------------------------------------------------------
 need_apt=()
 command -v curl >/dev/null || need_apt+=(curl)
+# nginx: the caching reverse proxy in tests/cdn_proxy.rs (slice module is built in on Debian).
+[ -x /usr/sbin/nginx ] || need_apt+=(nginx)
 if [ ${#need_apt[@]} -gt 0 ]; then
   step "installing Debian packages: ${need_apt[*]}"
   apt-get update -qq

@@ -1,37 +1,489 @@
-//! Cache policy: which caching headers a response carries.
+//! Cache policy: an ordered list of rules, first match wins, that decides the caching headers of
+//! every file response (spec http-origin §3).
 //!
-//! For now one policy for every served file plus one for 404s; errors that must never be
-//! stored (403, 412, 416, 503) are `no-store` regardless (spec http-origin H-20). Values are
-//! checked at load (H-1) so a typo fails at startup, not silently at the CDN.
+//! A rule matches the normalized asset path by glob and applies to served files (`2xx`: 200,
+//! 206, 304 and HEAD alike, H-21) or to 404s. It sets `Cache-Control` and optionally the
+//! targeted fields (`CDN-Cache-Control`, `Cloudflare-CDN-Cache-Control`, `Surrogate-Control`),
+//! `Vary`, and purge tags rendered from the path (`Cache-Tag` for Cloudflare, `Surrogate-Key`
+//! for Fastly). The `cdn` preset drops what the chosen CDN ignores or misreads and says so in
+//! startup warnings. Errors other than 404 (400, 403, 405, 412, 416, 503) are always
+//! `no-store` and are not rule-driven: no cache may keep them (H-20).
+//!
+//! Everything is validated and compiled at load; at request time only glob matching and tag
+//! rendering run.
 
 use http::header::{self, HeaderName, HeaderValue};
+use serde::{Deserialize, Serialize};
+
+use super::glob::Glob;
+
+/// Which CDN sits in front; adapts what is emitted (spec http-origin H-13..H-16, F-10).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Cdn {
+    Cloudfront,
+    Cloudflare,
+    Fastly,
+    Generic,
+}
+
+/// One rule as written in the config (`[[cache.rules]]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Glob on the asset path (see `http::glob`).
+    #[serde(rename = "match")]
+    pub pattern: String,
+    /// `"2xx"` (served files: 200, 206, 304, HEAD) and/or `"404"`. Default `["2xx"]`.
+    #[serde(default = "default_status")]
+    pub status: Vec<String>,
+    pub cache_control: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cdn_cache_control: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cloudflare_cdn_cache_control: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub surrogate_control: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vary: Option<String>,
+    /// Templates: `{path}`, `{dir}`, `{name}`, `{stem}`, `{ext}`, `{seg0}`, `{seg1}`, …
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+}
+
+fn default_status() -> Vec<String> {
+    vec!["2xx".into()]
+}
+
+/// What kind of response the headers are for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseClass {
+    /// 200, 206, 304 and HEAD of a served file.
+    Success,
+    NotFound,
+}
+
+/// A rule that failed validation: its index in `cache.rules`, the field, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleError {
+    pub index: usize,
+    pub field: &'static str,
+    pub reason: String,
+}
+
+static CDN_CACHE_CONTROL: HeaderName = HeaderName::from_static("cdn-cache-control");
+static CLOUDFLARE_CDN_CACHE_CONTROL: HeaderName =
+    HeaderName::from_static("cloudflare-cdn-cache-control");
+static SURROGATE_CONTROL: HeaderName = HeaderName::from_static("surrogate-control");
+static CACHE_TAG: HeaderName = HeaderName::from_static("cache-tag");
+static SURROGATE_KEY: HeaderName = HeaderName::from_static("surrogate-key");
+
+/// Cloudflare's limit on the total Cache-Tag value (H-16).
+const MAX_TAG_HEADER: usize = 16 * 1024;
+
+#[derive(Debug, Clone)]
+enum TagPiece {
+    Text(String),
+    Path,
+    Dir,
+    Name,
+    Stem,
+    Ext,
+    Seg(usize),
+}
+
+#[derive(Debug, Clone)]
+struct Rule {
+    index: usize,
+    name: Option<String>,
+    glob: Glob,
+    success: bool,
+    not_found: bool,
+    fixed: Vec<(HeaderName, HeaderValue)>,
+    tags: Vec<Vec<TagPiece>>,
+    cache_tag: bool,
+    surrogate_key: bool,
+}
 
 #[derive(Debug, Clone)]
 pub struct CachePolicy {
-    success: Vec<(HeaderName, HeaderValue)>,
-    not_found: HeaderValue,
+    rules: Vec<Rule>,
+    cdn: Cdn,
+    warnings: Vec<String>,
 }
 
+/// Which rule applied and the headers it produced (for `video-origin explain`).
+#[derive(Debug, Clone)]
+pub struct Explanation {
+    /// (index, name, pattern) of the matching rule, or None when the fallback applied.
+    pub rule: Option<(usize, Option<String>, String)>,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+static FALLBACK_SUCCESS: HeaderValue = HeaderValue::from_static("no-cache");
+static FALLBACK_NOT_FOUND: HeaderValue = HeaderValue::from_static("no-store");
+
 impl CachePolicy {
-    /// `file_cache_control` goes on 200/206/304 of every file; `not_found_cache_control` on 404.
-    pub fn new(file_cache_control: &str, not_found_cache_control: &str) -> Result<Self, String> {
-        validate_cache_control(file_cache_control)?;
-        validate_cache_control(not_found_cache_control)?;
-        let value = |s: &str| HeaderValue::from_str(s).map_err(|e| e.to_string());
+    /// Validates and compiles the rules for the given CDN preset.
+    pub fn compile(rules: &[RuleConfig], cdn: Cdn) -> Result<CachePolicy, RuleError> {
+        let mut compiled = Vec::with_capacity(rules.len());
+        let mut warnings = Vec::new();
+        for (index, rc) in rules.iter().enumerate() {
+            let err = |field: &'static str, reason: String| RuleError {
+                index,
+                field,
+                reason,
+            };
+            let glob = Glob::new(&rc.pattern).map_err(|r| err("match", r))?;
+            let (mut success, mut not_found) = (false, false);
+            if rc.status.is_empty() {
+                return Err(err(
+                    "status",
+                    "must list at least one of \"2xx\", \"404\"".into(),
+                ));
+            }
+            for s in &rc.status {
+                match s.as_str() {
+                    "2xx" => success = true,
+                    "404" | "4xx" => not_found = true,
+                    other => {
+                        return Err(err(
+                            "status",
+                            format!(
+                                "`{other}`: use \"2xx\" (200, 206, 304 and HEAD alike) or \"404\"; \
+                                 other errors are always no-store"
+                            ),
+                        ))
+                    }
+                }
+            }
+            let label = rule_label(index, rc.name.as_deref());
+            let mut cache_control = rc.cache_control.clone();
+            validate_cache_control(&cache_control).map_err(|r| err("cache_control", r))?;
+            for (field, value) in [
+                ("cdn_cache_control", &rc.cdn_cache_control),
+                (
+                    "cloudflare_cdn_cache_control",
+                    &rc.cloudflare_cdn_cache_control,
+                ),
+                ("surrogate_control", &rc.surrogate_control),
+            ] {
+                if let Some(v) = value {
+                    validate_cache_control(v).map_err(|r| err(field, r))?;
+                }
+            }
+            if let Some(v) = &rc.vary {
+                validate_vary(v).map_err(|r| err("vary", r))?;
+            }
+            let tags = rc
+                .tags
+                .iter()
+                .map(|t| parse_tag_template(t))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|r| err("tags", r))?;
+
+            // What this CDN reads (H-13..H-16), decided once here.
+            let (emit_cdn, emit_cf, emit_surrogate, cache_tag, surrogate_key) = match cdn {
+                Cdn::Cloudfront => (false, false, false, false, false),
+                Cdn::Cloudflare => (true, true, false, true, false),
+                Cdn::Fastly => (true, false, true, false, true),
+                Cdn::Generic => (true, true, true, true, true),
+            };
+            if cdn == Cdn::Cloudfront {
+                if let Some(cdn_cc) = &rc.cdn_cache_control {
+                    warnings.push(format!(
+                        "{label}: CloudFront ignores CDN-Cache-Control; not emitted"
+                    ));
+                    // CloudFront takes its TTL from s-maxage (H-14): carry the CDN TTL there.
+                    let has = |d: &str| directive_names(&cache_control).any(|n| n == d);
+                    if let Some(secs) = directive_value(cdn_cc, "max-age") {
+                        if has("s-maxage") || has("private") || has("no-store") || has("no-cache") {
+                        } else if has("stale-while-revalidate") {
+                            warnings.push(format!(
+                                "{label}: cannot add s-maxage={secs} for CloudFront next to \
+                                 stale-while-revalidate (RFC 9111 §4.2.4); set it yourself"
+                            ));
+                        } else {
+                            cache_control = format!("{cache_control}, s-maxage={secs}");
+                            warnings.push(format!(
+                                "{label}: added s-maxage={secs} to Cache-Control so CloudFront \
+                                 caches as long as CDN-Cache-Control asked"
+                            ));
+                        }
+                    }
+                }
+                if rc.cloudflare_cdn_cache_control.is_some() || rc.surrogate_control.is_some() {
+                    warnings.push(format!(
+                        "{label}: CloudFront ignores Cloudflare-CDN-Cache-Control and \
+                         Surrogate-Control; not emitted"
+                    ));
+                }
+                if !rc.tags.is_empty() {
+                    warnings.push(format!(
+                        "{label}: CloudFront has no tag purge (path invalidation only); tags not emitted"
+                    ));
+                }
+            }
+            if cdn == Cdn::Cloudflare && rc.surrogate_control.is_some() {
+                warnings.push(format!(
+                    "{label}: Surrogate-Control makes Cloudflare ignore Cache-Control (H-15); not emitted"
+                ));
+            }
+            if cdn == Cdn::Fastly && rc.cloudflare_cdn_cache_control.is_some() {
+                warnings.push(format!(
+                    "{label}: Fastly ignores Cloudflare-CDN-Cache-Control; not emitted"
+                ));
+            }
+            if cdn == Cdn::Generic && rc.surrogate_control.is_some() {
+                warnings.push(format!(
+                    "{label}: Surrogate-Control is emitted; behind Cloudflare it would make \
+                     Cloudflare ignore Cache-Control (set cdn = \"cloudflare\" there)"
+                ));
+            }
+
+            let hv = |field: &'static str, v: &str| {
+                HeaderValue::from_str(v).map_err(|_| err(field, "not a valid header value".into()))
+            };
+            let mut fixed = vec![(header::CACHE_CONTROL, hv("cache_control", &cache_control)?)];
+            if let (true, Some(v)) = (emit_cdn, &rc.cdn_cache_control) {
+                fixed.push((CDN_CACHE_CONTROL.clone(), hv("cdn_cache_control", v)?));
+            }
+            if let (true, Some(v)) = (emit_cf, &rc.cloudflare_cdn_cache_control) {
+                fixed.push((
+                    CLOUDFLARE_CDN_CACHE_CONTROL.clone(),
+                    hv("cloudflare_cdn_cache_control", v)?,
+                ));
+            }
+            if let (true, Some(v)) = (emit_surrogate, &rc.surrogate_control) {
+                fixed.push((SURROGATE_CONTROL.clone(), hv("surrogate_control", v)?));
+            }
+            if let Some(v) = &rc.vary {
+                fixed.push((header::VARY, hv("vary", v)?));
+            }
+            compiled.push(Rule {
+                index,
+                name: rc.name.clone(),
+                glob,
+                success,
+                not_found,
+                fixed,
+                tags,
+                cache_tag,
+                surrogate_key,
+            });
+        }
+        if !compiled
+            .iter()
+            .any(|r| r.success && r.glob.as_str() == "**")
+        {
+            warnings.push(
+                "no catch-all rule (match = \"**\") for 2xx: files no rule matches are sent \
+                 with Cache-Control: no-cache"
+                    .into(),
+            );
+        }
         Ok(CachePolicy {
-            success: vec![(header::CACHE_CONTROL, value(file_cache_control)?)],
-            not_found: value(not_found_cache_control)?,
+            rules: compiled,
+            cdn,
+            warnings,
         })
     }
 
-    /// Headers for a file that is served (200, 206, 304, HEAD alike: H-21).
-    pub fn for_file(&self, _asset_path: &str) -> &[(HeaderName, HeaderValue)] {
-        &self.success
+    pub fn cdn(&self) -> Cdn {
+        self.cdn
     }
 
-    pub fn not_found(&self) -> &HeaderValue {
-        &self.not_found
+    /// Things the operator should know about this policy (logged at startup).
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
     }
+
+    /// The caching headers for `path` (normalized asset path) and response class.
+    pub fn headers(&self, path: &str, class: ResponseClass) -> Vec<(HeaderName, HeaderValue)> {
+        self.explain(path, class).headers
+    }
+
+    /// Which rule applies and what it emits.
+    pub fn explain(&self, path: &str, class: ResponseClass) -> Explanation {
+        let rule = self.rules.iter().find(|r| {
+            (match class {
+                ResponseClass::Success => r.success,
+                ResponseClass::NotFound => r.not_found,
+            }) && r.glob.is_match(path)
+        });
+        let Some(rule) = rule else {
+            let v = match class {
+                ResponseClass::Success => FALLBACK_SUCCESS.clone(),
+                ResponseClass::NotFound => FALLBACK_NOT_FOUND.clone(),
+            };
+            return Explanation {
+                rule: None,
+                headers: vec![(header::CACHE_CONTROL, v)],
+            };
+        };
+        let mut headers = rule.fixed.clone();
+        if !rule.tags.is_empty() && (rule.cache_tag || rule.surrogate_key) {
+            let tags = render_tags(&rule.tags, path);
+            if !tags.is_empty() {
+                if rule.cache_tag {
+                    if let Ok(v) = HeaderValue::from_str(&tags.join(",")) {
+                        headers.push((CACHE_TAG.clone(), v));
+                    }
+                }
+                if rule.surrogate_key {
+                    if let Ok(v) = HeaderValue::from_str(&tags.join(" ")) {
+                        headers.push((SURROGATE_KEY.clone(), v));
+                    }
+                }
+            }
+        }
+        Explanation {
+            rule: Some((rule.index, rule.name.clone(), rule.glob.as_str().to_owned())),
+            headers,
+        }
+    }
+}
+
+fn rule_label(index: usize, name: Option<&str>) -> String {
+    match name {
+        Some(n) => format!("cache.rules[{index}] ({n})"),
+        None => format!("cache.rules[{index}]"),
+    }
+}
+
+fn directive_names(value: &str) -> impl Iterator<Item = &str> {
+    value
+        .split(',')
+        .map(|d| d.trim().split('=').next().unwrap_or(""))
+}
+
+fn directive_value(value: &str, name: &str) -> Option<u64> {
+    value.split(',').find_map(|d| {
+        let (n, v) = d.trim().split_once('=')?;
+        (n == name).then(|| v.parse().ok()).flatten()
+    })
+}
+
+fn validate_vary(v: &str) -> Result<(), String> {
+    for item in v.split(',') {
+        let item = item.trim();
+        if item == "*" {
+            return Err(
+                "`Vary: *` makes every response uncacheable at CDNs; name the headers".into(),
+            );
+        }
+        if item.is_empty()
+            || !item
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+        {
+            return Err(format!("`{item}` is not a header name"));
+        }
+    }
+    Ok(())
+}
+
+fn parse_tag_template(t: &str) -> Result<Vec<TagPiece>, String> {
+    let mut pieces = Vec::new();
+    let mut rest = t;
+    while !rest.is_empty() {
+        match rest.find('{') {
+            Some(0) => {
+                let close = rest
+                    .find('}')
+                    .ok_or_else(|| format!("unclosed `{{` in tag `{t}`"))?;
+                let var = &rest[1..close];
+                pieces.push(match var {
+                    "path" => TagPiece::Path,
+                    "dir" => TagPiece::Dir,
+                    "name" => TagPiece::Name,
+                    "stem" => TagPiece::Stem,
+                    "ext" => TagPiece::Ext,
+                    v => match v.strip_prefix("seg").and_then(|n| n.parse().ok()) {
+                        Some(n) => TagPiece::Seg(n),
+                        None => {
+                            return Err(format!(
+                                "unknown variable `{{{v}}}` in tag `{t}`; use {{path}}, {{dir}}, \
+                                 {{name}}, {{stem}}, {{ext}} or {{segN}}"
+                            ))
+                        }
+                    },
+                });
+                rest = &rest[close + 1..];
+            }
+            Some(i) => {
+                pieces.push(TagPiece::Text(rest[..i].to_owned()));
+                rest = &rest[i..];
+            }
+            None => {
+                pieces.push(TagPiece::Text(rest.to_owned()));
+                rest = "";
+            }
+        }
+    }
+    if pieces.is_empty() {
+        return Err("empty tag".into());
+    }
+    Ok(pieces)
+}
+
+/// Renders tag templates for `path`: printable ASCII without spaces or commas (others are
+/// percent-encoded), empty tags skipped, duplicates dropped, total ≤ 16 KiB (H-16).
+fn render_tags(templates: &[Vec<TagPiece>], path: &str) -> Vec<String> {
+    let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
+    let (stem, ext) = match name.rsplit_once('.') {
+        Some((s, e)) if !s.is_empty() => (s, e),
+        _ => (name, ""),
+    };
+    let segs: Vec<&str> = path.split('/').collect();
+    let mut out: Vec<String> = Vec::new();
+    let mut total = 0;
+    for tpl in templates {
+        let mut raw = String::new();
+        let mut missing = false;
+        for p in tpl {
+            let v = match p {
+                TagPiece::Text(s) => s.as_str(),
+                TagPiece::Path => path,
+                TagPiece::Dir => dir,
+                TagPiece::Name => name,
+                TagPiece::Stem => stem,
+                TagPiece::Ext => ext,
+                TagPiece::Seg(n) => segs.get(*n).copied().unwrap_or(""),
+            };
+            if v.is_empty() && !matches!(p, TagPiece::Text(_)) {
+                missing = true;
+            }
+            raw.push_str(v);
+        }
+        if missing || raw.is_empty() {
+            continue; // e.g. {dir} for a file at the root: no tag rather than a bare prefix
+        }
+        let tag = sanitize_tag(&raw);
+        if out.contains(&tag) {
+            continue;
+        }
+        if total + tag.len() + 1 > MAX_TAG_HEADER {
+            break;
+        }
+        total += tag.len() + 1;
+        out.push(tag);
+    }
+    out
+}
+
+fn sanitize_tag(raw: &str) -> String {
+    let mut s = String::with_capacity(raw.len());
+    for b in raw.bytes() {
+        if (0x21..=0x7e).contains(&b) && b != b',' && b != b'%' && b != b'"' {
+            s.push(b as char);
+        } else {
+            s.push_str(&format!("%{b:02X}"));
+        }
+    }
+    s
 }
 
 const KNOWN: &[(&str, bool)] = &[
@@ -114,6 +566,26 @@ pub fn validate_cache_control(value: &str) -> Result<(), String> {
 mod tests {
     use super::*;
 
+    fn rule(pattern: &str, cc: &str) -> RuleConfig {
+        RuleConfig {
+            name: None,
+            pattern: pattern.into(),
+            status: default_status(),
+            cache_control: cc.into(),
+            cdn_cache_control: None,
+            cloudflare_cdn_cache_control: None,
+            surrogate_control: None,
+            vary: None,
+            tags: vec![],
+        }
+    }
+
+    fn get<'a>(h: &'a [(HeaderName, HeaderValue)], name: &str) -> Option<&'a str> {
+        h.iter()
+            .find(|(n, _)| n.as_str() == name)
+            .map(|(_, v)| v.to_str().unwrap())
+    }
+
     #[test]
     fn accepts_recommended_values() {
         // spec: http-origin H-17..H-20
@@ -131,7 +603,7 @@ mod tests {
 
     #[test]
     fn rejects_bad_values_with_reason() {
-        // spec: http-origin H-1, H-7, H-9
+        // spec: http-origin H-1, H-7, H-9, H-11
         let cases = [
             ("Max-Age=5", "lowercase"),
             ("max-age=\"5\"", "bare integer"),
@@ -144,10 +616,201 @@ mod tests {
             ("max-age=99999999999", "2^31"),
             ("frobnicate", "unknown"),
             ("max-age=5,,", "empty"),
+            ("max-age =100", "unknown"),
+            ("max-age= 100", "bare integer"),
         ];
         for (value, reason) in cases {
             let err = validate_cache_control(value).unwrap_err();
             assert!(err.contains(reason), "{value}: {err}");
         }
+    }
+
+    #[test]
+    fn first_match_wins_and_status_classes() {
+        let mut nf = rule("**", "public, max-age=10");
+        nf.status = vec!["404".into()];
+        let rules = vec![
+            rule("private/**", "private, no-store"),
+            rule("**/*.m3u8", "public, max-age=2"),
+            rule("**", "public, max-age=60"),
+            nf,
+        ];
+        let p = CachePolicy::compile(&rules, Cdn::Generic).unwrap();
+        let cc = |path: &str, class| {
+            get(&p.headers(path, class), "cache-control")
+                .unwrap()
+                .to_owned()
+        };
+        assert_eq!(
+            cc("private/x.m3u8", ResponseClass::Success),
+            "private, no-store"
+        );
+        assert_eq!(cc("a/x.m3u8", ResponseClass::Success), "public, max-age=2");
+        assert_eq!(cc("a/x.mp4", ResponseClass::Success), "public, max-age=60");
+        assert_eq!(cc("a/x.mp4", ResponseClass::NotFound), "public, max-age=10");
+        assert_eq!(
+            p.explain("a/x.mp4", ResponseClass::NotFound)
+                .rule
+                .unwrap()
+                .0,
+            3
+        );
+        assert!(p.warnings().is_empty(), "{:?}", p.warnings());
+    }
+
+    #[test]
+    fn fallback_when_nothing_matches() {
+        let p =
+            CachePolicy::compile(&[rule("live/**", "public, max-age=2")], Cdn::Generic).unwrap();
+        assert_eq!(
+            get(
+                &p.headers("vod/a.mp4", ResponseClass::Success),
+                "cache-control"
+            ),
+            Some("no-cache")
+        );
+        assert_eq!(
+            get(
+                &p.headers("vod/a.mp4", ResponseClass::NotFound),
+                "cache-control"
+            ),
+            Some("no-store")
+        );
+        assert!(p.warnings()[0].contains("catch-all"));
+    }
+
+    fn full_rule() -> RuleConfig {
+        let mut r = rule("**", "public, max-age=60");
+        r.cdn_cache_control = Some("max-age=86400, stale-if-error=600".into());
+        r.cloudflare_cdn_cache_control = Some("max-age=3600".into());
+        r.surrogate_control = Some("max-age=7200".into());
+        r.vary = Some("Origin".into());
+        r.tags = vec!["video".into(), "dir:{dir}".into(), "file:{path}".into()];
+        r
+    }
+
+    #[test]
+    fn presets_adapt_emission() {
+        // spec: http-origin H-13..H-16
+        let path = "series/s1/e 1.mp4";
+        let names = |cdn| {
+            let p = CachePolicy::compile(&[full_rule()], cdn).unwrap();
+            let h = p.headers(path, ResponseClass::Success);
+            (
+                h.iter()
+                    .map(|(n, _)| n.as_str().to_owned())
+                    .collect::<Vec<_>>(),
+                h,
+                p,
+            )
+        };
+        let (n, h, _) = names(Cdn::Generic);
+        assert_eq!(
+            n,
+            [
+                "cache-control",
+                "cdn-cache-control",
+                "cloudflare-cdn-cache-control",
+                "surrogate-control",
+                "vary",
+                "cache-tag",
+                "surrogate-key"
+            ]
+        );
+        assert_eq!(
+            get(&h, "cache-tag"),
+            Some("video,dir:series/s1,file:series/s1/e%201.mp4")
+        );
+        assert_eq!(
+            get(&h, "surrogate-key"),
+            Some("video dir:series/s1 file:series/s1/e%201.mp4")
+        );
+
+        let (n, _, p) = names(Cdn::Cloudflare);
+        assert!(!n.contains(&"surrogate-control".to_string()), "H-15");
+        assert!(!n.contains(&"surrogate-key".to_string()));
+        assert!(n.contains(&"cache-tag".to_string()));
+        assert!(p.warnings().iter().any(|w| w.contains("Surrogate-Control")));
+
+        let (n, h, p) = names(Cdn::Cloudfront);
+        assert_eq!(n, ["cache-control", "vary"]);
+        assert_eq!(
+            get(&h, "cache-control"),
+            Some("public, max-age=60, s-maxage=86400"),
+            "H-14"
+        );
+        assert!(p
+            .warnings()
+            .iter()
+            .any(|w| w.contains("CloudFront ignores CDN-Cache-Control")));
+
+        let (n, _, _) = names(Cdn::Fastly);
+        assert!(n.contains(&"surrogate-control".to_string()));
+        assert!(n.contains(&"surrogate-key".to_string()));
+        assert!(!n.contains(&"cache-tag".to_string()));
+        assert!(!n.contains(&"cloudflare-cdn-cache-control".to_string()));
+    }
+
+    #[test]
+    fn tag_templates() {
+        let mut r = rule("**", "public, max-age=60");
+        r.tags = vec![
+            "{seg0}".into(),
+            "d:{dir}".into(),
+            "n:{name}".into(),
+            "s:{stem}".into(),
+            "e:{ext}".into(),
+            "dup".into(),
+            "dup".into(),
+            "x:{seg9}".into(),
+        ];
+        let p = CachePolicy::compile(&[r], Cdn::Cloudflare).unwrap();
+        let h = p.headers("movies/m42/seg,1.m4s", ResponseClass::Success);
+        assert_eq!(
+            get(&h, "cache-tag"),
+            Some("movies,d:movies/m42,n:seg%2C1.m4s,s:seg%2C1,e:m4s,dup")
+        );
+        // A file at the root has no {dir}: that tag is skipped, not emitted as "d:".
+        let h = p.headers("a.mp4", ResponseClass::Success);
+        assert_eq!(get(&h, "cache-tag"), Some("a.mp4,n:a.mp4,s:a,e:mp4,dup"));
+    }
+
+    #[test]
+    fn rule_errors_name_index_field_and_reason() {
+        let check = |r: RuleConfig, field: &str, why: &str| {
+            let rules = vec![rule("**", "public, max-age=1"), r];
+            let e = CachePolicy::compile(&rules, Cdn::Generic).unwrap_err();
+            assert_eq!((e.index, e.field), (1, field), "{e:?}");
+            assert!(e.reason.contains(why), "{e:?}");
+        };
+        check(rule("a**", "public"), "match", "whole path segment");
+        check(
+            rule("**", "no-store, max-age=5"),
+            "cache_control",
+            "no-store",
+        );
+        check(
+            rule("**", "immutable, must-revalidate"),
+            "cache_control",
+            "contradict",
+        );
+        check(
+            rule("**", "s-maxage=9, stale-while-revalidate=9"),
+            "cache_control",
+            "s-maxage",
+        );
+        check(rule("**", "MAX-AGE=5"), "cache_control", "lowercase");
+        let mut r = rule("**", "public");
+        r.cdn_cache_control = Some("max-age=\"10000\"".into());
+        check(r, "cdn_cache_control", "bare integer");
+        let mut r = rule("**", "public");
+        r.vary = Some("*".into());
+        check(r, "vary", "Vary: *");
+        let mut r = rule("**", "public");
+        r.tags = vec!["{nope}".into()];
+        check(r, "tags", "unknown variable");
+        let mut r = rule("**", "public");
+        r.status = vec!["5xx".into()];
+        check(r, "status", "2xx");
     }
 }

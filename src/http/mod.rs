@@ -5,6 +5,7 @@ pub mod cache_policy;
 pub mod conditional;
 pub mod content_type;
 pub mod etag;
+pub mod glob;
 pub mod multipart;
 pub mod range;
 pub mod response;
