@@ -37,6 +37,7 @@ pub struct Settings {
 #[serde(deny_unknown_fields)]
 pub struct ServerSettings {
     pub listen: SocketAddr,
+    pub workers: usize,
     pub shutdown_grace_secs: u64,
 }
 
@@ -59,6 +60,8 @@ pub struct RangeSettings {
 pub struct MetadataSettings {
     pub capacity: u64,
     pub ttl_secs: u64,
+    pub open_files: u64,
+    pub open_file_idle_secs: u64,
     pub warm_up: bool,
     pub index_file: PathBuf,
 }
@@ -67,6 +70,7 @@ pub struct MetadataSettings {
 #[serde(deny_unknown_fields)]
 pub struct StreamingSettings {
     pub read_size: usize,
+    pub blocking_threads: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -88,6 +92,8 @@ pub enum LogFormat {
 pub struct LogSettings {
     pub level: String,
     pub format: LogFormat,
+    pub buffer_bytes: usize,
+    pub flush_ms: u64,
 }
 
 /// A configuration error: where, which key, why.
@@ -228,6 +234,18 @@ impl Settings {
                 format!("must start with `/`, not end with `/` and hold no `//`, `?` or `#` (got `{m}`)"),
             ));
         }
+        if self.log.buffer_bytes > 16 << 20 {
+            return Err(("log.buffer_bytes", "must be at most 16 MiB".into()));
+        }
+        if !(1..=60_000).contains(&self.log.flush_ms) {
+            return Err(("log.flush_ms", "must be between 1 and 60000".into()));
+        }
+        if self.server.workers > 1024 {
+            return Err((
+                "server.workers",
+                "must be at most 1024 (0 = one per CPU)".into(),
+            ));
+        }
         if self.ranges.max_ranges == 0 {
             return Err(("ranges.max_ranges", "must be at least 1".into()));
         }
@@ -238,6 +256,18 @@ impl Settings {
                     "must be between 4096 and 16777216 bytes (got {})",
                     self.streaming.read_size
                 ),
+            ));
+        }
+        if !(1..=1024).contains(&self.streaming.blocking_threads) {
+            return Err((
+                "streaming.blocking_threads",
+                "must be between 1 and 1024".into(),
+            ));
+        }
+        if self.metadata.open_files > 0 && self.metadata.open_file_idle_secs == 0 {
+            return Err((
+                "metadata.open_file_idle_secs",
+                "must be at least 1 when open_files > 0".into(),
             ));
         }
         if self.metadata.capacity == 0 {

@@ -6,25 +6,25 @@
 
 pub mod config;
 pub mod http;
+pub mod logbuf;
 pub mod routes;
 pub mod serve;
 pub mod server;
 pub mod storage;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::Settings;
 use crate::http::cache_policy::CachePolicy;
+use crate::storage::files::AssetStore;
 use crate::storage::metadata::{load_index, MetadataCache};
 
 /// Everything a request needs, built once from validated settings and shared as an `Arc`.
 pub struct App {
     pub settings: Arc<Settings>,
-    /// Canonical asset root.
-    pub root: Arc<PathBuf>,
-    pub metadata: MetadataCache,
+    /// Open files and their metadata, under the canonical asset root.
+    pub store: AssetStore,
     pub policy: CachePolicy,
 }
 
@@ -61,13 +61,18 @@ impl App {
         for w in policy.warnings() {
             tracing::warn!(cdn = ?policy.cdn(), "cache policy: {w}");
         }
+        let metadata = MetadataCache::new(
+            settings.metadata.capacity,
+            Duration::from_secs(settings.metadata.ttl_secs),
+            index,
+        );
         Ok(App {
-            metadata: MetadataCache::new(
-                settings.metadata.capacity,
-                Duration::from_secs(settings.metadata.ttl_secs),
-                index,
+            store: AssetStore::new(
+                root,
+                metadata,
+                settings.metadata.open_files,
+                Duration::from_secs(settings.metadata.open_file_idle_secs),
             ),
-            root: Arc::new(root),
             policy,
             settings,
         })
@@ -78,33 +83,17 @@ impl App {
         let app = Arc::clone(self);
         tokio::spawn(async move {
             let started = std::time::Instant::now();
-            let root = Arc::clone(&app.root);
+            let root = Arc::clone(&app.store.root);
             let files = tokio::task::spawn_blocking(move || storage::walk_files(&root))
                 .await
                 .unwrap_or_default();
             let mut warmed = 0usize;
             for rel in files {
-                let root = Arc::clone(&app.root);
-                // normalize() decodes percent-escapes, so a literal `%` in a file name is escaped first.
-                let asset = match storage::path::normalize(&rel.replace('%', "%25")) {
-                    Ok(a) => a,
-                    Err(_) => continue,
-                };
-                let a = asset.clone();
-                let Ok(Ok((file, meta))) =
-                    tokio::task::spawn_blocking(move || storage::path::open_under_root(&root, &a))
-                        .await
-                else {
+                // normalize() decodes percent-escapes, so a literal `%` in a name is escaped first.
+                let Ok(asset) = storage::path::normalize(&rel.replace('%', "%25")) else {
                     continue;
                 };
-                let id = storage::metadata::FileIdentity::of(&meta);
-                let mtime = meta.modified().unwrap_or(std::time::SystemTime::UNIX_EPOCH);
-                if app
-                    .metadata
-                    .get(asset.as_str(), &Arc::new(file), id, mtime)
-                    .await
-                    .is_ok()
-                {
+                if app.store.open(&asset).await.is_ok() {
                     warmed += 1;
                 }
             }

@@ -65,15 +65,17 @@ fn load(common: &Common, listen: Option<SocketAddr>) -> anyhow::Result<Settings>
     Ok(config::load(&overrides)?)
 }
 
+/// Logs go to stderr. Worker threads buffer their lines (see `logbuf`); other threads write
+/// each line straight through.
 fn init_logging(settings: &Settings) {
+    use std::io::IsTerminal;
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| settings.log.level.clone());
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
+        .with_writer(video_origin::logbuf::ThreadBufferedStderr);
     match settings.log.format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Text => builder.init(),
@@ -116,10 +118,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve { common, listen } => {
             let settings = Arc::new(load(&common, listen)?);
             init_logging(&settings);
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
-            rt.block_on(serve(settings))
+            serve(settings)
         }
     }
 }
@@ -167,25 +166,31 @@ fn explain(settings: &Settings, path: &str) -> anyhow::Result<String> {
     Ok(out)
 }
 
-async fn serve(settings: Arc<Settings>) -> anyhow::Result<()> {
+fn serve(settings: Arc<Settings>) -> anyhow::Result<()> {
     let app = Arc::new(App::new(Arc::clone(&settings))?);
-    let listener = tokio::net::TcpListener::bind(settings.server.listen)
-        .await
+    let workers = match settings.server.workers {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let listeners = video_origin::server::bind_listeners(settings.server.listen, workers)
         .with_context(|| format!("binding server.listen {}", settings.server.listen))?;
-    let addr = listener.local_addr()?;
+    let addr = listeners[0].local_addr()?;
     // Machine-readable line on stdout: tests and scripts learn the ephemeral port from it.
     println!("listening on http://{addr}");
-    tracing::info!(%addr, root = %app.root.display(), mount = %settings.assets.mount, "video-origin serving");
-    if settings.metadata.warm_up {
-        app.spawn_warm_up();
-    }
+    tracing::info!(%addr, workers, root = %app.store.root.display(), mount = %settings.assets.mount, "video-origin serving");
     let grace = Duration::from_secs(settings.server.shutdown_grace_secs);
-    video_origin::server::serve(
-        app,
-        listener,
-        video_origin::server::shutdown_signal(),
-        grace,
-    )
-    .await;
+    let warm = settings.metadata.warm_up.then(|| Arc::clone(&app));
+    let shutdown = async move {
+        if let Some(app) = warm {
+            app.spawn_warm_up();
+        }
+        video_origin::server::shutdown_signal().await;
+    };
+    video_origin::server::run_workers(app, listeners, grace, shutdown)?;
     Ok(())
 }
+
+// mimalloc: per-thread free lists suit thread-per-core workers, and freed chunk buffers go
+// back to the OS instead of piling up in glibc arenas under thousands of slow streams.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

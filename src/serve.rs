@@ -7,7 +7,6 @@
 //! 5. `http::response::build_head`: status + headers with the resource's cache policy.
 //! 6. `storage::body`: the bounded stream (nothing for HEAD, 304 or errors).
 
-use std::sync::Arc;
 use std::time::SystemTime;
 
 use http::header::{self, HeaderMap, HeaderValue};
@@ -20,7 +19,6 @@ use crate::http::response::{
     build_head, decide, error_head, error_text, Decision, RangeOptions, Resource,
 };
 use crate::storage::body::{FileStream, OriginBody, Segment};
-use crate::storage::metadata::FileIdentity;
 use crate::storage::path::{self, is_fd_exhaustion, OpenError, PathRejection};
 use crate::App;
 
@@ -48,54 +46,21 @@ pub async fn serve_asset(
         Err(PathRejection::NotFound) => return not_found(app, raw_path, now),
     };
 
-    // The file may be replaced between open and hashing; one reopen settles it.
-    let mut attempt = 0;
-    let (file, meta) = loop {
-        attempt += 1;
-        let root = Arc::clone(&app.root);
-        let a = asset.clone();
-        let opened = tokio::task::spawn_blocking(move || path::open_under_root(&root, &a)).await;
-        let (file, fs_meta) = match opened {
-            Ok(Ok(pair)) => pair,
-            Ok(Err(OpenError::NotFound)) => return not_found(app, asset.as_str(), now),
-            Ok(Err(OpenError::Escapes(real))) => {
-                tracing::warn!(path = asset.as_str(), real = %real.display(), "path resolves outside the asset root");
-                return not_found(app, asset.as_str(), now);
-            }
-            Ok(Err(OpenError::Io(e))) if is_fd_exhaustion(&e) => {
-                tracing::error!(error = %e, "out of file descriptors");
-                return unavailable(now);
-            }
-            Ok(Err(OpenError::Io(e))) => {
-                tracing::error!(path = asset.as_str(), error = %e, "open failed");
-                return error_response(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    error_text(StatusCode::INTERNAL_SERVER_ERROR),
-                    &NO_STORE,
-                    now,
-                );
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "open task failed");
-                return unavailable(now);
-            }
-        };
-        let file = Arc::new(file);
-        let identity = FileIdentity::of(&fs_meta);
-        let mtime = fs_meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
-        match app
-            .metadata
-            .get(asset.as_str(), &file, identity, mtime)
-            .await
-        {
-            Ok(meta) => break (file, meta),
-            Err(e) if attempt < 3 => {
-                tracing::debug!(path = asset.as_str(), error = %e, "metadata retry");
-            }
-            Err(e) => {
-                tracing::warn!(path = asset.as_str(), error = %e, "file keeps changing; giving up");
-                return unavailable(now);
-            }
+    let (file, meta) = match app.store.open(&asset).await {
+        Ok(opened) => (opened.file, opened.meta),
+        Err(OpenError::NotFound) => return not_found(app, asset.as_str(), now),
+        Err(OpenError::Escapes(real)) => {
+            tracing::warn!(path = asset.as_str(), real = %real.display(), "path resolves outside the asset root");
+            return not_found(app, asset.as_str(), now);
+        }
+        Err(OpenError::Io(e)) if is_fd_exhaustion(&e) => {
+            tracing::error!(error = %e, "out of file descriptors");
+            return unavailable(now);
+        }
+        Err(OpenError::Io(e)) => {
+            // A file that keeps changing under us, or a real IO fault: ours, not the client's.
+            tracing::error!(path = asset.as_str(), error = %e, "cannot open asset");
+            return unavailable(now);
         }
     };
 

@@ -1,5 +1,11 @@
 //! Listeners, connections, access log and graceful shutdown.
 //!
+//! Workers: one thread per core, each running its own single-threaded tokio runtime with its
+//! own `SO_REUSEPORT` listening socket on the same address (nginx's model). The kernel spreads
+//! connections over the sockets, and a request never hops between threads, which on a loaded
+//! origin costs more than the work itself (wakeups between work-stealing workers). Shared state
+//! (`App`: caches, settings) is behind `Arc`s and thread-safe.
+//!
 //! Shutdown: when `shutdown` resolves we stop accepting, ask every connection to finish
 //! (hyper closes idle keep-alives and lets in-flight responses complete), and wait up to the
 //! grace period before returning; whatever is still running then is cut off.
@@ -137,7 +143,13 @@ pub async fn serve(
     grace: Duration,
 ) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(hyper_util::rt::TokioTimer::new());
+    // hyper queues up to ~400 KiB of body per connection by default before it stops asking
+    // for more; for thousands of stalled viewers that is the memory bill. 64 KiB still fills
+    // any socket buffer (and bounds request headers to 64 KiB).
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .max_buf_size(64 * 1024);
     builder.http2().timer(hyper_util::rt::TokioTimer::new());
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
@@ -176,6 +188,88 @@ pub async fn serve(
         () = graceful.shutdown() => tracing::info!("all connections drained"),
         () = tokio::time::sleep(grace) => tracing::warn!("grace period over; closing remaining connections"),
     }
+}
+
+/// Binds `n` listening sockets to `addr` with `SO_REUSEPORT`, one per worker. With port 0 the
+/// first socket picks the port and the others join it.
+pub fn bind_listeners(addr: SocketAddr, n: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let mut out = Vec::with_capacity(n);
+    let mut addr = addr;
+    for _ in 0..n.max(1) {
+        let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        s.set_reuse_address(true)?;
+        s.set_reuse_port(true)?;
+        s.set_nonblocking(true)?;
+        s.bind(&addr.into())?;
+        s.listen(4096)?;
+        let listener: std::net::TcpListener = s.into();
+        addr = listener.local_addr()?;
+        out.push(listener);
+    }
+    Ok(out)
+}
+
+/// Runs one worker per listener, each on its own thread and single-threaded runtime, until
+/// `shutdown` resolves; then every worker drains for at most `grace`. Returns when all are done.
+pub fn run_workers(
+    app: Arc<App>,
+    listeners: Vec<std::net::TcpListener>,
+    grace: Duration,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let per_worker_blocking =
+        (app.settings.streaming.blocking_threads / listeners.len().max(1)).max(4);
+    let log_buffer = app.settings.log.buffer_bytes;
+    let log_flush = Duration::from_millis(app.settings.log.flush_ms.max(1));
+    let mut threads = Vec::new();
+    for (i, listener) in listeners.into_iter().enumerate() {
+        let app = Arc::clone(&app);
+        let mut rx = rx.clone();
+        let handle = std::thread::Builder::new()
+            .name(format!("worker-{i}"))
+            .spawn(move || -> std::io::Result<()> {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .max_blocking_threads(per_worker_blocking)
+                    .thread_name(format!("worker-{i}-blocking"))
+                    .build()?;
+                crate::logbuf::buffer_this_thread(log_buffer, log_flush);
+                let result = rt.block_on(async move {
+                    let listener = TcpListener::from_std(listener)?;
+                    // Flush idle workers' log buffers so lines never wait long.
+                    tokio::spawn(async move {
+                        let mut tick = tokio::time::interval(log_flush);
+                        loop {
+                            tick.tick().await;
+                            crate::logbuf::flush_this_thread();
+                        }
+                    });
+                    let stop = async move {
+                        let _ = rx.wait_for(|stop| *stop).await;
+                    };
+                    serve(app, listener, stop, grace).await;
+                    Ok(())
+                });
+                crate::logbuf::flush_this_thread();
+                result
+            })?;
+        threads.push(handle);
+    }
+    // The calling thread waits for the signal (and runs whatever the caller spawned on it).
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(shutdown);
+    let _ = tx.send(true);
+    for t in threads {
+        match t.join() {
+            Ok(result) => result?,
+            Err(_) => return Err(std::io::Error::other("a worker thread panicked")),
+        }
+    }
+    Ok(())
 }
 
 /// Resolves on SIGTERM or SIGINT.

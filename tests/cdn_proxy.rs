@@ -207,6 +207,7 @@ fn caching_proxy_in_front_of_the_origin() {
 [log]
 level = "info"
 format = "json"
+buffer_bytes = 0
 [cache]
 cdn = "generic"
 [[cache.rules]]

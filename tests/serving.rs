@@ -175,26 +175,33 @@ fn path_safety() {
     );
 }
 
+/// Opens `n` streams of big.mp4, reads a little of each, and returns them still open.
+fn live_streams(srv: &Server, n: usize) -> Vec<std::net::TcpStream> {
+    (0..n)
+        .map(|_| {
+            let mut s = srv.connect();
+            s.write_all(b"GET /video/big.mp4 HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
+            let mut buf = [0u8; 65536];
+            s.read_exact(&mut buf).unwrap(); // headers + first bytes arrived: the stream is live
+            s
+        })
+        .collect()
+}
+
 #[test]
 fn disconnect_closes_the_file() {
+    // Open-file cache off: every stream holds its own descriptor, closed when the client leaves.
     let big = vec![42u8; 64 << 20];
     let dir = assets(&[("big.mp4", &big)]);
-    let srv = Server::start(dir.path(), &[]);
+    let srv = Server::start(dir.path(), &[("VIDEO_ORIGIN_METADATA__OPEN_FILES", "0")]);
     assert_eq!(
         srv.get("/video/big.mp4", &[("Range", "bytes=0-0")]).status,
         206
     ); // warm metadata
     assert!(eventually(Duration::from_secs(5), || srv.open_asset_fds() == 0));
     let baseline = srv.open_fds();
-    let mut streams = Vec::new();
-    for _ in 0..4 {
-        let mut s = srv.connect();
-        s.write_all(b"GET /video/big.mp4 HTTP/1.1\r\nHost: x\r\n\r\n")
-            .unwrap();
-        let mut buf = [0u8; 65536];
-        s.read_exact(&mut buf).unwrap(); // headers + first bytes arrived: the stream is live
-        streams.push(s);
-    }
+    let streams = live_streams(&srv, 4);
     assert!(
         eventually(Duration::from_secs(5), || srv.open_asset_fds() == 4),
         "each live stream holds its file open (got {})",
@@ -208,6 +215,41 @@ fn disconnect_closes_the_file() {
         srv.open_asset_fds(),
         srv.open_fds()
     );
+}
+
+#[test]
+fn disconnect_returns_to_baseline_with_open_file_cache() {
+    // Default: one cached descriptor shared by every stream; disconnects leak nothing.
+    let big = vec![42u8; 64 << 20];
+    let dir = assets(&[("big.mp4", &big)]);
+    let srv = Server::start(dir.path(), &[]);
+    assert_eq!(
+        srv.get("/video/big.mp4", &[("Range", "bytes=0-0")]).status,
+        206
+    );
+    assert!(eventually(Duration::from_secs(5), || srv.open_asset_fds() == 1));
+    let baseline = srv.open_fds();
+    let streams = live_streams(&srv, 4);
+    assert_eq!(
+        srv.open_asset_fds(),
+        1,
+        "streams share the cached descriptor"
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || srv.open_fds() >= baseline + 4),
+        "4 sockets"
+    );
+    drop(streams);
+    assert!(
+        eventually(Duration::from_secs(10), || srv.open_fds() == baseline),
+        "back to baseline after disconnect: {} vs {baseline}",
+        srv.open_fds()
+    );
+    // Replacing the file releases the old descriptor at the next request.
+    std::fs::write(dir.path().join(".new"), b"new").unwrap();
+    std::fs::rename(dir.path().join(".new"), dir.path().join("big.mp4")).unwrap();
+    assert_eq!(srv.get("/video/big.mp4", &[]).body, b"new");
+    assert!(eventually(Duration::from_secs(5), || srv.open_asset_fds() == 1));
 }
 
 #[test]
@@ -293,6 +335,32 @@ fn access_log_has_one_line_per_request() {
         !log.contains("SECRETTOKEN"),
         "query strings never reach the log"
     );
+}
+
+#[test]
+fn buffered_access_log_flushes_on_interval_and_at_shutdown() {
+    let dir = assets(&[("a.mp4", &[7u8; 100])]);
+    let srv = Server::start(
+        dir.path(),
+        &[
+            ("VIDEO_ORIGIN_LOG__BUFFER_BYTES", "65536"),
+            ("VIDEO_ORIGIN_LOG__FLUSH_MS", "200"),
+            ("VIDEO_ORIGIN_SERVER__WORKERS", "2"),
+        ],
+    );
+    srv.get("/video/a.mp4", &[]);
+    assert!(
+        eventually(Duration::from_secs(5), || srv.log_text().contains("path=/video/a.mp4")),
+        "a buffered line is written within the flush interval"
+    );
+    for i in 0..50 {
+        srv.get(&format!("/video/a.mp4?n={i}"), &[("Range", &format!("bytes={i}-{i}"))]);
+    }
+    srv.sigterm();
+    let mut srv = srv;
+    srv.child.wait().unwrap();
+    let lines = srv.log_text().lines().filter(|l| l.contains("status=206")).count();
+    assert_eq!(lines, 50, "every buffered line is flushed at shutdown");
 }
 
 #[test]

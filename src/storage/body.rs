@@ -1,8 +1,12 @@
 //! Response bodies: a bounded file stream for 200/206/multipart, or a small fixed body.
 //!
 //! Memory per response is one chunk (`read_size`) in flight: a read is only started when hyper
-//! polls for more, which it does only when the connection can take it (backpressure). Reads are
-//! positional (`pread`) on the blocking pool, so a cold disk never stalls a runtime worker.
+//! polls for more, which it does only when the connection can take it (backpressure).
+//!
+//! Reads are positional. Each is first tried inline with `preadv2(RWF_NOWAIT)`, which succeeds
+//! only when the bytes are already in the page cache and never waits for the disk; otherwise
+//! (cold data, or a filesystem without RWF_NOWAIT) the read goes to the blocking pool. So a hot
+//! file costs no thread hop, and a cold disk still never stalls a runtime worker.
 //!
 //! Consistency: the stream reads from the descriptor whose identity the ETag was computed for.
 //! A replacement by rename leaves that inode intact, so the old bytes finish cleanly. An
@@ -44,6 +48,15 @@ impl Segment {
     }
 }
 
+/// Chunk size for the start of every response, and how far the start reaches.
+///
+/// A viewer that stops reading stalls once the kernel's socket buffers (a few hundred KiB)
+/// are full; whatever chunk is then in flight stays in our memory for as long as the viewer
+/// dawdles. Small chunks at the start keep that to 32 KiB per stalled viewer, and a client
+/// that reads at full speed reaches full-size chunks after half a megabyte.
+const START_CHUNK: u64 = 32 * 1024;
+const START_BYTES: u64 = 512 * 1024;
+
 pub struct FileStream {
     file: Arc<File>,
     identity: FileIdentity,
@@ -51,6 +64,7 @@ pub struct FileStream {
     read_size: usize,
     pending: Option<JoinHandle<io::Result<Bytes>>>,
     remaining: u64,
+    sent: u64,
 }
 
 impl FileStream {
@@ -68,6 +82,7 @@ impl FileStream {
             read_size: read_size.max(1),
             pending: None,
             remaining,
+            sent: 0,
         }
     }
 
@@ -76,6 +91,39 @@ impl FileStream {
         self.remaining = 0;
         Poll::Ready(Some(Err(e)))
     }
+}
+
+/// Reads exactly `len` bytes at `offset` only if they are all in the page cache.
+/// `None` means "would have to wait for the disk (or unsupported)": use the blocking pool.
+fn read_cached(
+    file: &File,
+    identity: FileIdentity,
+    offset: u64,
+    len: usize,
+) -> Option<io::Result<Bytes>> {
+    use std::os::fd::AsRawFd;
+    let mut buf = vec![0u8; len];
+    let iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: len,
+    };
+    let offset = i64::try_from(offset).ok()?;
+    // SAFETY: `iov` points at `buf`, which is valid for writes of `len` bytes and outlives the
+    // call; the fd is owned by `file` and stays open for the duration of the call.
+    let n = unsafe { libc::preadv2(file.as_raw_fd(), &iov, 1, offset, libc::RWF_NOWAIT) };
+    if n < 0 || n as usize != len {
+        // EAGAIN (not cached), EOPNOTSUPP/ENOSYS/EINVAL (no RWF_NOWAIT), a short read (partly
+        // cached, or truncated): the blocking path retries and reports truncation properly.
+        return None;
+    }
+    Some(check_unchanged(file, identity).map(|()| Bytes::from(buf)))
+}
+
+fn check_unchanged(file: &File, identity: FileIdentity) -> io::Result<()> {
+    if identity.content_changed(&FileIdentity::of(&file.metadata()?)) {
+        return Err(io::Error::other("file changed while streaming"));
+    }
+    Ok(())
 }
 
 /// One positional read of exactly `len` bytes, then a check that the file is unchanged.
@@ -91,9 +139,7 @@ fn read_chunk(file: &File, identity: FileIdentity, offset: u64, len: usize) -> i
             e
         }
     })?;
-    if identity.content_changed(&FileIdentity::of(&file.metadata()?)) {
-        return Err(io::Error::other("file changed while streaming"));
-    }
+    check_unchanged(file, identity)?;
     Ok(Bytes::from(buf))
 }
 
@@ -112,13 +158,18 @@ impl http_body::Body for FileStream {
                 return match joined {
                     Ok(Ok(bytes)) => {
                         self.remaining -= bytes.len() as u64;
+                        self.sent += bytes.len() as u64;
                         Poll::Ready(Some(Ok(Frame::data(bytes))))
                     }
                     Ok(Err(e)) => self.fail(e),
                     Err(e) => self.fail(io::Error::other(e)),
                 };
             }
-            let read_size = self.read_size as u64;
+            let read_size = if self.sent < START_BYTES {
+                START_CHUNK.min(self.read_size as u64)
+            } else {
+                self.read_size as u64
+            };
             match self.segments.front_mut() {
                 None => return Poll::Ready(None),
                 Some(Segment::Bytes(_)) => {
@@ -135,6 +186,17 @@ impl http_body::Body for FileStream {
                     let offset = *start;
                     let len = (*end - *start).min(read_size);
                     *start += len;
+                    if let Some(done) = read_cached(&self.file, self.identity, offset, len as usize)
+                    {
+                        return match done {
+                            Ok(bytes) => {
+                                self.remaining -= bytes.len() as u64;
+                                self.sent += bytes.len() as u64;
+                                Poll::Ready(Some(Ok(Frame::data(bytes))))
+                            }
+                            Err(e) => self.fail(e),
+                        };
+                    }
                     let (file, identity) = (Arc::clone(&self.file), self.identity);
                     self.pending = Some(tokio::task::spawn_blocking(move || {
                         read_chunk(&file, identity, offset, len as usize)
@@ -211,6 +273,28 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn chunks_start_small_then_reach_read_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        std::fs::write(&p, vec![1u8; 2 << 20]).unwrap();
+        let mut s = stream(
+            &p,
+            vec![Segment::File {
+                start: 0,
+                end: 2 << 20,
+            }],
+            256 * 1024,
+        );
+        let mut sizes = Vec::new();
+        while let Some(frame) = s.frame().await {
+            sizes.push(frame.unwrap().into_data().unwrap().len());
+        }
+        assert_eq!(sizes.iter().sum::<usize>(), 2 << 20);
+        assert!(sizes[..16].iter().all(|&n| n == 32 * 1024), "{sizes:?}");
+        assert!(sizes[16..].iter().all(|&n| n == 256 * 1024), "{sizes:?}");
+    }
+
+    #[tokio::test]
     async fn streams_segments_in_bounded_chunks() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("f");
@@ -263,5 +347,33 @@ mod tests {
         let next = s.frame().await.unwrap();
         assert!(next.is_err(), "a changed file must end the stream");
         assert!(s.frame().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn shrinking_file_falls_back_and_reports_truncation() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        std::fs::write(&p, vec![b'a'; 8192]).unwrap();
+        let mut s = stream(
+            &p,
+            vec![Segment::File {
+                start: 0,
+                end: 8192,
+            }],
+            4096,
+        );
+        assert_eq!(
+            s.frame().await.unwrap().unwrap().into_data().unwrap().len(),
+            4096
+        );
+        // Shrink: the inline read comes back short, so the blocking path runs and names it.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&p)
+            .unwrap()
+            .set_len(5000)
+            .unwrap();
+        let err = s.frame().await.unwrap().unwrap_err();
+        assert!(err.to_string().contains("truncated"), "{err}");
     }
 }

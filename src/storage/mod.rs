@@ -1,6 +1,7 @@
 //! IO at the edge: safe path resolution, file metadata with content digests, and bodies.
 
 pub mod body;
+pub mod files;
 pub mod metadata;
 pub mod path;
 

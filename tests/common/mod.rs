@@ -36,6 +36,9 @@ impl Server {
             .args(args)
             .current_dir(workdir.path())
             .env_remove("RUST_LOG")
+            // Unbuffered log so tests can read each request's line at once; the buffered mode
+            // has its own test (serving.rs).
+            .env("VIDEO_ORIGIN_LOG__BUFFER_BYTES", "0")
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -1,0 +1,195 @@
+//! `AssetStore`: from a normalized asset path to an open file and its metadata.
+//!
+//! Hot path: an open-file cache (like nginx's `open_file_cache`) keeps recently served files
+//! open. A hit costs one `stat` of the path, compared with the identity (inode, size, mtime,
+//! ctime) the cached descriptor was vetted with; if they differ (replaced, rewritten, a symlink
+//! re-pointed) the entry is dropped and the slow path runs. A path can only produce a hit if it
+//! resolves to the very inode that the slow path already proved to be inside the root.
+//!
+//! Slow path, on the blocking pool: resolve symlinks, refuse anything outside the root, open,
+//! fstat, then the `MetadataCache` (digest). Cached descriptors are shared by all responses
+//! (reads are positional) and closed when evicted (capacity, idle time) and no response still
+//! streams from them.
+
+use std::fs::File;
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use moka::future::Cache;
+
+use super::metadata::{FileIdentity, FileMeta, MetadataCache};
+use super::path::{self, AssetPath, OpenError};
+
+#[derive(Clone)]
+pub struct OpenAsset {
+    pub file: Arc<File>,
+    pub meta: Arc<FileMeta>,
+}
+
+pub struct AssetStore {
+    /// Canonical asset root.
+    pub root: Arc<PathBuf>,
+    pub metadata: MetadataCache,
+    open: Option<Cache<String, OpenAsset>>,
+}
+
+impl AssetStore {
+    /// `open_files` = 0 disables the open-file cache (every request opens its own descriptor).
+    pub fn new(
+        root: PathBuf,
+        metadata: MetadataCache,
+        open_files: u64,
+        open_idle: Duration,
+    ) -> Self {
+        let open = (open_files > 0).then(|| {
+            Cache::builder()
+                .max_capacity(open_files)
+                .time_to_idle(open_idle)
+                .build()
+        });
+        AssetStore {
+            root: Arc::new(root),
+            metadata,
+            open,
+        }
+    }
+
+    /// Opens `asset` and returns it with its metadata.
+    pub async fn open(&self, asset: &AssetPath) -> Result<OpenAsset, OpenError> {
+        if let Some(hit) = self.cached(asset).await {
+            return Ok(hit);
+        }
+        // The file may change between open and hashing; a reopen settles it.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let root = Arc::clone(&self.root);
+            let a = asset.clone();
+            let (file, fs_meta) =
+                tokio::task::spawn_blocking(move || path::open_under_root(&root, &a))
+                    .await
+                    .map_err(|e| OpenError::Io(io::Error::other(e)))??;
+            let file = Arc::new(file);
+            let identity = FileIdentity::of(&fs_meta);
+            let mtime = fs_meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+            match self
+                .metadata
+                .get(asset.as_str(), &file, identity, mtime)
+                .await
+            {
+                Ok(meta) => {
+                    let opened = OpenAsset { file, meta };
+                    if let Some(open) = &self.open {
+                        open.insert(asset.as_str().to_owned(), opened.clone()).await;
+                    }
+                    return Ok(opened);
+                }
+                Err(e) if attempt < 3 => {
+                    tracing::debug!(path = asset.as_str(), error = %e, "metadata retry");
+                }
+                Err(e) => return Err(OpenError::Io(e)),
+            }
+        }
+    }
+
+    /// An open-file cache hit whose path still resolves to the same, unchanged file.
+    async fn cached(&self, asset: &AssetPath) -> Option<OpenAsset> {
+        let open = self.open.as_ref()?;
+        let hit = open.get(asset.as_str()).await?;
+        // One stat of a path whose dentry is hot (it was just served): cheap enough to run
+        // inline, and it is what catches replacement by rename or a re-pointed symlink.
+        let now = std::fs::metadata(self.root.join(asset.as_str())).ok();
+        if now.is_some_and(|m| FileIdentity::of(&m) == hit.meta.identity) {
+            return Some(hit);
+        }
+        open.invalidate(asset.as_str()).await;
+        // moka drops removed values lazily; run its housekeeping now so the replaced file's
+        // descriptor is closed promptly (rare: only when a file changed).
+        open.run_pending_tasks().await;
+        None
+    }
+
+    /// Forgets everything cached about `key` (replaced or deleted by another tool).
+    pub async fn evict(&self, key: &str) {
+        if let Some(open) = &self.open {
+            open.invalidate(key).await;
+            open.run_pending_tasks().await;
+        }
+        self.metadata.evict(key).await;
+    }
+
+    /// Number of open-file cache entries (for metrics and tests).
+    pub fn open_entries(&self) -> u64 {
+        self.open.as_ref().map_or(0, |c| c.entry_count())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn store(dir: &std::path::Path, open_files: u64) -> AssetStore {
+        AssetStore::new(
+            std::fs::canonicalize(dir).unwrap(),
+            MetadataCache::new(100, Duration::from_secs(60), HashMap::new()),
+            open_files,
+            Duration::from_secs(30),
+        )
+    }
+
+    fn asset(p: &str) -> AssetPath {
+        path::normalize(p).unwrap()
+    }
+
+    #[tokio::test]
+    async fn hit_reuses_descriptor_and_replacement_is_noticed() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.mp4"), b"one").unwrap();
+        let s = store(dir.path(), 16);
+        let first = s.open(&asset("a.mp4")).await.unwrap();
+        let second = s.open(&asset("a.mp4")).await.unwrap();
+        assert!(
+            Arc::ptr_eq(&first.file, &second.file),
+            "cached descriptor reused"
+        );
+        // Replace by rename: new inode, the cache must not serve the old file.
+        std::fs::write(dir.path().join(".tmp"), b"two!").unwrap();
+        std::fs::rename(dir.path().join(".tmp"), dir.path().join("a.mp4")).unwrap();
+        let third = s.open(&asset("a.mp4")).await.unwrap();
+        assert!(!Arc::ptr_eq(&first.file, &third.file));
+        assert_eq!(third.meta.len, 4);
+        assert_ne!(first.meta.etag, third.meta.etag);
+    }
+
+    #[tokio::test]
+    async fn repointed_symlink_is_revalidated() {
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret"), b"secret").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("in.mp4"), b"inside").unwrap();
+        std::os::unix::fs::symlink("in.mp4", dir.path().join("link.mp4")).unwrap();
+        let s = store(dir.path(), 16);
+        assert!(s.open(&asset("link.mp4")).await.is_ok());
+        std::fs::remove_file(dir.path().join("link.mp4")).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("secret"), dir.path().join("link.mp4"))
+            .unwrap();
+        assert!(matches!(
+            s.open(&asset("link.mp4")).await,
+            Err(OpenError::Escapes(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn disabled_cache_opens_each_time() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.mp4"), b"one").unwrap();
+        let s = store(dir.path(), 0);
+        let a = s.open(&asset("a.mp4")).await.unwrap();
+        let b = s.open(&asset("a.mp4")).await.unwrap();
+        assert!(!Arc::ptr_eq(&a.file, &b.file));
+        assert_eq!(s.open_entries(), 0);
+    }
+}
