@@ -5,6 +5,7 @@
 //! the embedded defaults), the key and the reason, so startup fails fast and legibly.
 //! Secrets must never be printed: `Settings::redacted` is what `check-config` shows.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -21,6 +22,113 @@ pub const EMBEDDED_DEFAULTS: &str = include_str!("../config/origin.toml");
 pub const DEFAULT_CONFIG_FILE: &str = "config/origin.toml";
 pub const ENV_PREFIX: &str = "VIDEO_ORIGIN_";
 
+/// A secret from the config or the environment. It can be read with [`Secret::expose`] but
+/// never printed: `Debug` and `Serialize` (so `check-config`) show `<redacted>`.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("<redacted>")
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SigningSettings {
+    /// Native (VO1) keys by key id: `hex:…` or `base64:…`, at least 32 bytes.
+    #[serde(default)]
+    pub keys: BTreeMap<String, Secret>,
+    /// Key id new links are signed with; may be empty when exactly one key is configured.
+    #[serde(default)]
+    pub signing_key: String,
+    pub skew_secs: u64,
+    pub max_ttl_secs: u64,
+    pub default_ttl_secs: u64,
+    /// Scheme and host of minted URLs; empty = `http://<server.listen>`.
+    #[serde(default)]
+    pub public_base_url: String,
+    pub cloudflare: CloudflareSettings,
+    pub akamai: AkamaiSettings,
+    pub cloudfront: CloudfrontSettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CloudflareSettings {
+    /// Secrets of the WAF rule (UTF-8 text); the first mints, all verify.
+    #[serde(default)]
+    pub secrets: Vec<Secret>,
+    pub ttl_secs: u64,
+    pub url_safe: bool,
+    /// Directory scope length in bytes (the rule's `substring(..., 0, N)`); 0 = exact paths.
+    pub prefix_len: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HashName {
+    Sha256,
+    Sha1,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AkamaiSettings {
+    /// The property's encryption key (hex), then an optional transition key.
+    #[serde(default)]
+    pub keys: Vec<Secret>,
+    pub algorithm: HashName,
+    pub param: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CloudfrontSettings {
+    #[serde(default)]
+    pub key_pair_id: String,
+    #[serde(default)]
+    pub private_key_file: PathBuf,
+    pub hash: HashName,
+    /// e.g. `https://d111111abcdef8.cloudfront.net`
+    #[serde(default)]
+    pub base_url: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessSettings {
+    pub rules: Vec<crate::access::AccessRuleConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSettings {
+    pub listen: SocketAddr,
+    /// Bearer tokens by id (the id appears in audit logs, the token never). The admin listener
+    /// starts only when at least one is set.
+    #[serde(default)]
+    pub tokens: BTreeMap<String, Secret>,
+    pub max_body_bytes: usize,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
@@ -31,6 +139,9 @@ pub struct Settings {
     pub streaming: StreamingSettings,
     pub cache: CacheSettings,
     pub log: LogSettings,
+    pub signing: SigningSettings,
+    pub access: AccessSettings,
+    pub admin: AdminSettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -94,6 +205,14 @@ pub struct LogSettings {
     pub format: LogFormat,
     pub buffer_bytes: usize,
     pub flush_ms: u64,
+}
+
+/// Decoded signing material, built once at startup.
+pub struct SigningParts {
+    pub keys: crate::signing::keys::KeyRing,
+    pub cloudflare: Option<(Vec<Vec<u8>>, crate::signing::cloudflare::CloudflareRule)>,
+    pub akamai: Option<(Vec<Vec<u8>>, crate::signing::akamai::Algorithm, String)>,
+    pub cloudfront: Option<(crate::signing::cloudfront::CloudFrontSigner, String)>,
 }
 
 /// A configuration error: where, which key, why.
@@ -163,6 +282,20 @@ pub fn load(o: &Overrides) -> Result<Settings, ConfigError> {
         key: key.to_string(),
         reason,
     })?;
+    settings
+        .signing_parts()
+        .map_err(|(key, reason)| ConfigError {
+            source: source_of(
+                &fig,
+                key.split('.')
+                    .take(2)
+                    .collect::<Vec<_>>()
+                    .join(".")
+                    .as_str(),
+            ),
+            key,
+            reason,
+        })?;
     settings.cache_policy().map_err(|e| ConfigError {
         source: source_of(&fig, "cache.rules"),
         key: format!("cache.rules[{}].{}", e.index, e.field),
@@ -279,14 +412,185 @@ impl Settings {
         if self.server.shutdown_grace_secs > 3600 {
             return Err(("server.shutdown_grace_secs", "must be at most 3600".into()));
         }
+        if self.signing.skew_secs > 3600 {
+            return Err(("signing.skew_secs", "must be at most 3600".into()));
+        }
+        if self.signing.default_ttl_secs == 0 {
+            return Err(("signing.default_ttl_secs", "must be at least 1".into()));
+        }
+        if self.signing.max_ttl_secs > 0
+            && self.signing.default_ttl_secs > self.signing.max_ttl_secs
+        {
+            return Err((
+                "signing.default_ttl_secs",
+                "must not exceed signing.max_ttl_secs".into(),
+            ));
+        }
+        for (id, token) in &self.admin.tokens {
+            if token.expose().len() < 32 {
+                return Err((
+                    "admin.tokens",
+                    format!("token `{id}` must be at least 32 characters"),
+                ));
+            }
+        }
+        if !(1024..=64 << 20).contains(&self.admin.max_body_bytes) {
+            return Err((
+                "admin.max_body_bytes",
+                "must be between 1 KiB and 64 MiB".into(),
+            ));
+        }
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| ("log.level", e.to_string()))?;
         Ok(())
     }
 
-    /// A copy safe to print. No secrets exist yet; keys and tokens added later are masked here.
+    /// A copy safe to print: every [`Secret`] serializes as `<redacted>`.
     pub fn redacted(&self) -> Settings {
         self.clone()
+    }
+
+    /// Decodes and checks every signing secret. Errors are (key, reason) and never contain
+    /// secret material.
+    pub fn signing_parts(&self) -> Result<SigningParts, (String, String)> {
+        use crate::signing::{akamai, cloudflare::CloudflareRule, cloudfront, keys};
+        let sg = &self.signing;
+        let mut ring = Vec::new();
+        for (kid, secret) in &sg.keys {
+            let key = keys::decode_secret(secret.expose())
+                .map_err(|r| (format!("signing.keys.{kid}"), r))?;
+            ring.push((kid.clone(), key));
+        }
+        let signing = match (sg.signing_key.as_str(), ring.len()) {
+            ("", 1) => Some(ring[0].0.clone()),
+            ("", _) => None,
+            (id, _) => Some(id.to_owned()),
+        };
+        if signing.is_none() && ring.len() > 1 {
+            return Err((
+                "signing.signing_key".into(),
+                "several keys are configured: name the one that signs".into(),
+            ));
+        }
+        let keys =
+            keys::KeyRing::new(ring, signing).map_err(|r| ("signing.keys".to_string(), r))?;
+
+        let cf = &sg.cloudflare;
+        let cloudflare = if cf.secrets.is_empty() {
+            None
+        } else {
+            for s in &cf.secrets {
+                if s.expose().len() < keys::MIN_KEY_BYTES {
+                    return Err((
+                        "signing.cloudflare.secrets".into(),
+                        format!("each secret needs at least {} bytes", keys::MIN_KEY_BYTES),
+                    ));
+                }
+            }
+            if cf.ttl_secs == 0 {
+                return Err((
+                    "signing.cloudflare.ttl_secs".into(),
+                    "must be at least 1".into(),
+                ));
+            }
+            Some((
+                cf.secrets
+                    .iter()
+                    .map(|s| s.expose().as_bytes().to_vec())
+                    .collect::<Vec<_>>(),
+                CloudflareRule {
+                    ttl: cf.ttl_secs,
+                    url_safe: cf.url_safe,
+                    prefix_len: (cf.prefix_len > 0).then_some(cf.prefix_len),
+                },
+            ))
+        };
+
+        let ak = &sg.akamai;
+        let akamai = if ak.keys.is_empty() {
+            None
+        } else {
+            let mut decoded = Vec::new();
+            for s in &ak.keys {
+                let text = s.expose().trim();
+                let text = text.strip_prefix("hex:").unwrap_or(text);
+                let key = keys::decode_secret(&format!("hex:{text}")).map_err(|_| {
+                    (
+                        "signing.akamai.keys".to_string(),
+                        "each key must be even-length hex (the property's encryption key)"
+                            .to_string(),
+                    )
+                })?;
+                if key.is_empty() {
+                    return Err(("signing.akamai.keys".into(), "empty key".into()));
+                }
+                decoded.push(key);
+            }
+            let alg = match ak.algorithm {
+                HashName::Sha256 => akamai::Algorithm::Sha256,
+                HashName::Sha1 => akamai::Algorithm::Sha1,
+            };
+            if ak.param.is_empty()
+                || !ak
+                    .param
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            {
+                return Err((
+                    "signing.akamai.param".into(),
+                    "must be a plain parameter name like __token__".into(),
+                ));
+            }
+            Some((decoded, alg, ak.param.clone()))
+        };
+
+        let cfr = &sg.cloudfront;
+        let cloudfront = if cfr.key_pair_id.is_empty() {
+            None
+        } else {
+            let pem = std::fs::read_to_string(&cfr.private_key_file).map_err(|e| {
+                (
+                    "signing.cloudfront.private_key_file".to_string(),
+                    format!(
+                        "cannot read {}: {}",
+                        cfr.private_key_file.display(),
+                        e.kind()
+                    ),
+                )
+            })?;
+            let hash = match cfr.hash {
+                HashName::Sha1 => cloudfront::Hash::Sha1,
+                HashName::Sha256 => cloudfront::Hash::Sha256,
+            };
+            let signer = cloudfront::CloudFrontSigner::from_pem(&pem, &cfr.key_pair_id, hash, 2048)
+                .map_err(|r| ("signing.cloudfront.private_key_file".to_string(), r))?;
+            if !cfr.base_url.starts_with("https://") && !cfr.base_url.starts_with("http://") {
+                return Err((
+                    "signing.cloudfront.base_url".into(),
+                    "must be the distribution URL, e.g. https://d111111abcdef8.cloudfront.net"
+                        .into(),
+                ));
+            }
+            Some((signer, cfr.base_url.trim_end_matches('/').to_owned()))
+        };
+        Ok(SigningParts {
+            keys,
+            cloudflare,
+            akamai,
+            cloudfront,
+        })
+    }
+
+    /// Scheme and host of minted URLs.
+    pub fn public_base_url(&self) -> String {
+        if self.signing.public_base_url.is_empty() {
+            format!("http://{}", self.server.listen)
+        } else {
+            self.signing
+                .public_base_url
+                .trim_end_matches('/')
+                .to_owned()
+        }
     }
 
     /// The compiled cache policy (validated at load, so this only fails for unvalidated settings).

@@ -4,12 +4,16 @@
 //! path) → `storage::metadata` (moka cache, content-hash ETag) → `http` (pure decision and
 //! headers) → `storage::body` (bounded stream). `http` depends on nothing else in the crate.
 
+pub mod access;
+pub mod admin;
 pub mod config;
 pub mod http;
+pub mod links;
 pub mod logbuf;
 pub mod routes;
 pub mod serve;
 pub mod server;
+pub mod signing;
 pub mod storage;
 
 use std::sync::Arc;
@@ -26,6 +30,10 @@ pub struct App {
     /// Open files and their metadata, under the canonical asset root.
     pub store: AssetStore,
     pub policy: CachePolicy,
+    /// Which paths need a signed link, and the verifiers.
+    pub access: access::AccessPolicy,
+    /// Mints signed links (CLI, admin API, library users).
+    pub minter: links::LinkMinter,
 }
 
 impl App {
@@ -66,7 +74,58 @@ impl App {
             Duration::from_secs(settings.metadata.ttl_secs),
             index,
         );
+        let parts = settings.signing_parts().map_err(|(key, reason)| {
+            anyhow::anyhow!("invalid configuration: key `{key}`: {reason}")
+        })?;
+        let access = access::AccessPolicy::compile(
+            &settings.access.rules,
+            parts.keys.clone(),
+            parts
+                .cloudflare
+                .as_ref()
+                .map(|(secrets, rule)| access::CloudflareCheck {
+                    secrets: secrets.clone(),
+                    rule: rule.clone(),
+                }),
+            parts
+                .akamai
+                .as_ref()
+                .map(|(keys, alg, param)| access::AkamaiCheck {
+                    keys: keys.clone(),
+                    algorithm: *alg,
+                    param: param.clone(),
+                }),
+            settings.signing.skew_secs,
+            settings.signing.max_ttl_secs,
+        )
+        .map_err(|(i, reason)| {
+            anyhow::anyhow!("invalid configuration: key `access.rules[{i}]`: {reason}")
+        })?;
+        let minter = links::LinkMinter {
+            keys: parts.keys,
+            base_url: settings.public_base_url(),
+            mount: settings.assets.mount.clone(),
+            max_ttl: settings.signing.max_ttl_secs,
+            cloudflare: parts
+                .cloudflare
+                .map(|(secrets, rule)| links::CloudflareMint {
+                    secret: secrets[0].clone(),
+                    rule,
+                }),
+            akamai: parts
+                .akamai
+                .map(|(keys, algorithm, param)| links::AkamaiMint {
+                    key: keys[0].clone(),
+                    algorithm,
+                    param,
+                }),
+            cloudfront: parts
+                .cloudfront
+                .map(|(signer, base_url)| links::CloudfrontMint { signer, base_url }),
+        };
         Ok(App {
+            access,
+            minter,
             store: AssetStore::new(
                 root,
                 metadata,

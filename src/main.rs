@@ -32,6 +32,28 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Mint a signed playback link and print the full URL.
+    Sign {
+        #[command(flatten)]
+        common: Common,
+        /// Asset path (`private/movie42/master.m3u8`) or URL path (`/video/...`).
+        path: String,
+        /// Lifetime: seconds, or with a unit (90s, 15m, 1h, 2d). Default: signing.default_ttl_secs.
+        #[arg(long, value_parser = parse_ttl)]
+        ttl: Option<u64>,
+        /// Grant the whole directory of PATH (an HLS/DASH ladder), not just PATH.
+        #[arg(long)]
+        prefix: bool,
+        /// Bind the link to this client address.
+        #[arg(long, value_name = "ADDR")]
+        ip: Option<std::net::IpAddr>,
+        /// Token format: native, cloudflare, akamai or cloudfront.
+        #[arg(long, default_value = "native", value_parser = parse_format)]
+        format: video_origin::links::LinkFormat,
+        /// Print JSON {url, expires_at} instead of the bare URL.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show which cache rule matches a path and the exact headers it would emit.
     Explain {
         #[command(flatten)]
@@ -100,6 +122,38 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", toml::to_string_pretty(&settings.redacted())?);
             Ok(())
         }
+        Command::Sign {
+            common,
+            path,
+            ttl,
+            prefix,
+            ip,
+            format,
+            json,
+        } => {
+            let settings = Arc::new(load(&common, None)?);
+            let app = App::new(Arc::clone(&settings))?;
+            let request = video_origin::links::LinkRequest {
+                path,
+                ttl_secs: ttl.unwrap_or(settings.signing.default_ttl_secs),
+                prefix,
+                ip,
+                format,
+            };
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_secs();
+            let link = app
+                .minter
+                .mint(&request, now)
+                .map_err(|e| anyhow::anyhow!("cannot sign: {e}"))?;
+            if json {
+                println!("{}", serde_json::to_string(&link)?);
+            } else {
+                println!("{}", link.url);
+            }
+            Ok(())
+        }
         Command::Explain { common, path } => {
             let settings = load(&common, None)?;
             print!("{}", explain(&settings, &path)?);
@@ -121,6 +175,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             serve(settings)
         }
     }
+}
+
+fn parse_ttl(s: &str) -> Result<u64, String> {
+    let (num, mult) = match s.char_indices().last() {
+        Some((i, 's')) => (&s[..i], 1),
+        Some((i, 'm')) => (&s[..i], 60),
+        Some((i, 'h')) => (&s[..i], 3600),
+        Some((i, 'd')) => (&s[..i], 86400),
+        _ => (s, 1),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration like 90s, 15m, 1h, 2d"))?;
+    n.checked_mul(mult)
+        .ok_or_else(|| "duration too large".to_string())
+}
+
+fn parse_format(s: &str) -> Result<video_origin::links::LinkFormat, String> {
+    serde_json::from_value(serde_json::Value::String(s.to_owned()))
+        .map_err(|_| format!("`{s}`: use native, cloudflare, akamai or cloudfront"))
 }
 
 fn explain(settings: &Settings, path: &str) -> anyhow::Result<String> {
@@ -175,6 +249,17 @@ fn serve(settings: Arc<Settings>) -> anyhow::Result<()> {
     let listeners = video_origin::server::bind_listeners(settings.server.listen, workers)
         .with_context(|| format!("binding server.listen {}", settings.server.listen))?;
     let addr = listeners[0].local_addr()?;
+    let admin = if settings.admin.tokens.is_empty() {
+        tracing::info!("admin API disabled (no admin.tokens configured)");
+        None
+    } else {
+        let l = std::net::TcpListener::bind(settings.admin.listen)
+            .with_context(|| format!("binding admin.listen {}", settings.admin.listen))?;
+        l.set_nonblocking(true)?;
+        // Printed before the public line, which scripts wait for last.
+        println!("admin listening on http://{}", l.local_addr()?);
+        Some(l)
+    };
     // Machine-readable line on stdout: tests and scripts learn the ephemeral port from it.
     println!("listening on http://{addr}");
     tracing::info!(%addr, workers, root = %app.store.root.display(), mount = %settings.assets.mount, "video-origin serving");
@@ -186,7 +271,7 @@ fn serve(settings: Arc<Settings>) -> anyhow::Result<()> {
         }
         video_origin::server::shutdown_signal().await;
     };
-    video_origin::server::run_workers(app, listeners, grace, shutdown)?;
+    video_origin::server::run_workers(app, listeners, admin, grace, shutdown)?;
     Ok(())
 }
 

@@ -13,7 +13,11 @@ use crate::App;
 static NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
 
 /// Routes one request on the public listener.
-pub async fn route<B>(app: &App, req: &Request<B>) -> Response<OriginBody> {
+pub async fn route<B>(
+    app: &App,
+    req: &Request<B>,
+    peer: std::net::SocketAddr,
+) -> Response<OriginBody> {
     let now = SystemTime::now();
     let path = req.uri().path();
     if path == "/healthz" {
@@ -26,7 +30,15 @@ pub async fn route<B>(app: &App, req: &Request<B>) -> Response<OriginBody> {
         return not_found(app, path, now);
     };
     match *req.method() {
-        Method::GET | Method::HEAD => serve_asset(app, req.method(), req.headers(), rest).await,
+        Method::GET | Method::HEAD => {
+            let target = crate::serve::Target {
+                raw_path: path,
+                query: req.uri().query().unwrap_or(""),
+                asset: rest,
+                peer: peer.ip(),
+            };
+            serve_asset(app, req.method(), req.headers(), &target).await
+        }
         _ => {
             let mut r = error_response(
                 StatusCode::METHOD_NOT_ALLOWED,

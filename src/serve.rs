@@ -12,6 +12,7 @@ use std::time::SystemTime;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Response, StatusCode};
 
+use crate::access::{Access, TokenRequest};
 use crate::http::cache_policy::ResponseClass;
 use crate::http::conditional::{effective_last_modified, ConditionalHeaders};
 use crate::http::multipart::random_boundary;
@@ -24,14 +25,28 @@ use crate::App;
 
 static NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
 
-/// Serves `raw_path` (the URL path after the mount prefix, still percent-encoded).
+/// Where a request points, as received.
+pub struct Target<'a> {
+    /// The whole URL path, still percent-encoded (what signed links are checked against).
+    pub raw_path: &'a str,
+    /// The raw query string (token parameters live here; never logged, never in cache keys).
+    pub query: &'a str,
+    /// The URL path after the mount prefix, still percent-encoded.
+    pub asset: &'a str,
+    pub peer: std::net::IpAddr,
+}
+
+static PRIVATE_NO_STORE: HeaderValue = HeaderValue::from_static("private, no-store");
+
+/// Serves one GET/HEAD for `target`.
 pub async fn serve_asset(
     app: &App,
     method: &Method,
     headers: &HeaderMap,
-    raw_path: &str,
+    target: &Target<'_>,
 ) -> Response<OriginBody> {
     let now = SystemTime::now();
+    let raw_path = target.asset;
     let asset = match path::normalize(raw_path) {
         Ok(a) => a,
         Err(PathRejection::BadRequest(reason)) => {
@@ -46,6 +61,30 @@ pub async fn serve_asset(
         Err(PathRejection::NotFound) => return not_found(app, raw_path, now),
     };
 
+    // Signed links are checked before the file is looked up: a refused request learns nothing
+    // about what exists (spec http-origin §2.3 step 0, K-3).
+    let unix_now = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let token_request = TokenRequest {
+        raw_path: target.raw_path,
+        query: target.query,
+        client: Some(target.peer),
+        now: unix_now,
+    };
+    let access = match app.access.check(asset.as_str(), &token_request) {
+        Ok(a) => a,
+        Err(rejection) => {
+            tracing::info!(
+                path = asset.as_str(),
+                reason = rejection.reason.as_str(),
+                detail = %rejection.detail,
+                "signed link refused"
+            );
+            let body = format!("{}\n", rejection.reason.as_str());
+            return error_response(StatusCode::FORBIDDEN, &body, &NO_STORE, now);
+        }
+    };
     let (file, meta) = match app.store.open(&asset).await {
         Ok(opened) => (opened.file, opened.meta),
         Err(OpenError::NotFound) => return not_found(app, asset.as_str(), now),
@@ -90,7 +129,15 @@ pub async fn serve_asset(
         now,
         random_boundary,
     );
-    let policy = app.policy.headers(asset.as_str(), ResponseClass::Success);
+    let policy = match access {
+        // Verified at the origin: no shared cache may store it (K-1, H-19).
+        Access::Granted {
+            edge_verified: false,
+        } => {
+            vec![(header::CACHE_CONTROL, PRIVATE_NO_STORE.clone())]
+        }
+        _ => app.policy.headers(asset.as_str(), ResponseClass::Success),
+    };
     let (status, head) = build_head(&decision, &resource, &policy, now);
 
     let segments = match &decision {

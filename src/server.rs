@@ -102,26 +102,40 @@ impl Drop for LoggedBody {
     }
 }
 
+/// Which route table a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    Public,
+    Admin,
+}
+
 async fn handle(
     app: Arc<App>,
+    which: Listener,
     peer: SocketAddr,
     req: Request<Incoming>,
 ) -> Result<Response<LoggedBody>, Infallible> {
     let started = Instant::now();
-    let resp = route(&app, &req).await;
+    let method = req.method().clone();
+    // The path only: query strings may carry signed-URL tokens and never reach the log.
+    let path = req.uri().path().to_owned();
+    let range = req.headers().get(http::header::RANGE).map(|v| {
+        String::from_utf8_lossy(v.as_bytes())
+            .chars()
+            .take(100)
+            .collect()
+    });
+    let resp = match which {
+        Listener::Public => route(&app, &req, peer).await,
+        Listener::Admin => crate::admin::route(&app, req, peer).await,
+    };
     let (parts, inner) = resp.into_parts();
     let record = AccessRecord {
-        method: req.method().clone(),
-        // The path only: query strings may carry signed-URL tokens and never reach the log.
-        path: req.uri().path().to_owned(),
+        method,
+        path,
         status: parts.status.as_u16(),
         peer,
-        range: req.headers().get(http::header::RANGE).map(|v| {
-            String::from_utf8_lossy(v.as_bytes())
-                .chars()
-                .take(100)
-                .collect()
-        }),
+        range,
         started,
     };
     Ok(Response::from_parts(
@@ -138,6 +152,7 @@ async fn handle(
 /// Serves `listener` until `shutdown` resolves, then drains for at most `grace`.
 pub async fn serve(
     app: Arc<App>,
+    which: Listener,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
     grace: Duration,
@@ -167,7 +182,7 @@ pub async fn serve(
                 };
                 let _ = stream.set_nodelay(true);
                 let app = Arc::clone(&app);
-                let service = service_fn(move |req| handle(Arc::clone(&app), peer, req));
+                let service = service_fn(move |req| handle(Arc::clone(&app), which, peer, req));
                 let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {
@@ -215,6 +230,7 @@ pub fn bind_listeners(addr: SocketAddr, n: usize) -> std::io::Result<Vec<std::ne
 pub fn run_workers(
     app: Arc<App>,
     listeners: Vec<std::net::TcpListener>,
+    admin: Option<std::net::TcpListener>,
     grace: Duration,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
@@ -249,7 +265,7 @@ pub fn run_workers(
                     let stop = async move {
                         let _ = rx.wait_for(|stop| *stop).await;
                     };
-                    serve(app, listener, stop, grace).await;
+                    serve(app, Listener::Public, listener, stop, grace).await;
                     Ok(())
                 });
                 crate::logbuf::flush_this_thread();
@@ -257,12 +273,35 @@ pub fn run_workers(
             })?;
         threads.push(handle);
     }
-    // The calling thread waits for the signal (and runs whatever the caller spawned on it).
+    // The calling thread runs the admin listener (light traffic) and waits for the signal.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    rt.block_on(shutdown);
-    let _ = tx.send(true);
+    rt.block_on(async {
+        let admin_task = match admin {
+            Some(l) => {
+                let l = TcpListener::from_std(l)?;
+                let mut rx = rx.clone();
+                let stop = async move {
+                    let _ = rx.wait_for(|stop| *stop).await;
+                };
+                Some(tokio::spawn(serve(
+                    Arc::clone(&app),
+                    Listener::Admin,
+                    l,
+                    stop,
+                    grace,
+                )))
+            }
+            None => None,
+        };
+        shutdown.await;
+        let _ = tx.send(true);
+        if let Some(t) = admin_task {
+            let _ = t.await;
+        }
+        Ok::<(), std::io::Error>(())
+    })?;
     for t in threads {
         match t.join() {
             Ok(result) => result?,

@@ -17,6 +17,32 @@ fn default_assets() -> tempfile::TempDir {
     ])
 }
 
+const KEY: &str = "hex:000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+
+/// A server with a signing key, so private paths can be requested with a valid link.
+fn start_with_key(dir: &std::path::Path, env: &[(&str, &str)]) -> Server {
+    let mut e = vec![("VIDEO_ORIGIN_SIGNING__KEYS__K1", KEY)];
+    e.extend_from_slice(env);
+    Server::start(dir, &e)
+}
+
+/// `path` with a valid VO1 token appended (library minting, as a backend would).
+fn signed(path: &str) -> String {
+    let key = video_origin::signing::keys::decode_secret(KEY).unwrap();
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    let req = video_origin::signing::native::MintRequest {
+        path: path.into(),
+        exp,
+        ..Default::default()
+    };
+    let (p, q) = video_origin::signing::native::mint("k1", &key, &req).unwrap();
+    format!("{p}?{q}")
+}
+
 fn caching(r: &Resp) -> Vec<(&str, &str)> {
     let mut v: Vec<(&str, &str)> = r
         .headers
@@ -44,8 +70,8 @@ fn caching(r: &Resp) -> Vec<(&str, &str)> {
 fn default_classes() {
     // spec: http-origin H-17 (immutable), H-18 (replaceable), H-19 (private), H-20 (errors)
     let dir = default_assets();
-    let srv = Server::start(dir.path(), &[]);
-    let r = srv.get("/video/private/movie42/a.mp4", &[]);
+    let srv = start_with_key(dir.path(), &[]);
+    let r = srv.get(&signed("/video/private/movie42/a.mp4"), &[]);
     assert_eq!(r.h("cache-control"), "private, no-store");
     assert!(r.header("cdn-cache-control").is_none() && r.header("cache-tag").is_none());
 
@@ -92,7 +118,7 @@ fn default_classes() {
         (r.status, r.h("cache-control")),
         (404, "public, max-age=10")
     );
-    let r = srv.get("/video/private/movie42/missing.mp4", &[]);
+    let r = srv.get(&signed("/video/private/movie42/missing.mp4"), &[]);
     assert_eq!((r.status, r.h("cache-control")), (404, "private, no-store"));
     let r = srv.get("/outside-mount", &[]);
     assert_eq!(
@@ -119,11 +145,12 @@ fn default_classes() {
 fn same_policy_on_200_206_304_and_head() {
     // spec: http-origin H-21, C-19, C-21
     let dir = default_assets();
-    let srv = Server::start(dir.path(), &[]);
+    let srv = start_with_key(dir.path(), &[]);
+    let private = signed("/video/private/movie42/a.mp4");
     for path in [
         "/video/series/s1/e1.mp4",
         "/video/live/ch1/index.m3u8",
-        "/video/private/movie42/a.mp4",
+        private.as_str(),
     ] {
         let full = srv.get(path, &[]);
         let etag = full.h("etag").to_string();

@@ -350,16 +350,25 @@ fn buffered_access_log_flushes_on_interval_and_at_shutdown() {
     );
     srv.get("/video/a.mp4", &[]);
     assert!(
-        eventually(Duration::from_secs(5), || srv.log_text().contains("path=/video/a.mp4")),
+        eventually(Duration::from_secs(5), || srv
+            .log_text()
+            .contains("path=/video/a.mp4")),
         "a buffered line is written within the flush interval"
     );
     for i in 0..50 {
-        srv.get(&format!("/video/a.mp4?n={i}"), &[("Range", &format!("bytes={i}-{i}"))]);
+        srv.get(
+            &format!("/video/a.mp4?n={i}"),
+            &[("Range", &format!("bytes={i}-{i}"))],
+        );
     }
     srv.sigterm();
     let mut srv = srv;
     srv.child.wait().unwrap();
-    let lines = srv.log_text().lines().filter(|l| l.contains("status=206")).count();
+    let lines = srv
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("status=206"))
+        .count();
     assert_eq!(lines, 50, "every buffered line is flushed at shutdown");
 }
 

@@ -57,6 +57,12 @@ impl Segment {
 const START_CHUNK: u64 = 32 * 1024;
 const START_BYTES: u64 = 512 * 1024;
 
+/// Inline (page-cache) reads never return Pending, and a fast socket rarely does, so one
+/// response could stream a whole file in a single poll while every other connection on the
+/// worker waits. After this many bytes the stream yields once (like nginx's
+/// sendfile_max_chunk), which keeps per-connection latency fair.
+const YIELD_EVERY: u64 = 1024 * 1024;
+
 pub struct FileStream {
     file: Arc<File>,
     identity: FileIdentity,
@@ -65,6 +71,7 @@ pub struct FileStream {
     pending: Option<JoinHandle<io::Result<Bytes>>>,
     remaining: u64,
     sent: u64,
+    since_yield: u64,
 }
 
 impl FileStream {
@@ -83,6 +90,7 @@ impl FileStream {
             pending: None,
             remaining,
             sent: 0,
+            since_yield: 0,
         }
     }
 
@@ -170,6 +178,13 @@ impl http_body::Body for FileStream {
             } else {
                 self.read_size as u64
             };
+            if self.since_yield >= YIELD_EVERY
+                && matches!(self.segments.front(), Some(Segment::File { .. }))
+            {
+                self.since_yield = 0;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
             match self.segments.front_mut() {
                 None => return Poll::Ready(None),
                 Some(Segment::Bytes(_)) => {
@@ -186,6 +201,7 @@ impl http_body::Body for FileStream {
                     let offset = *start;
                     let len = (*end - *start).min(read_size);
                     *start += len;
+                    self.since_yield += len;
                     if let Some(done) = read_cached(&self.file, self.identity, offset, len as usize)
                     {
                         return match done {

@@ -12,6 +12,8 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_video-origin");
 pub struct Server {
     pub child: Child,
     pub port: u16,
+    /// Admin listener port, when admin tokens were configured.
+    pub admin_port: Option<u16>,
     pub assets: PathBuf,
     pub log: PathBuf,
     _workdir: tempfile::TempDir,
@@ -45,8 +47,19 @@ impl Server {
             .stderr(std::fs::File::create(&log).unwrap());
         let mut child = cmd.spawn().expect("spawn video-origin");
         let stdout = child.stdout.take().unwrap();
+        let mut reader = BufReader::new(stdout);
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).unwrap();
+        let mut admin_port = None;
+        loop {
+            line.clear();
+            reader.read_line(&mut line).unwrap();
+            match line.strip_prefix("admin listening on http://") {
+                Some(rest) => {
+                    admin_port = rest.trim().rsplit(':').next().and_then(|p| p.parse().ok())
+                }
+                None => break,
+            }
+        }
         let port = line
             .trim()
             .rsplit(':')
@@ -61,6 +74,7 @@ impl Server {
         Server {
             child,
             port,
+            admin_port,
             assets: assets.to_path_buf(),
             log,
             _workdir: workdir,
@@ -95,6 +109,33 @@ impl Server {
         s.write_all(request).unwrap();
         let mut buf = Vec::new();
         let _ = s.read_to_end(&mut buf); // a reset after a short body still leaves `buf`
+        Resp::parse(&buf)
+    }
+
+    /// One admin request with an optional bearer token and JSON body.
+    pub fn admin(
+        &self,
+        method: &str,
+        path: &str,
+        bearer: Option<&str>,
+        body: Option<&str>,
+    ) -> Resp {
+        let port = self.admin_port.expect("admin listener not started");
+        let mut raw =
+            format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
+        if let Some(t) = bearer {
+            raw.push_str(&format!("Authorization: Bearer {t}\r\n"));
+        }
+        let body = body.unwrap_or("");
+        raw.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ));
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        s.write_all(raw.as_bytes()).unwrap();
+        let mut buf = Vec::new();
+        let _ = s.read_to_end(&mut buf);
         Resp::parse(&buf)
     }
 

@@ -1,0 +1,301 @@
+//! Which paths need a signed link, and checking it (step 1 of the pipeline, before the file is
+//! even looked up, so a refused request learns nothing about what exists).
+//!
+//! Rules are globs on the asset path, first match wins. A rule lists the token forms the origin
+//! accepts (`native`, `cloudflare`, `akamai`); any one valid token admits the request. With
+//! `edge_verified = false` (the default) responses are forced to `Cache-Control: private,
+//! no-store` so no shared cache can hand a verified response to an unverified viewer (spec
+//! http-origin K-1); `edge_verified = true` says the CDN checks tokens and keys its cache
+//! without them, so the cache rules apply unchanged.
+
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::http::glob::Glob;
+use crate::signing::akamai;
+use crate::signing::cloudflare::{self, CloudflareRule};
+use crate::signing::keys::KeyRing;
+use crate::signing::{native, single_param, split_query, Clock, Reason, Rejection};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenForm {
+    Native,
+    Cloudflare,
+    Akamai,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessRuleConfig {
+    #[serde(rename = "match")]
+    pub pattern: String,
+    /// Token forms the origin verifies; empty = the origin does not check (edge only).
+    #[serde(default = "default_tokens")]
+    pub tokens: Vec<TokenForm>,
+    #[serde(default)]
+    pub edge_verified: bool,
+}
+
+fn default_tokens() -> Vec<TokenForm> {
+    vec![TokenForm::Native]
+}
+
+struct AccessRule {
+    glob: Glob,
+    tokens: Vec<TokenForm>,
+    edge_verified: bool,
+}
+
+pub struct CloudflareCheck {
+    pub secrets: Vec<Vec<u8>>,
+    pub rule: CloudflareRule,
+}
+
+pub struct AkamaiCheck {
+    pub keys: Vec<Vec<u8>>,
+    pub algorithm: akamai::Algorithm,
+    pub param: String,
+}
+
+pub struct AccessPolicy {
+    rules: Vec<AccessRule>,
+    pub keys: KeyRing,
+    pub cloudflare: Option<CloudflareCheck>,
+    pub akamai: Option<AkamaiCheck>,
+    pub skew: u64,
+    pub max_ttl: u64,
+}
+
+/// A request that passed (or needed no check).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Public,
+    /// Admitted by a token; `edge_verified` decides the cache policy.
+    Granted {
+        edge_verified: bool,
+    },
+}
+
+/// The request facts a token is checked against.
+pub struct TokenRequest<'a> {
+    /// URL path exactly as received (still percent-encoded).
+    pub raw_path: &'a str,
+    pub query: &'a str,
+    pub client: Option<IpAddr>,
+    pub now: u64,
+}
+
+impl AccessPolicy {
+    pub fn compile(
+        rules: &[AccessRuleConfig],
+        keys: KeyRing,
+        cloudflare: Option<CloudflareCheck>,
+        akamai: Option<AkamaiCheck>,
+        skew: u64,
+        max_ttl: u64,
+    ) -> Result<AccessPolicy, (usize, String)> {
+        let mut compiled = Vec::new();
+        for (i, r) in rules.iter().enumerate() {
+            let glob = Glob::new(&r.pattern).map_err(|e| (i, format!("match: {e}")))?;
+            for t in &r.tokens {
+                let missing = match t {
+                    TokenForm::Native => keys.is_empty().then_some("signing.keys"),
+                    TokenForm::Cloudflare => {
+                        cloudflare.is_none().then_some("signing.cloudflare.secrets")
+                    }
+                    TokenForm::Akamai => akamai.is_none().then_some("signing.akamai.keys"),
+                };
+                if let Some(what) = missing {
+                    // Not fatal: requests to the path are refused (unknown-key) until keys exist.
+                    tracing::warn!(rule = i, "access rule accepts {t:?} tokens but {what} is empty: every request to it will be refused");
+                }
+            }
+            if r.tokens.is_empty() && !r.edge_verified {
+                return Err((i, "tokens = [] means the origin does not check; that is only safe with edge_verified = true".into()));
+            }
+            compiled.push(AccessRule {
+                glob,
+                tokens: r.tokens.clone(),
+                edge_verified: r.edge_verified,
+            });
+        }
+        Ok(AccessPolicy {
+            rules: compiled,
+            keys,
+            cloudflare,
+            akamai,
+            skew,
+            max_ttl,
+        })
+    }
+
+    /// Whether `asset` is behind a rule at all (for `explain` and the cache policy).
+    pub fn rule_for(&self, asset: &str) -> Option<(bool, &[TokenForm])> {
+        self.rules
+            .iter()
+            .find(|r| r.glob.is_match(asset))
+            .map(|r| (r.edge_verified, r.tokens.as_slice()))
+    }
+
+    /// Checks the request for `asset` (normalized asset path).
+    pub fn check(&self, asset: &str, req: &TokenRequest<'_>) -> Result<Access, Rejection> {
+        let Some(rule) = self.rules.iter().find(|r| r.glob.is_match(asset)) else {
+            return Ok(Access::Public);
+        };
+        let granted = Access::Granted {
+            edge_verified: rule.edge_verified,
+        };
+        if rule.tokens.is_empty() {
+            return Ok(granted);
+        }
+        let clock = Clock {
+            now: req.now,
+            skew: self.skew,
+            max_ttl: self.max_ttl,
+        };
+        // Try each accepted form that the request carries; report the most telling refusal.
+        let mut best: Option<Rejection> = None;
+        for form in &rule.tokens {
+            let result = match form {
+                TokenForm::Native => {
+                    native::verify(req.raw_path, req.query, &self.keys, req.client, clock)
+                        .map(|_| ())
+                }
+                TokenForm::Cloudflare => match &self.cloudflare {
+                    Some(cf) => cloudflare::verify(
+                        req.raw_path,
+                        req.query,
+                        &cf.secrets,
+                        &cf.rule,
+                        req.now,
+                        self.skew,
+                    ),
+                    None => Err(Rejection::new(
+                        Reason::UnknownKey,
+                        "no cloudflare secret configured",
+                    )),
+                },
+                TokenForm::Akamai => match &self.akamai {
+                    Some(ak) => {
+                        match split_query(req.query).and_then(|q| raw_single(&q, &ak.param)) {
+                            Ok(Some(token)) => {
+                                let client = req.client.map(|c| c.to_string());
+                                akamai::verify(
+                                    token,
+                                    req.raw_path,
+                                    &ak.keys,
+                                    ak.algorithm,
+                                    client.as_deref(),
+                                    req.now,
+                                    self.skew,
+                                )
+                            }
+                            Ok(None) => Err(Rejection::new(Reason::Missing, "no akamai token")),
+                            Err(e) => Err(e),
+                        }
+                    }
+                    None => Err(Rejection::new(
+                        Reason::UnknownKey,
+                        "no akamai key configured",
+                    )),
+                },
+            };
+            match result.map(|_| ()) {
+                Ok(()) => return Ok(granted),
+                Err(r) => {
+                    if best.as_ref().is_none_or(|b| b.reason == Reason::Missing) {
+                        best = Some(r);
+                    }
+                }
+            }
+        }
+        Err(best.unwrap_or_else(|| Rejection::new(Reason::Missing, "no token")))
+    }
+}
+
+/// The raw (undecoded) single value of `name`: Akamai tokens are carried verbatim.
+fn raw_single<'a>(params: &[(&'a str, &'a str)], name: &str) -> Result<Option<&'a str>, Rejection> {
+    // Reuse the duplicate/length/encoding checks, then hand back the raw value.
+    single_param(params, name)?;
+    Ok(params.iter().find(|(k, _)| *k == name).map(|(_, v)| *v))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(rules: Vec<AccessRuleConfig>) -> AccessPolicy {
+        let keys = KeyRing::new(vec![("k1".into(), vec![3; 32])], Some("k1".into())).unwrap();
+        AccessPolicy::compile(&rules, keys, None, None, 30, 0).unwrap()
+    }
+
+    fn rule(p: &str) -> AccessRuleConfig {
+        AccessRuleConfig {
+            pattern: p.into(),
+            tokens: vec![TokenForm::Native],
+            edge_verified: false,
+        }
+    }
+
+    fn req<'a>(path: &'a str, query: &'a str) -> TokenRequest<'a> {
+        TokenRequest {
+            raw_path: path,
+            query,
+            client: None,
+            now: 1_700_000_000,
+        }
+    }
+
+    #[test]
+    fn public_paths_ignore_tokens() {
+        let p = policy(vec![rule("private/**")]);
+        assert_eq!(
+            p.check("public/a.mp4", &req("/video/public/a.mp4", "sig=garbage")),
+            Ok(Access::Public)
+        );
+        let e = p
+            .check("private/a.mp4", &req("/video/private/a.mp4", ""))
+            .unwrap_err();
+        assert_eq!(e.reason, Reason::Missing);
+    }
+
+    #[test]
+    fn granted_with_a_valid_token() {
+        let p = policy(vec![rule("private/**")]);
+        let (_, q) = native::mint(
+            "k1",
+            &[3; 32],
+            &native::MintRequest {
+                path: "/video/private/a.mp4".into(),
+                exp: 1_700_000_600,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            p.check("private/a.mp4", &req("/video/private/a.mp4", &q)),
+            Ok(Access::Granted {
+                edge_verified: false
+            })
+        );
+        assert_eq!(
+            p.check("private/b.mp4", &req("/video/private/b.mp4", &q))
+                .unwrap_err()
+                .reason,
+            Reason::BadSignature
+        );
+    }
+
+    #[test]
+    fn origin_must_check_unless_edge_does() {
+        let keys = KeyRing::default();
+        let r = AccessRuleConfig {
+            pattern: "p/**".into(),
+            tokens: vec![],
+            edge_verified: false,
+        };
+        assert!(AccessPolicy::compile(&[r], keys, None, None, 30, 0).is_err());
+    }
+}

@@ -1,0 +1,267 @@
+//! `LinkMinter`: the one place that turns "let this viewer play that path for an hour" into a
+//! signed URL, in any supported format. Used by the library API, `video-origin sign` and
+//! `POST /admin/sign`, so all three mint identical links.
+
+use std::net::IpAddr;
+
+use serde::Serialize;
+
+use crate::signing::akamai;
+use crate::signing::cloudflare::{self, CloudflareRule};
+use crate::signing::cloudfront::{CloudFrontSigner, Custom};
+use crate::signing::keys::KeyRing;
+use crate::signing::{canonical_path, native};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LinkFormat {
+    #[default]
+    Native,
+    Cloudflare,
+    Akamai,
+    Cloudfront,
+}
+
+/// What to sign.
+#[derive(Debug, Clone)]
+pub struct LinkRequest {
+    /// Asset path (`private/movie42/master.m3u8`) or URL path (`/video/private/...`).
+    pub path: String,
+    pub ttl_secs: u64,
+    /// Grant the whole directory of `path` (or `path` itself when it ends in `/`).
+    pub prefix: bool,
+    pub ip: Option<IpAddr>,
+    pub format: LinkFormat,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SignedLink {
+    pub url: String,
+    pub expires_at: u64,
+}
+
+pub struct CloudflareMint {
+    pub secret: Vec<u8>,
+    pub rule: CloudflareRule,
+}
+
+pub struct AkamaiMint {
+    pub key: Vec<u8>,
+    pub algorithm: akamai::Algorithm,
+    pub param: String,
+}
+
+pub struct CloudfrontMint {
+    pub signer: CloudFrontSigner,
+    /// e.g. `https://d111111abcdef8.cloudfront.net`
+    pub base_url: String,
+}
+
+pub struct LinkMinter {
+    pub keys: KeyRing,
+    pub base_url: String,
+    pub mount: String,
+    pub max_ttl: u64,
+    pub cloudflare: Option<CloudflareMint>,
+    pub akamai: Option<AkamaiMint>,
+    pub cloudfront: Option<CloudfrontMint>,
+}
+
+impl LinkMinter {
+    /// The URL path (with mount) for an asset or URL path.
+    fn url_path(&self, path: &str) -> String {
+        let mount_slash = format!("{}/", self.mount);
+        if path.starts_with(&mount_slash) {
+            path.to_owned()
+        } else {
+            format!("{}/{}", self.mount, path.trim_start_matches('/'))
+        }
+    }
+
+    pub fn mint(&self, req: &LinkRequest, now: u64) -> Result<SignedLink, String> {
+        if req.ttl_secs == 0 {
+            return Err("ttl must be at least 1 second".into());
+        }
+        if self.max_ttl > 0 && req.ttl_secs > self.max_ttl {
+            return Err(format!(
+                "ttl {}s exceeds signing.max_ttl_secs ({}s)",
+                req.ttl_secs, self.max_ttl
+            ));
+        }
+        let exp = now + req.ttl_secs;
+        let path =
+            canonical_path(&self.url_path(&req.path)).map_err(|r| format!("path: {}", r.detail))?;
+        let scope = req.prefix.then(|| match path.rfind('/') {
+            Some(i) => path[..=i].to_owned(),
+            None => "/".to_owned(),
+        });
+        let url = match req.format {
+            LinkFormat::Native => {
+                let (kid, key) = self
+                    .keys
+                    .signing()
+                    .ok_or("no signing key configured (signing.signing_key)")?;
+                let (p, q) = native::mint(
+                    kid,
+                    key,
+                    &native::MintRequest {
+                        path: path.clone(),
+                        exp,
+                        nbf: None,
+                        scope,
+                        ip: req.ip,
+                    },
+                )?;
+                format!("{}{p}?{q}", self.base_url)
+            }
+            LinkFormat::Cloudflare => {
+                let cf = self
+                    .cloudflare
+                    .as_ref()
+                    .ok_or("signing.cloudflare is not configured")?;
+                if req.ip.is_some() {
+                    return Err("Cloudflare tokens cannot bind an IP".into());
+                }
+                let message = match (req.prefix, cf.rule.prefix_len) {
+                    (true, Some(n)) => {
+                        let s = scope.clone().unwrap_or_default();
+                        if s.len() != n {
+                            return Err(format!("the Cloudflare rule scopes {n}-byte prefixes; this directory is {} bytes", s.len()));
+                        }
+                        s
+                    }
+                    (true, None) => return Err("signing.cloudflare.prefix_len is not set".into()),
+                    (false, _) => path.clone(),
+                };
+                // The rule's TTL counts from the issue time, so a shorter link issues in the past.
+                let issued = exp.saturating_sub(cf.rule.ttl).min(now);
+                let exp = issued + cf.rule.ttl;
+                let q = cloudflare::mint(&cf.secret, &message, issued, cf.rule.url_safe);
+                return Ok(SignedLink {
+                    url: format!("{}{path}?{q}", self.base_url),
+                    expires_at: exp,
+                });
+            }
+            LinkFormat::Akamai => {
+                let ak = self
+                    .akamai
+                    .as_ref()
+                    .ok_or("signing.akamai is not configured")?;
+                let fields = akamai::Fields {
+                    ip: req.ip.map(|ip| ip.to_string()),
+                    start: Some(now),
+                    exp,
+                    acl: scope.iter().map(|s| format!("{s}*")).collect(),
+                    url: scope.is_none().then(|| path.clone()),
+                    ..Default::default()
+                };
+                let token = akamai::mint(&ak.key, ak.algorithm, &fields)?;
+                format!("{}{path}?{}={token}", self.base_url, ak.param)
+            }
+            LinkFormat::Cloudfront => {
+                let cf = self
+                    .cloudfront
+                    .as_ref()
+                    .ok_or("signing.cloudfront is not configured")?;
+                let url = format!("{}{path}", cf.base_url);
+                match (&scope, req.ip) {
+                    (None, None) => cf.signer.sign_canned(&url, exp),
+                    _ => {
+                        let source_ip = match req.ip {
+                            Some(IpAddr::V4(v4)) => Some(format!("{v4}/32")),
+                            Some(IpAddr::V6(_)) => {
+                                return Err("CloudFront policies take IPv4 only".into())
+                            }
+                            None => None,
+                        };
+                        let custom = Custom {
+                            resource: scope.as_ref().map(|s| format!("{}{s}*", cf.base_url)),
+                            start: None,
+                            source_ip,
+                        };
+                        cf.signer.sign_custom(&url, exp, &custom)
+                    }
+                }
+            }
+        };
+        Ok(SignedLink {
+            url,
+            expires_at: exp,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::signing::{native, Clock};
+
+    fn minter() -> LinkMinter {
+        LinkMinter {
+            keys: KeyRing::new(vec![("k1".into(), vec![5; 32])], Some("k1".into())).unwrap(),
+            base_url: "https://cdn.example".into(),
+            mount: "/video".into(),
+            max_ttl: 86400,
+            cloudflare: None,
+            akamai: None,
+            cloudfront: None,
+        }
+    }
+
+    fn req(path: &str, prefix: bool) -> LinkRequest {
+        LinkRequest {
+            path: path.into(),
+            ttl_secs: 3600,
+            prefix,
+            ip: None,
+            format: LinkFormat::Native,
+        }
+    }
+
+    #[test]
+    fn native_links_verify_and_scope() {
+        let m = minter();
+        let link = m
+            .mint(&req("private/movie42/master.m3u8", true), 1_700_000_000)
+            .unwrap();
+        assert_eq!(link.expires_at, 1_700_003_600);
+        assert!(link.url.starts_with("https://cdn.example/video/private/movie42/master.m3u8?exp=1700003600&kid=k1&scope=/video/private/movie42/&sig="), "{}", link.url);
+        let query = link.url.split_once('?').unwrap().1;
+        let clock = Clock {
+            now: 1_700_000_010,
+            skew: 30,
+            max_ttl: 86400,
+        };
+        for seg in [
+            "/video/private/movie42/1080p/seg_1.m4s",
+            "/video/private/movie42/master.m3u8",
+        ] {
+            assert!(
+                native::verify(seg, query, &m.keys, None, clock).is_ok(),
+                "{seg}"
+            );
+        }
+        assert!(
+            native::verify("/video/private/movie43/a.m4s", query, &m.keys, None, clock).is_err()
+        );
+        // URL paths and asset paths mint the same link.
+        assert_eq!(
+            m.mint(&req("/video/private/a.mp4", false), 1).unwrap(),
+            m.mint(&req("private/a.mp4", false), 1).unwrap()
+        );
+    }
+
+    #[test]
+    fn limits() {
+        let m = minter();
+        let mut r = req("private/a.mp4", false);
+        r.ttl_secs = 86401;
+        assert!(m.mint(&r, 1).unwrap_err().contains("max_ttl"));
+        r.ttl_secs = 0;
+        assert!(m.mint(&r, 1).is_err());
+        assert!(m.mint(&req("private/../x", false), 1).is_err());
+        let mut r = req("a.mp4", false);
+        r.format = LinkFormat::Cloudfront;
+        assert!(m.mint(&r, 1).unwrap_err().contains("not configured"));
+    }
+}

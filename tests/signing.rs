@@ -1,0 +1,554 @@
+//! Signed playback links end to end: minting (CLI, admin API, library), checking at the origin,
+//! reasons, scope, rotation, edge formats, cache interaction, bad input (spec signed-urls).
+
+mod common;
+use common::*;
+use std::process::Command;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use video_origin::signing::{akamai, cloudflare, native};
+
+const K1: &str = "hex:000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+const K0: &str = "hex:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+const ADMIN: &str = "admin-token-0123456789abcdef0123456789";
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn key_bytes(k: &str) -> Vec<u8> {
+    video_origin::signing::keys::decode_secret(k).unwrap()
+}
+
+fn library() -> tempfile::TempDir {
+    assets(&[
+        ("private/movie42/master.m3u8", b"#EXTM3U\n"),
+        ("private/movie42/1080p/seg_00001.m4s", b"segment-one-bytes"),
+        ("private/movie420/x.ts", b"other title"),
+        ("private/a b/clip.mp4", b"0123456789"),
+        ("public/free.mp4", b"free for all"),
+    ])
+}
+
+fn start(dir: &std::path::Path, extra: &[(&str, &str)]) -> Server {
+    let mut env = vec![
+        ("VIDEO_ORIGIN_SIGNING__KEYS__K1", K1),
+        ("VIDEO_ORIGIN_SIGNING__KEYS__K0", K0),
+        ("VIDEO_ORIGIN_SIGNING__SIGNING_KEY", "k1"),
+        ("VIDEO_ORIGIN_ADMIN__TOKENS__OPS", ADMIN),
+        ("VIDEO_ORIGIN_ADMIN__LISTEN", "127.0.0.1:0"),
+    ];
+    env.extend_from_slice(extra);
+    Server::start(dir, &env)
+}
+
+/// A VO1 link (path and query) minted with the library, as a Rust backend would.
+fn link(
+    kid: &str,
+    key: &str,
+    path: &str,
+    exp: u64,
+    nbf: Option<u64>,
+    scope: Option<&str>,
+) -> String {
+    let req = native::MintRequest {
+        path: path.into(),
+        exp,
+        nbf,
+        scope: scope.map(str::to_string),
+        ip: None,
+    };
+    let (p, q) = native::mint(kid, &key_bytes(key), &req).unwrap();
+    format!("{p}?{q}")
+}
+
+#[test]
+fn private_paths_need_a_valid_link() {
+    let dir = library();
+    let srv = start(dir.path(), &[]);
+    let exp = now() + 600;
+    // spec: signed-urls §8.5 reason classes, §7 S-6 (403, reason only, no-store)
+    let r = srv.get("/video/private/movie42/master.m3u8", &[]);
+    assert_eq!(
+        (r.status, &r.body[..], r.h("cache-control")),
+        (403, &b"missing\n"[..], "no-store")
+    );
+
+    let good = link(
+        "k1",
+        K1,
+        "/video/private/movie42/master.m3u8",
+        exp,
+        None,
+        None,
+    );
+    let r = srv.get(&good, &[]);
+    assert_eq!((r.status, &r.body[..]), (200, &b"#EXTM3U\n"[..]));
+    assert_eq!(
+        r.h("cache-control"),
+        "private, no-store",
+        "origin-verified: never in a shared cache"
+    );
+    assert!(r.header("cdn-cache-control").is_none() && r.header("cache-tag").is_none());
+    // Same policy on 206 and 304 (H-21); ETag is the content hash, not the token (K-2).
+    let etag = r.h("etag").to_string();
+    let other = link(
+        "k0",
+        K0,
+        "/video/private/movie42/master.m3u8",
+        exp + 5,
+        None,
+        None,
+    );
+    assert_eq!(
+        srv.get(&other, &[]).h("etag"),
+        etag,
+        "token parameters never enter the ETag"
+    );
+    let r206 = srv.get(&good, &[("Range", "bytes=0-1")]);
+    assert_eq!(
+        (r206.status, r206.h("cache-control")),
+        (206, "private, no-store")
+    );
+    let r304 = srv.get(&good, &[("If-None-Match", &etag)]);
+    assert_eq!(
+        (r304.status, r304.h("cache-control")),
+        (304, "private, no-store")
+    );
+    // 403 wins over preconditions and over existence (step 0).
+    assert_eq!(
+        srv.get(
+            "/video/private/movie42/master.m3u8",
+            &[("If-None-Match", &etag)]
+        )
+        .status,
+        403
+    );
+    assert_eq!(srv.get("/video/private/nothing-here.mp4", &[]).status, 403);
+    assert_eq!(
+        srv.head("/video/private/movie42/master.m3u8", &[]).status,
+        403
+    );
+
+    let reason = |target: &str| {
+        let r = srv.get(target, &[]);
+        assert_eq!(r.status, 403, "{target}");
+        String::from_utf8(r.body).unwrap().trim().to_string()
+    };
+    let expired = link(
+        "k1",
+        K1,
+        "/video/private/movie42/master.m3u8",
+        now() - 100,
+        None,
+        None,
+    );
+    assert_eq!(reason(&expired), "expired");
+    let early = link(
+        "k1",
+        K1,
+        "/video/private/movie42/master.m3u8",
+        exp + 3600,
+        Some(now() + 1800),
+        None,
+    );
+    assert_eq!(reason(&early), "not-yet-valid");
+    assert_eq!(
+        reason(&good.replace("master.m3u8", "1080p/seg_00001.m4s")),
+        "bad-signature"
+    );
+    assert_eq!(reason(&good.replace("kid=k1", "kid=k9")), "unknown-key");
+    let q = good.split_once('?').unwrap().1;
+    let sig_value = q.rsplit_once("sig=").unwrap().1.to_string();
+    // Bad input: garbage, truncated, duplicated, oversized, non-UTF-8 → malformed, never 5xx.
+    for bad in [
+        format!("/video/private/movie42/master.m3u8?{q}&{q}"),
+        format!("/video/private/movie42/master.m3u8?{}", &q[..q.len() - 5]),
+        "/video/private/movie42/master.m3u8?exp=zzz&kid=k1&sig=abc".to_string(),
+        "/video/private/movie42/master.m3u8?exp=1&kid=k1&sig=%ff%fe".to_string(),
+        "/video/private/movie42/master.m3u8?exp=1&kid=k1&sig=%zz".to_string(),
+        format!(
+            "/video/private/movie42/master.m3u8?exp=1&kid=k1&sig={}",
+            "A".repeat(5000)
+        ),
+        format!("/video/private/movie42/master.m3u8?{q}&scope=not-a-path/"),
+    ] {
+        assert_eq!(reason(&bad), "malformed", "{bad}");
+    }
+    // Public paths ignore tokens, even broken ones.
+    assert_eq!(
+        srv.get("/video/public/free.mp4?exp=x&kid=&sig=%ff", &[])
+            .status,
+        200
+    );
+    // The log has the reason and detail, never a token or signature.
+    let log = srv.log_text();
+    assert!(
+        log.contains("signed link refused") && log.contains("reason=\"bad-signature\""),
+        "{log}"
+    );
+    assert!(!log.contains(&sig_value), "signatures never reach the log");
+}
+
+#[test]
+fn prefix_scope_plays_a_ladder_and_nothing_else() {
+    // spec: signed-urls §8.3, §8.7 N-2 shape; issue: one token for an HLS/DASH ladder
+    let dir = library();
+    let srv = start(dir.path(), &[]);
+    let exp = now() + 600;
+    let master = link(
+        "k1",
+        K1,
+        "/video/private/movie42/master.m3u8",
+        exp,
+        None,
+        Some("/video/private/movie42/"),
+    );
+    let q = master.split_once('?').unwrap().1;
+    assert_eq!(srv.get(&master, &[]).status, 200);
+    let seg = srv.get(
+        &format!("/video/private/movie42/1080p/seg_00001.m4s?{q}"),
+        &[],
+    );
+    assert_eq!(
+        (seg.status, &seg.body[..]),
+        (200, &b"segment-one-bytes"[..])
+    );
+    let r = srv.get(&format!("/video/private/movie420/x.ts?{q}"), &[]);
+    assert_eq!(
+        (r.status, &r.body[..]),
+        (403, &b"wrong-scope\n"[..]),
+        "the scope's trailing / matters"
+    );
+    // `..` and encoded tricks cannot widen a scope: they never reach the token check as a
+    // different path (the path is refused first, or canonicalised identically).
+    for trick in [
+        "/video/private/movie42/../movie420/x.ts",
+        "/video/private/movie42/%2e%2e/movie420/x.ts",
+        "/video/private/movie42/%2E%2E%2Fmovie420/x.ts",
+        "/video/private/movie42/..%5cmovie420/x.ts",
+    ] {
+        let r = srv.get(&format!("{trick}?{q}"), &[]);
+        assert!(r.status == 400 || r.status == 403, "{trick}: {}", r.status);
+        assert_ne!(r.body, b"other title");
+    }
+    // A scope the token was not minted with cannot be added.
+    let exact = link(
+        "k1",
+        K1,
+        "/video/private/movie42/master.m3u8",
+        exp,
+        None,
+        None,
+    );
+    let widened = format!("{exact}&scope=/video/private/");
+    assert_eq!(srv.get(&widened, &[]).body, b"bad-signature\n");
+}
+
+#[test]
+fn key_rotation_and_non_ascii_paths() {
+    let dir = library();
+    let exp = now() + 600;
+    let old = link("k0", K0, "/video/private/a b/clip.mp4", exp, None, None);
+    assert!(old.starts_with("/video/private/a%20b/clip.mp4?"), "{old}");
+    let srv = start(dir.path(), &[]);
+    assert_eq!(
+        srv.get(&old, &[]).status,
+        200,
+        "an old key still verifies while configured"
+    );
+    drop(srv);
+    // Retire k0: only k1 remains.
+    let srv = Server::start(
+        dir.path(),
+        &[
+            ("VIDEO_ORIGIN_SIGNING__KEYS__K1", K1),
+            ("VIDEO_ORIGIN_SIGNING__SIGNING_KEY", "k1"),
+        ],
+    );
+    assert_eq!(srv.get(&old, &[]).body, b"unknown-key\n");
+}
+
+#[test]
+fn cli_mints_links_that_play() {
+    let dir = library();
+    let srv = start(dir.path(), &[]);
+    let out = Command::new(BIN)
+        .args([
+            "sign",
+            "private/movie42/master.m3u8",
+            "--ttl",
+            "10m",
+            "--prefix",
+            "--assets",
+        ])
+        .arg(dir.path())
+        .env("VIDEO_ORIGIN_SIGNING__KEYS__K1", K1)
+        .env(
+            "VIDEO_ORIGIN_SIGNING__PUBLIC_BASE_URL",
+            "https://cdn.example.com",
+        )
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let url = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert!(
+        url.starts_with("https://cdn.example.com/video/private/movie42/master.m3u8?exp="),
+        "{url}"
+    );
+    assert!(url.contains("&scope=/video/private/movie42/&"));
+    let path_and_query = url.trim_start_matches("https://cdn.example.com");
+    assert_eq!(srv.get(path_and_query, &[]).status, 200);
+    // Max TTL is enforced at mint time.
+    let out = Command::new(BIN)
+        .args(["sign", "private/a.mp4", "--ttl", "30d", "--assets"])
+        .arg(dir.path())
+        .env("VIDEO_ORIGIN_SIGNING__KEYS__K1", K1)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("max_ttl"));
+}
+
+#[test]
+fn admin_sign_endpoint() {
+    let dir = library();
+    let srv = start(dir.path(), &[]);
+    let body = r#"{"path": "private/movie42/master.m3u8", "ttl_secs": 300}"#;
+    let r = srv.admin("POST", "/admin/sign", None, Some(body));
+    assert_eq!(r.status, 401);
+    assert!(r.h("www-authenticate").starts_with("Bearer"));
+    assert_eq!(
+        srv.admin(
+            "POST",
+            "/admin/sign",
+            Some("wrong-token-wrong-token-wrong-token"),
+            Some(body)
+        )
+        .status,
+        401
+    );
+    let r = srv.admin("POST", "/admin/sign", Some(ADMIN), Some(body));
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.h("cache-control"), "private, no-store");
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    let url = v["url"].as_str().unwrap();
+    let expires_at = v["expires_at"].as_u64().unwrap();
+    assert!((now() + 299..=now() + 301).contains(&expires_at));
+    let path = url.split_once("://").unwrap().1;
+    let path = &path[path.find('/').unwrap()..];
+    assert_eq!(srv.get(path, &[]).status, 200);
+    // Bad input names the problem; client mistakes are 4xx.
+    let bad = |b: &str| {
+        let r = srv.admin("POST", "/admin/sign", Some(ADMIN), Some(b));
+        (r.status, String::from_utf8(r.body).unwrap())
+    };
+    let (s, m) = bad(r#"{"path": "a.mp4", "ttl_secs": "soon"}"#);
+    assert!(
+        s == 400 && m.contains("ttl_secs") || m.contains("invalid type"),
+        "{m}"
+    );
+    let (s, m) = bad(r#"{"pathh": "a.mp4"}"#);
+    assert!(s == 400 && m.contains("pathh"), "{m}");
+    let (s, m) = bad(r#"{"ttl_secs": 5}"#);
+    assert!(s == 400 && m.contains("path"), "{m}");
+    let (s, _) = bad("{not json");
+    assert_eq!(s, 400);
+    let (s, m) = bad(r#"{"path": "private/a.mp4", "ttl_secs": 999999}"#);
+    assert!(s == 400 && m.contains("max_ttl"), "{m}");
+    let (s, _) = bad(&format!(r#"{{"path": "{}"}}"#, "a".repeat(100_000)));
+    assert_eq!(s, 413);
+    assert_eq!(
+        srv.admin("GET", "/admin/sign", Some(ADMIN), None).status,
+        405
+    );
+    // Audit: who (token id), never the token.
+    let log = srv.log_text();
+    assert!(
+        log.contains("who=ops") && log.contains("action=\"sign\""),
+        "{log}"
+    );
+    assert!(!log.contains(ADMIN));
+    // The admin API is not on the public port.
+    assert_eq!(
+        srv.request(
+            "POST",
+            "/admin/sign",
+            &[("Authorization", &format!("Bearer {ADMIN}"))]
+        )
+        .status,
+        404
+    );
+}
+
+#[test]
+fn ip_bound_links() {
+    let dir = library();
+    let srv = start(dir.path(), &[]);
+    let mint = |ip: &str| {
+        let req = native::MintRequest {
+            path: "/video/private/movie42/master.m3u8".into(),
+            exp: now() + 600,
+            ip: Some(ip.parse().unwrap()),
+            ..Default::default()
+        };
+        let (p, q) = native::mint("k1", &key_bytes(K1), &req).unwrap();
+        format!("{p}?{q}")
+    };
+    assert_eq!(srv.get(&mint("127.0.0.1"), &[]).status, 200);
+    assert_eq!(srv.get(&mint("203.0.113.9"), &[]).body, b"wrong-scope\n");
+}
+
+#[test]
+fn edge_token_forms_and_edge_verified_caching() {
+    let dir = library();
+    let work = tempfile::tempdir().unwrap();
+    let cfg = work.path().join("origin.toml");
+    std::fs::write(
+        &cfg,
+        r#"
+[signing.cloudflare]
+secrets = ["mysecretmysecretmysecretmysecret"]
+ttl_secs = 600
+url_safe = false
+prefix_len = 0
+[signing.akamai]
+keys = ["52a152a152a152a152a152a1"]
+algorithm = "sha256"
+param = "__token__"
+[cache]
+cdn = "generic"
+[[cache.rules]]
+match = "private/movie42/**"
+cache_control = "public, max-age=30"
+[[cache.rules]]
+match = "**"
+cache_control = "public, max-age=60"
+[[access.rules]]
+match = "private/movie42/**"
+tokens = ["cloudflare", "akamai"]
+edge_verified = true
+[[access.rules]]
+match = "private/**"
+tokens = ["native"]
+"#,
+    )
+    .unwrap();
+    let srv = Server::start_with(dir.path(), &[], &["--config", cfg.to_str().unwrap()]);
+    let path = "/video/private/movie42/master.m3u8";
+    // Cloudflare is_timed_hmac_valid_v0 form (spec signed-urls §1).
+    let q = cloudflare::mint(b"mysecretmysecretmysecretmysecret", path, now() - 5, false);
+    let r = srv.get(&format!("{path}?{q}"), &[]);
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.h("cache-control"),
+        "public, max-age=30",
+        "edge_verified: the cache rules apply (the CDN checks tokens and keys without them)"
+    );
+    let stale = cloudflare::mint(
+        b"mysecretmysecretmysecretmysecret",
+        path,
+        now() - 700,
+        false,
+    );
+    assert_eq!(srv.get(&format!("{path}?{stale}"), &[]).body, b"expired\n");
+    // Akamai EdgeAuth form (spec signed-urls §2), ACL scope.
+    let key = video_origin::signing::keys::decode_secret("hex:52a152a152a152a152a152a1").unwrap();
+    let token = akamai::mint(
+        &key,
+        akamai::Algorithm::Sha256,
+        &akamai::Fields {
+            start: Some(now() - 5),
+            exp: now() + 300,
+            acl: vec!["/video/private/movie42/*".into()],
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        srv.get(
+            &format!("/video/private/movie42/1080p/seg_00001.m4s?__token__={token}"),
+            &[]
+        )
+        .status,
+        200
+    );
+    assert_eq!(
+        srv.get(
+            &format!("/video/private/movie420/x.ts?__token__={token}"),
+            &[]
+        )
+        .status,
+        403
+    );
+    assert_eq!(srv.get(path, &[]).body, b"missing\n");
+    // Origin-verified paths are forced to private, no-store whatever the cache rules say.
+    let exp = now() + 600;
+    let config_keys = Server::start_with(
+        dir.path(),
+        &[("VIDEO_ORIGIN_SIGNING__KEYS__K1", K1)],
+        &["--config", cfg.to_str().unwrap()],
+    );
+    let native_link = link("k1", K1, "/video/private/a b/clip.mp4", exp, None, None);
+    let r = config_keys.get(&native_link, &[]);
+    assert_eq!((r.status, r.h("cache-control")), (200, "private, no-store"));
+    assert_eq!(
+        config_keys
+            .get("/video/public/free.mp4", &[])
+            .h("cache-control"),
+        "public, max-age=60"
+    );
+}
+
+#[test]
+fn check_config_redacts_secrets_and_bad_keys_fail_fast() {
+    let dir = library();
+    let out = Command::new(BIN)
+        .args(["check-config", "--assets"])
+        .arg(dir.path())
+        .env("VIDEO_ORIGIN_SIGNING__KEYS__K1", K1)
+        .env("VIDEO_ORIGIN_ADMIN__TOKENS__OPS", ADMIN)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("k1 = \"<redacted>\"") && text.contains("ops = \"<redacted>\""),
+        "{text}"
+    );
+    assert!(!text.contains("000102030405") && !text.contains(ADMIN));
+
+    for (var, value, key) in [
+        ("VIDEO_ORIGIN_SIGNING__KEYS__K1", "hex:0011", "signing.keys"),
+        (
+            "VIDEO_ORIGIN_SIGNING__KEYS__K1",
+            "plain-text-secret-plain-text-secret",
+            "signing.keys.k1",
+        ),
+        ("VIDEO_ORIGIN_ADMIN__TOKENS__OPS", "short", "admin.tokens"),
+    ] {
+        let out = Command::new(BIN)
+            .args(["check-config", "--assets"])
+            .arg(dir.path())
+            .env(var, value)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(key), "{var}: {err}");
+        assert!(
+            !err.contains(value) || value.len() < 8,
+            "the secret is never echoed: {err}"
+        );
+    }
+}
