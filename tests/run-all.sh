@@ -21,6 +21,10 @@ fi
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
 
+# cargo-fuzz drives libFuzzer; on this stable toolchain RUSTC_BOOTSTRAP=1 unlocks the
+# sanitizer flags it passes (no nightly toolchain can be fetched here).
+command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+
 # --- checks ----------------------------------------------------------------------------
 step "cargo fmt --check"
 cargo fmt --all -- --check
@@ -31,6 +35,9 @@ cargo clippy --all-targets -- -D warnings
 step "cargo test (unit + integration)"
 log=target/test-output.txt
 cargo test --all-targets 2>&1 | tee "$log"
+
+step "fuzz: token parsers for ${FUZZ_SECS:-60}s (cargo fuzz, libFuzzer + ASan)"
+(cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run token_parser -- -max_total_time="${FUZZ_SECS:-60}" 2>&1 | tail -3)
 
 # One closing line for the whole run, totalled from every test binary's result line.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
