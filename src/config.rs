@@ -120,6 +120,30 @@ pub struct AccessSettings {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct InvalidationSettings {
+    pub enabled: bool,
+    #[serde(default)]
+    pub distribution_id: String,
+    pub region: String,
+    /// Optional endpoint (an emulator, a VPC endpoint); empty = AWS.
+    #[serde(default)]
+    pub endpoint_url: String,
+    /// Static credentials; empty = the standard chain (env, profile, IMDS).
+    #[serde(default = "empty_secret")]
+    pub access_key_id: Secret,
+    #[serde(default = "empty_secret")]
+    pub secret_access_key: Secret,
+    pub max_paths_per_request: usize,
+    /// Attempts per AWS call, with exponential backoff (SDK standard retry mode).
+    pub max_attempts: u32,
+}
+
+fn empty_secret() -> Secret {
+    Secret::new("")
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AdminSettings {
     pub listen: SocketAddr,
     /// Bearer tokens by id (the id appears in audit logs, the token never). The admin listener
@@ -127,6 +151,8 @@ pub struct AdminSettings {
     #[serde(default)]
     pub tokens: BTreeMap<String, Secret>,
     pub max_body_bytes: usize,
+    /// Largest upload accepted by PUT /admin/assets/{path}.
+    pub max_upload_bytes: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -142,6 +168,7 @@ pub struct Settings {
     pub signing: SigningSettings,
     pub access: AccessSettings,
     pub admin: AdminSettings,
+    pub invalidation: InvalidationSettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -433,6 +460,54 @@ impl Settings {
                     format!("token `{id}` must be at least 32 characters"),
                 ));
             }
+        }
+        let inv = &self.invalidation;
+        if inv.enabled && inv.distribution_id.is_empty() {
+            return Err((
+                "invalidation.distribution_id",
+                "required when invalidation.enabled = true".into(),
+            ));
+        }
+        if !inv.distribution_id.is_empty()
+            && !inv
+                .distribution_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric())
+        {
+            return Err((
+                "invalidation.distribution_id",
+                "must be letters and digits (e.g. E2QWRUHAPOMQZL)".into(),
+            ));
+        }
+        if !(1..=3000).contains(&inv.max_paths_per_request) {
+            return Err((
+                "invalidation.max_paths_per_request",
+                "must be between 1 and 3000".into(),
+            ));
+        }
+        if !(1..=10).contains(&inv.max_attempts) {
+            return Err((
+                "invalidation.max_attempts",
+                "must be between 1 and 10".into(),
+            ));
+        }
+        if inv.access_key_id.expose().is_empty() != inv.secret_access_key.expose().is_empty() {
+            return Err((
+                "invalidation.secret_access_key",
+                "set both access_key_id and secret_access_key, or neither".into(),
+            ));
+        }
+        if !inv.endpoint_url.is_empty()
+            && !inv.endpoint_url.starts_with("http://")
+            && !inv.endpoint_url.starts_with("https://")
+        {
+            return Err((
+                "invalidation.endpoint_url",
+                "must be an http:// or https:// URL".into(),
+            ));
+        }
+        if self.admin.max_upload_bytes == 0 {
+            return Err(("admin.max_upload_bytes", "must be at least 1".into()));
         }
         if !(1024..=64 << 20).contains(&self.admin.max_body_bytes) {
             return Err((

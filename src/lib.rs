@@ -6,6 +6,7 @@
 
 pub mod access;
 pub mod admin;
+pub mod cdn;
 pub mod config;
 pub mod http;
 pub mod links;
@@ -34,6 +35,8 @@ pub struct App {
     pub access: access::AccessPolicy,
     /// Mints signed links (CLI, admin API, library users).
     pub minter: links::LinkMinter,
+    /// CloudFront client, built on first use (never at startup).
+    pub cloudfront: tokio::sync::OnceCell<cdn::cloudfront::CloudFront>,
 }
 
 impl App {
@@ -124,6 +127,7 @@ impl App {
                 .map(|(signer, base_url)| links::CloudfrontMint { signer, base_url }),
         };
         Ok(App {
+            cloudfront: tokio::sync::OnceCell::new(),
             access,
             minter,
             store: AssetStore::new(

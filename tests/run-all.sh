@@ -21,6 +21,14 @@ fi
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
 
+# moto (AWS API emulator) for tests/admin.rs, in a virtualenv under target/ (cached with builds).
+if [ ! -x target/moto-venv/bin/moto_server ]; then
+  step "installing moto into target/moto-venv"
+  mkdir -p target
+  python3 -m venv target/moto-venv
+  target/moto-venv/bin/pip install -q --disable-pip-version-check moto flask flask-cors
+fi
+
 # cargo-fuzz drives libFuzzer; on this stable toolchain RUSTC_BOOTSTRAP=1 unlocks the
 # sanitizer flags it passes (no nightly toolchain can be fetched here).
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked

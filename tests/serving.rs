@@ -200,7 +200,7 @@ fn disconnect_closes_the_file() {
         206
     ); // warm metadata
     assert!(eventually(Duration::from_secs(5), || srv.open_asset_fds() == 0));
-    let baseline = srv.open_fds();
+    let baseline = srv.settled_fds();
     let streams = live_streams(&srv, 4);
     assert!(
         eventually(Duration::from_secs(5), || srv.open_asset_fds() == 4),
@@ -228,7 +228,7 @@ fn disconnect_returns_to_baseline_with_open_file_cache() {
         206
     );
     assert!(eventually(Duration::from_secs(5), || srv.open_asset_fds() == 1));
-    let baseline = srv.open_fds();
+    let baseline = srv.settled_fds();
     let streams = live_streams(&srv, 4);
     assert_eq!(
         srv.open_asset_fds(),

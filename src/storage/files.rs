@@ -33,6 +33,7 @@ pub struct AssetStore {
     pub root: Arc<PathBuf>,
     pub metadata: MetadataCache,
     open: Option<Cache<String, OpenAsset>>,
+    open_hits: std::sync::atomic::AtomicU64,
 }
 
 impl AssetStore {
@@ -53,6 +54,7 @@ impl AssetStore {
             root: Arc::new(root),
             metadata,
             open,
+            open_hits: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -102,6 +104,8 @@ impl AssetStore {
         // inline, and it is what catches replacement by rename or a re-pointed symlink.
         let now = std::fs::metadata(self.root.join(asset.as_str())).ok();
         if now.is_some_and(|m| FileIdentity::of(&m) == hit.meta.identity) {
+            self.open_hits
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return Some(hit);
         }
         open.invalidate(asset.as_str()).await;
@@ -118,6 +122,14 @@ impl AssetStore {
             open.run_pending_tasks().await;
         }
         self.metadata.evict(key).await;
+    }
+
+    /// Cache statistics: metadata lookups plus requests answered by the open-file cache.
+    pub async fn stats(&self) -> crate::storage::metadata::CacheStats {
+        self.metadata.run_pending().await;
+        let mut st = self.metadata.stats();
+        st.hits += self.open_hits.load(std::sync::atomic::Ordering::Relaxed);
+        st
     }
 
     /// Number of open-file cache entries (for metrics and tests).

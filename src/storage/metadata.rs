@@ -48,9 +48,13 @@ impl FileIdentity {
         }
     }
 
-    /// Whether the file's bytes may have changed: ignores dev/ino (the fd pins those).
+    /// Whether the bytes behind an open descriptor may have changed since `self`: a write or
+    /// truncation moves size or mtime. ctime is left out on purpose: renaming a new file over
+    /// this one (the atomic replace) or unlinking it changes only its ctime and link count, and
+    /// readers of the old inode must then finish cleanly with the old bytes. (The cache
+    /// identity still includes ctime, so the ETag of a path changes after any rewrite.)
     pub fn content_changed(&self, now: &FileIdentity) -> bool {
-        self.len != now.len || self.mtime_ns != now.mtime_ns || self.ctime_ns != now.ctime_ns
+        self.len != now.len || self.mtime_ns != now.mtime_ns
     }
 }
 
@@ -171,6 +175,11 @@ impl MetadataCache {
                 "file changed while its metadata was computed",
             )),
         }
+    }
+
+    /// Runs moka's deferred housekeeping so counts are exact (stats endpoints only).
+    pub async fn run_pending(&self) {
+        self.cache.run_pending_tasks().await;
     }
 
     /// Drops the entry for `key` (admin eviction, replaced files).

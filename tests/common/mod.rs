@@ -156,6 +156,20 @@ impl Server {
             .count()
     }
 
+    /// The fd count once it has stopped changing (closing sockets settle first).
+    pub fn settled_fds(&self) -> usize {
+        let mut last = self.open_fds();
+        for _ in 0..100 {
+            std::thread::sleep(Duration::from_millis(100));
+            let now = self.open_fds();
+            if now == last {
+                return now;
+            }
+            last = now;
+        }
+        last
+    }
+
     /// Open descriptors that point into the asset directory.
     pub fn open_asset_fds(&self) -> usize {
         let root = std::fs::canonicalize(&self.assets).unwrap();

@@ -1,0 +1,352 @@
+//! The admin API, on its own listener (never the public port).
+//!
+//! Every route but `/healthz` needs `Authorization: Bearer <token>`; tokens are compared in
+//! constant time against each configured one, and only the matching token's *id* is logged.
+//! Bodies are JSON, size-limited; malformed JSON or wrong fields are a 400 that names the
+//! field. Responses carry `Cache-Control: private, no-store`.
+
+pub mod assets;
+
+use std::net::SocketAddr;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use serde::Deserialize;
+
+use crate::links::{LinkFormat, LinkRequest};
+use crate::storage::body::OriginBody;
+use crate::App;
+
+static PRIVATE_NO_STORE: HeaderValue = HeaderValue::from_static("private, no-store");
+
+pub(crate) fn json(status: StatusCode, value: serde_json::Value) -> Response<OriginBody> {
+    let body = Bytes::from(format!("{value}\n"));
+    let mut r = Response::new(OriginBody::Bytes(None));
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(header::CACHE_CONTROL, PRIVATE_NO_STORE.clone());
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    h.insert(
+        header::DATE,
+        HeaderValue::from_str(&httpdate::fmt_http_date(SystemTime::now()))
+            .unwrap_or(HeaderValue::from_static("")),
+    );
+    *r.body_mut() = OriginBody::Bytes(Some(body));
+    r
+}
+
+pub(crate) fn error(status: StatusCode, message: &str) -> Response<OriginBody> {
+    json(status, serde_json::json!({ "error": message }))
+}
+
+/// The id of the bearer token presented, if it matches a configured one.
+fn authenticate<B>(app: &App, req: &Request<B>) -> Option<String> {
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")?
+        .trim();
+    // Compare digests so that length differences leak nothing either; check every token.
+    use sha2::Digest;
+    let p = sha2::Sha256::digest(presented.as_bytes());
+    let mut found = None;
+    for (id, token) in &app.settings.admin.tokens {
+        let t = sha2::Sha256::digest(token.expose().as_bytes());
+        if crate::signing::ct_eq(&p, &t) && found.is_none() {
+            found = Some(id.clone());
+        }
+    }
+    found
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SignBody {
+    path: String,
+    #[serde(default)]
+    ttl_secs: Option<u64>,
+    #[serde(default)]
+    prefix: bool,
+    #[serde(default)]
+    ip: Option<std::net::IpAddr>,
+    #[serde(default)]
+    format: LinkFormat,
+}
+
+/// Routes one request on the admin listener.
+pub async fn route(
+    app: &App,
+    req: Request<hyper::body::Incoming>,
+    peer: SocketAddr,
+) -> Response<OriginBody> {
+    let path = req.uri().path().to_owned();
+    if path == "/healthz" {
+        return json(StatusCode::OK, serde_json::json!({"status": "ok"}));
+    }
+    let Some(who) = authenticate(app, &req) else {
+        tracing::warn!(target: "audit", %peer, path = %path, outcome = "unauthorized", "admin request refused");
+        let mut r = error(StatusCode::UNAUTHORIZED, "missing or invalid bearer token");
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"video-origin admin\""),
+        );
+        return r;
+    };
+    match (req.method().clone(), path.as_str()) {
+        (Method::POST, "/admin/sign") => {
+            let limit = app.settings.admin.max_body_bytes;
+            let body = match http_body_util::Limited::new(req.into_body(), limit)
+                .collect()
+                .await
+            {
+                Ok(b) => b.to_bytes(),
+                Err(_) => {
+                    return error(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        &format!("body larger than {limit} bytes"),
+                    )
+                }
+            };
+            let sign: SignBody = match serde_json::from_slice(&body) {
+                Ok(s) => s,
+                Err(e) => {
+                    return error(StatusCode::BAD_REQUEST, &format!("invalid JSON body: {e}"))
+                }
+            };
+            let request = LinkRequest {
+                path: sign.path.clone(),
+                ttl_secs: sign
+                    .ttl_secs
+                    .unwrap_or(app.settings.signing.default_ttl_secs),
+                prefix: sign.prefix,
+                ip: sign.ip,
+                format: sign.format,
+            };
+            let now = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            match app.minter.mint(&request, now) {
+                Ok(link) => {
+                    tracing::info!(target: "audit", who = %who, action = "sign", path = %sign.path, prefix = sign.prefix, format = ?sign.format, expires_at = link.expires_at, outcome = "ok");
+                    json(
+                        StatusCode::OK,
+                        serde_json::json!({"url": link.url, "expires_at": link.expires_at}),
+                    )
+                }
+                Err(reason) => {
+                    tracing::info!(target: "audit", who = %who, action = "sign", path = %sign.path, outcome = "refused", reason = %reason);
+                    error(StatusCode::BAD_REQUEST, &reason)
+                }
+            }
+        }
+        (_, "/admin/sign") => not_allowed("POST"),
+        (Method::POST, "/admin/invalidations") => {
+            let body = match read_json::<InvalidateBody>(app, req).await {
+                Ok(b) => b,
+                Err(r) => return r,
+            };
+            let paths = match crate::cdn::paths::to_cdn_paths(
+                &body.paths,
+                &app.settings.assets.mount,
+                app.settings.invalidation.max_paths_per_request,
+            ) {
+                Ok(p) => p,
+                Err(e) => return error(StatusCode::BAD_REQUEST, &e),
+            };
+            match invalidate(app, &paths).await {
+                Ok(Some(inv)) => {
+                    tracing::info!(target: "audit", who = %who, action = "invalidate", paths = ?paths, id = %inv.id, outcome = "ok");
+                    json(
+                        StatusCode::OK,
+                        serde_json::json!({"id": inv.id, "status": inv.status, "paths": paths}),
+                    )
+                }
+                Ok(None) => disabled(),
+                Err(e) => {
+                    tracing::error!(target: "audit", who = %who, action = "invalidate", paths = ?paths, code = %e.code, message = %e.message, outcome = "aws-error");
+                    aws_failure(&e, serde_json::json!({}))
+                }
+            }
+        }
+        (Method::GET, "/admin/invalidations") => match cloudfront(app).await {
+            None => disabled(),
+            Some(cf) => match cf.list(50).await {
+                Ok(list) => json(StatusCode::OK, serde_json::json!({"invalidations": list})),
+                Err(e) => aws_failure(&e, serde_json::json!({})),
+            },
+        },
+        (Method::GET, p) if p.starts_with("/admin/invalidations/") => {
+            let id = &p["/admin/invalidations/".len()..];
+            if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "invalidation id must be letters and digits",
+                );
+            }
+            match cloudfront(app).await {
+                None => disabled(),
+                Some(cf) => match cf.get(id).await {
+                    Ok(inv) => json(
+                        StatusCode::OK,
+                        serde_json::to_value(inv).unwrap_or_default(),
+                    ),
+                    Err(e) if e.code == "NoSuchInvalidation" => {
+                        error(StatusCode::NOT_FOUND, "no such invalidation")
+                    }
+                    Err(e) => aws_failure(&e, serde_json::json!({})),
+                },
+            }
+        }
+        (_, "/admin/invalidations") => not_allowed("GET, POST"),
+        (Method::PUT, p) if p.starts_with("/admin/assets/") => {
+            let raw = p["/admin/assets/".len()..].to_owned();
+            let skip = req
+                .uri()
+                .query()
+                .is_some_and(|q| q.split('&').any(|kv| kv == "invalidate=false"));
+            assets::put(app, &who, &raw, !skip, req.into_body()).await
+        }
+        (Method::DELETE, p) if p.starts_with("/admin/assets/") => {
+            let raw = p["/admin/assets/".len()..].to_owned();
+            let skip = req
+                .uri()
+                .query()
+                .is_some_and(|q| q.split('&').any(|kv| kv == "invalidate=false"));
+            assets::delete(app, &who, &raw, !skip).await
+        }
+        (_, p) if p.starts_with("/admin/assets/") => not_allowed("PUT, DELETE"),
+        (Method::POST, "/admin/cache/evict") => {
+            let body = match read_json::<EvictBody>(app, req).await {
+                Ok(b) => b,
+                Err(r) => return r,
+            };
+            let mut evicted = Vec::new();
+            for p in &body.paths {
+                match crate::storage::path::normalize(p.trim_start_matches('/')) {
+                    Ok(a) => {
+                        app.store.evict(a.as_str()).await;
+                        evicted.push(a.as_str().to_owned());
+                    }
+                    Err(_) => {
+                        return error(
+                            StatusCode::BAD_REQUEST,
+                            &format!("paths: `{p}` is not a valid asset path"),
+                        )
+                    }
+                }
+            }
+            tracing::info!(target: "audit", who = %who, action = "cache-evict", paths = ?evicted, outcome = "ok");
+            json(StatusCode::OK, serde_json::json!({"evicted": evicted}))
+        }
+        (Method::GET, "/admin/cache/stats") => {
+            let st = app.store.stats().await;
+            json(
+                StatusCode::OK,
+                serde_json::json!({
+                    "entries": st.entries,
+                    "hits": st.hits,
+                    "misses": st.misses,
+                    "digests_computed": st.digests_computed,
+                    "digest_seconds": st.digest_seconds,
+                    "open_files": app.store.open_entries(),
+                }),
+            )
+        }
+        _ => error(StatusCode::NOT_FOUND, "no such admin route"),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InvalidateBody {
+    paths: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EvictBody {
+    paths: Vec<String>,
+}
+
+fn not_allowed(allow: &'static str) -> Response<OriginBody> {
+    let mut r = error(StatusCode::METHOD_NOT_ALLOWED, &format!("allowed: {allow}"));
+    r.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    r
+}
+
+fn disabled() -> Response<OriginBody> {
+    error(
+        StatusCode::CONFLICT,
+        "CloudFront invalidation is disabled (invalidation.enabled = false)",
+    )
+}
+
+/// 502 with AWS's error code: the request was fine, the upstream call failed.
+fn aws_failure(
+    e: &crate::cdn::cloudfront::AwsError,
+    mut extra: serde_json::Value,
+) -> Response<OriginBody> {
+    extra["error"] = serde_json::json!({"code": e.code, "message": e.message});
+    json(StatusCode::BAD_GATEWAY, extra)
+}
+
+async fn read_json<T: serde::de::DeserializeOwned>(
+    app: &App,
+    req: Request<hyper::body::Incoming>,
+) -> Result<T, Response<OriginBody>> {
+    let limit = app.settings.admin.max_body_bytes;
+    let body = match http_body_util::Limited::new(req.into_body(), limit)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            return Err(error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("body larger than {limit} bytes"),
+            ))
+        }
+    };
+    serde_json::from_slice(&body)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, &format!("invalid JSON body: {e}")))
+}
+
+async fn cloudfront(app: &App) -> Option<&crate::cdn::cloudfront::CloudFront> {
+    if !app.settings.invalidation.enabled {
+        return None;
+    }
+    Some(
+        app.cloudfront
+            .get_or_init(|| crate::cdn::cloudfront::CloudFront::connect(&app.settings.invalidation))
+            .await,
+    )
+}
+
+/// Creates an invalidation for already-validated CDN paths; `Ok(None)` when disabled.
+async fn invalidate(
+    app: &App,
+    paths: &[String],
+) -> Result<Option<crate::cdn::cloudfront::InvalidationInfo>, crate::cdn::cloudfront::AwsError> {
+    let Some(cf) = cloudfront(app).await else {
+        return Ok(None);
+    };
+    // One CallerReference per admin request, reused by every SDK retry: idempotent at AWS.
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let reference = format!(
+        "video-origin-{nanos}-{}",
+        &crate::http::multipart::random_boundary()[..8]
+    );
+    cf.create(paths, &reference).await.map(Some)
+}

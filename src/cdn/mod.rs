@@ -1,0 +1,4 @@
+//! The CDN in front: invalidating what was replaced. `paths` is pure; `cloudfront` does the IO.
+
+pub mod cloudfront;
+pub mod paths;
