@@ -176,6 +176,13 @@ pub struct Settings {
 pub struct ServerSettings {
     pub listen: SocketAddr,
     pub workers: usize,
+    /// A client must send a complete request header within this time (slowloris).
+    pub header_read_timeout_secs: u64,
+    /// More request header fields than this: 431.
+    pub max_headers: usize,
+    /// On SIGTERM, answer /readyz with 503 for this long before closing the listener, so load
+    /// balancers stop sending new requests first.
+    pub drain_secs: u64,
     pub shutdown_grace_secs: u64,
 }
 
@@ -399,6 +406,18 @@ impl Settings {
         }
         if !(1..=60_000).contains(&self.log.flush_ms) {
             return Err(("log.flush_ms", "must be between 1 and 60000".into()));
+        }
+        if !(1..=300).contains(&self.server.header_read_timeout_secs) {
+            return Err((
+                "server.header_read_timeout_secs",
+                "must be between 1 and 300".into(),
+            ));
+        }
+        if !(8..=1000).contains(&self.server.max_headers) {
+            return Err(("server.max_headers", "must be between 8 and 1000".into()));
+        }
+        if self.server.drain_secs > 600 {
+            return Err(("server.drain_secs", "must be at most 600".into()));
         }
         if self.server.workers > 1024 {
             return Err((

@@ -35,6 +35,8 @@ pub struct App {
     pub access: access::AccessPolicy,
     /// Mints signed links (CLI, admin API, library users).
     pub minter: links::LinkMinter,
+    /// Set when shutdown begins: /readyz answers 503 so load balancers drain.
+    pub draining: std::sync::atomic::AtomicBool,
     /// CloudFront client, built on first use (never at startup).
     pub cloudfront: tokio::sync::OnceCell<cdn::cloudfront::CloudFront>,
 }
@@ -127,6 +129,7 @@ impl App {
                 .map(|(signer, base_url)| links::CloudfrontMint { signer, base_url }),
         };
         Ok(App {
+            draining: std::sync::atomic::AtomicBool::new(false),
             cloudfront: tokio::sync::OnceCell::new(),
             access,
             minter,
@@ -139,6 +142,12 @@ impl App {
             policy,
             settings,
         })
+    }
+
+    /// Ready to take traffic: not draining, and the asset root is readable.
+    pub fn is_ready(&self) -> bool {
+        !self.draining.load(std::sync::atomic::Ordering::Relaxed)
+            && std::fs::read_dir(self.store.root.as_path()).is_ok()
     }
 
     /// Hashes every servable file in the background (metadata.warm_up).

@@ -240,7 +240,42 @@ fn explain(settings: &Settings, path: &str) -> anyhow::Result<String> {
     Ok(out)
 }
 
+/// Raises the soft open-file limit to the hard limit: every stream and connection is a
+/// descriptor, and the default soft limit (often 1024) is far too low for an origin.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read/write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            tracing::warn!("cannot read RLIMIT_NOFILE");
+            return;
+        }
+        let before = lim.rlim_cur;
+        if lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                tracing::warn!(
+                    soft = before,
+                    hard = lim.rlim_max,
+                    "cannot raise RLIMIT_NOFILE"
+                );
+                return;
+            }
+        }
+        tracing::info!(
+            soft_before = before,
+            soft = lim.rlim_cur,
+            hard = lim.rlim_max,
+            "open file limit"
+        );
+    }
+}
+
 fn serve(settings: Arc<Settings>) -> anyhow::Result<()> {
+    raise_fd_limit();
     let app = Arc::new(App::new(Arc::clone(&settings))?);
     let workers = match settings.server.workers {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),

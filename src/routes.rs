@@ -23,6 +23,17 @@ pub async fn route<B>(
     if path == "/healthz" {
         return simple(req.method(), StatusCode::OK, "ok\n", now);
     }
+    if path == "/readyz" {
+        return match app.is_ready() {
+            true => simple(req.method(), StatusCode::OK, "ready\n", now),
+            false => simple(
+                req.method(),
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not ready\n",
+                now,
+            ),
+        };
+    }
     let Some(rest) = path
         .strip_prefix(app.settings.assets.mount.as_str())
         .and_then(|r| r.strip_prefix('/'))

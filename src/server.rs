@@ -164,7 +164,11 @@ pub async fn serve(
     builder
         .http1()
         .timer(hyper_util::rt::TokioTimer::new())
-        .max_buf_size(64 * 1024);
+        .max_buf_size(64 * 1024)
+        .header_read_timeout(Duration::from_secs(
+            app.settings.server.header_read_timeout_secs,
+        ))
+        .max_headers(app.settings.server.max_headers);
     builder.http2().timer(hyper_util::rt::TokioTimer::new());
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
@@ -296,6 +300,15 @@ pub fn run_workers(
             None => None,
         };
         shutdown.await;
+        // Readiness goes first: load balancers see 503 on /readyz and stop sending, then the
+        // listeners close and in-flight responses get the grace period.
+        app.draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let drain = Duration::from_secs(app.settings.server.drain_secs);
+        if !drain.is_zero() {
+            tracing::info!(secs = drain.as_secs(), "draining: /readyz answers 503");
+            tokio::time::sleep(drain).await;
+        }
         let _ = tx.send(true);
         if let Some(t) = admin_task {
             let _ = t.await;

@@ -435,6 +435,48 @@ fn aws_failures_are_502_with_the_error_code_and_no_call_when_disabled() {
 }
 
 #[test]
+fn unreachable_cloudfront_is_retried_then_reported() {
+    // A closed loopback port: every attempt fails to connect (a transient error class), the SDK
+    // retries with backoff up to max_attempts, then the admin API reports 502 with the code.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = assets(&[("a.mp4", b"x")]);
+    let endpoint = format!("http://127.0.0.1:{closed}");
+    let srv = Server::start(
+        dir.path(),
+        &[
+            ("VIDEO_ORIGIN_ADMIN__TOKENS__OPS", ADMIN),
+            ("VIDEO_ORIGIN_ADMIN__LISTEN", "127.0.0.1:0"),
+            ("VIDEO_ORIGIN_INVALIDATION__ENABLED", "true"),
+            (
+                "VIDEO_ORIGIN_INVALIDATION__DISTRIBUTION_ID",
+                "E1234567890ABC",
+            ),
+            ("VIDEO_ORIGIN_INVALIDATION__ENDPOINT_URL", &endpoint),
+            ("VIDEO_ORIGIN_INVALIDATION__ACCESS_KEY_ID", "testing"),
+            ("VIDEO_ORIGIN_INVALIDATION__SECRET_ACCESS_KEY", "testing"),
+            ("VIDEO_ORIGIN_INVALIDATION__MAX_ATTEMPTS", "3"),
+        ],
+    );
+    let r = srv.admin(
+        "POST",
+        "/admin/invalidations",
+        Some(ADMIN),
+        Some(r#"{"paths": ["/video/a.mp4"]}"#),
+    );
+    assert_eq!(r.status, 502, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(body_json(&r)["error"]["code"], "DispatchFailure");
+    let log = srv.log_text();
+    assert!(
+        log.contains("aws-error") && log.contains("DispatchFailure"),
+        "{log}"
+    );
+}
+
+#[test]
 fn cache_eviction_and_stats() {
     let dir = assets(&[("a.mp4", b"one"), ("b.mp4", b"two")]);
     let srv = Server::start(

@@ -434,6 +434,24 @@ fn check_config_prints_effective_settings() {
 }
 
 #[test]
+fn warm_up_hashes_every_file_at_start() {
+    let dir = assets(&[
+        ("a.mp4", b"one"),
+        ("s/b.mp4", b"two"),
+        (".hidden", b"never"),
+    ]);
+    let srv = Server::start(dir.path(), &[("VIDEO_ORIGIN_METADATA__WARM_UP", "true")]);
+    assert!(
+        eventually(Duration::from_secs(10), || srv
+            .log_text()
+            .contains("metadata warm-up done")),
+        "{}",
+        srv.log_text()
+    );
+    assert!(srv.log_text().contains("files=2"), "{}", srv.log_text());
+}
+
+#[test]
 fn index_command_precomputes_digests() {
     let dir = assets(&[("a.mp4", b"indexed"), ("s/b.mp4", b"also")]);
     let out = Command::new(BIN)

@@ -92,6 +92,15 @@ pub async fn route(
     if path == "/healthz" {
         return json(StatusCode::OK, serde_json::json!({"status": "ok"}));
     }
+    if path == "/readyz" {
+        return match app.is_ready() {
+            true => json(StatusCode::OK, serde_json::json!({"status": "ready"})),
+            false => json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                serde_json::json!({"status": "not ready"}),
+            ),
+        };
+    }
     let Some(who) = authenticate(app, &req) else {
         tracing::warn!(target: "audit", %peer, path = %path, outcome = "unauthorized", "admin request refused");
         let mut r = error(StatusCode::UNAUTHORIZED, "missing or invalid bearer token");

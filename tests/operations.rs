@@ -1,0 +1,125 @@
+//! Production basics with raw sockets: slowloris guard, header limits, readiness and draining,
+//! open-file limit.
+
+mod common;
+use common::*;
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+#[test]
+fn slow_headers_are_cut_off() {
+    let dir = assets(&[("a.mp4", b"x")]);
+    let srv = Server::start(
+        dir.path(),
+        &[("VIDEO_ORIGIN_SERVER__HEADER_READ_TIMEOUT_SECS", "1")],
+    );
+    let mut s = srv.connect();
+    s.write_all(b"GET /video/a.mp4 HTTP/1.1\r\nHost: x\r\n")
+        .unwrap(); // never finishes
+    let started = Instant::now();
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf); // returns when the server closes the connection
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "closed by the server, not our read timeout"
+    );
+    // Meanwhile well-behaved clients are served.
+    assert_eq!(srv.get("/video/a.mp4", &[]).status, 200);
+}
+
+#[test]
+fn too_many_headers_is_431_and_never_5xx() {
+    let dir = assets(&[("a.mp4", b"x")]);
+    let srv = Server::start(dir.path(), &[("VIDEO_ORIGIN_SERVER__MAX_HEADERS", "16")]);
+    let mut raw = String::from("GET /video/a.mp4 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
+    for i in 0..40 {
+        raw.push_str(&format!("X-Junk-{i}: y\r\n"));
+    }
+    raw.push_str("\r\n");
+    let r = srv.raw(raw.as_bytes());
+    assert_eq!(r.status, 431);
+    // An oversized header section is refused too (hyper's buffer is capped at 64 KiB).
+    let big = format!(
+        "GET /video/a.mp4 HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\nConnection: close\r\n\r\n",
+        "a".repeat(100_000)
+    );
+    let mut s = srv.connect();
+    let _ = s.write_all(big.as_bytes());
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    if !buf.is_empty() {
+        let r = Resp::parse(&buf);
+        assert_eq!(r.status, 431);
+    }
+    assert_eq!(srv.get("/video/a.mp4", &[]).status, 200);
+}
+
+#[test]
+fn readiness_turns_503_before_the_listener_closes() {
+    let dir = assets(&[("a.mp4", b"x")]);
+    let srv = Server::start(
+        dir.path(),
+        &[
+            ("VIDEO_ORIGIN_SERVER__DRAIN_SECS", "3"),
+            (
+                "VIDEO_ORIGIN_ADMIN__TOKENS__OPS",
+                "admin-token-0123456789abcdef0123456789",
+            ),
+            ("VIDEO_ORIGIN_ADMIN__LISTEN", "127.0.0.1:0"),
+        ],
+    );
+    assert_eq!(srv.get("/readyz", &[]).status, 200);
+    assert_eq!(srv.get("/healthz", &[]).status, 200);
+    assert_eq!(srv.admin("GET", "/readyz", None, None).status, 200);
+    srv.sigterm();
+    assert!(
+        eventually(Duration::from_secs(5), || srv.get("/readyz", &[]).status
+            == 503),
+        "readiness fails first"
+    );
+    // Still serving while draining, and liveness stays green.
+    assert_eq!(srv.get("/video/a.mp4", &[]).status, 200);
+    assert_eq!(srv.get("/healthz", &[]).status, 200);
+    assert_eq!(srv.admin("GET", "/readyz", None, None).status, 503);
+    // Then the listener closes.
+    assert!(eventually(Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", srv.port)).is_err()
+    }));
+}
+
+#[test]
+fn open_file_limit_is_raised_to_the_hard_limit() {
+    use std::io::BufRead;
+    let dir = assets(&[("a.mp4", b"x")]);
+    // Start with a low soft limit so the raise is observable whatever this machine's defaults.
+    let mut child = std::process::Command::new("bash")
+        .arg("-c")
+        .arg("ulimit -Sn 256 && exec \"$0\" serve --listen 127.0.0.1:0 --assets \"$1\"")
+        .arg(BIN)
+        .arg(dir.path())
+        .env("VIDEO_ORIGIN_LOG__BUFFER_BYTES", "0")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.starts_with("listening on"), "{line}");
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let row = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let nums: Vec<u64> = row
+        .split_whitespace()
+        .skip(3)
+        .take(2)
+        .map(|n| n.parse().unwrap())
+        .collect();
+    assert!(nums[0] > 256, "soft limit raised from 256: {row}");
+    assert_eq!(nums[0], nums[1], "soft == hard: {row}");
+}
