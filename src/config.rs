@@ -120,6 +120,17 @@ pub struct AccessSettings {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct LimitSettings {
+    /// Concurrent streaming responses in the whole process (0 = unlimited).
+    pub max_streams: usize,
+    /// Concurrent streaming responses per client address (0 = unlimited).
+    pub max_streams_per_client: usize,
+    /// Seconds suggested to shed clients in `Retry-After`.
+    pub retry_after_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct InvalidationSettings {
     pub enabled: bool,
     #[serde(default)]
@@ -169,6 +180,7 @@ pub struct Settings {
     pub access: AccessSettings,
     pub admin: AdminSettings,
     pub invalidation: InvalidationSettings,
+    pub limits: LimitSettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -9,6 +9,7 @@ pub mod admin;
 pub mod cdn;
 pub mod config;
 pub mod http;
+pub mod limits;
 pub mod links;
 pub mod logbuf;
 pub mod routes;
@@ -35,6 +36,8 @@ pub struct App {
     pub access: access::AccessPolicy,
     /// Mints signed links (CLI, admin API, library users).
     pub minter: links::LinkMinter,
+    /// Caps concurrent streaming responses (load shedding).
+    pub streams: limits::StreamLimiter,
     /// Set when shutdown begins: /readyz answers 503 so load balancers drain.
     pub draining: std::sync::atomic::AtomicBool,
     /// CloudFront client, built on first use (never at startup).
@@ -129,6 +132,10 @@ impl App {
                 .map(|(signer, base_url)| links::CloudfrontMint { signer, base_url }),
         };
         Ok(App {
+            streams: limits::StreamLimiter::new(
+                settings.limits.max_streams,
+                settings.limits.max_streams_per_client,
+            ),
             draining: std::sync::atomic::AtomicBool::new(false),
             cloudfront: tokio::sync::OnceCell::new(),
             access,

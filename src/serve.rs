@@ -164,13 +164,32 @@ pub async fn serve_asset(
         }
         _ => None,
     };
+    // Load shedding: only responses that stream file bytes take a slot.
+    let permit = match &segments {
+        Some(_) => match app.streams.acquire(target.peer) {
+            Ok(p) => Some(p),
+            Err(shed) => {
+                tracing::warn!(peer = %target.peer, reason = ?shed, active = app.streams.active(), "stream shed");
+                let mut r = unavailable(now);
+                if let Ok(v) =
+                    HeaderValue::from_str(&app.settings.limits.retry_after_secs.to_string())
+                {
+                    r.headers_mut().insert(header::RETRY_AFTER, v);
+                }
+                return r;
+            }
+        },
+        None => None,
+    };
     let body = match (&decision, segments) {
-        (_, Some(segs)) => OriginBody::File(FileStream::new(
-            file,
-            meta.identity,
-            segs,
-            app.settings.streaming.read_size,
-        )),
+        (_, Some(segs)) => {
+            let stream =
+                FileStream::new(file, meta.identity, segs, app.settings.streaming.read_size);
+            OriginBody::File(match permit {
+                Some(p) => stream.holding(p),
+                None => stream,
+            })
+        }
         (Decision::PreconditionFailed | Decision::RangeNotSatisfiable, None) if is_get => {
             OriginBody::text(error_text(status))
         }

@@ -123,3 +123,72 @@ fn open_file_limit_is_raised_to_the_hard_limit() {
     assert!(nums[0] > 256, "soft limit raised from 256: {row}");
     assert_eq!(nums[0], nums[1], "soft == hard: {row}");
 }
+
+/// A stream of big.mp4 that has started (headers and first bytes read) and is held open.
+fn hold_stream(srv: &Server) -> std::net::TcpStream {
+    let mut s = srv.connect();
+    s.write_all(b"GET /video/big.mp4 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    s.read_exact(&mut buf).unwrap();
+    assert!(buf.starts_with(b"HTTP/1.1 200"));
+    s
+}
+
+#[test]
+fn streams_beyond_the_cap_are_shed_immediately() {
+    let dir = assets(&[("big.mp4", &vec![9u8; 32 << 20]), ("small.mp4", b"tiny")]);
+    let srv = Server::start(
+        dir.path(),
+        &[
+            ("VIDEO_ORIGIN_LIMITS__MAX_STREAMS", "2"),
+            ("VIDEO_ORIGIN_LIMITS__RETRY_AFTER_SECS", "3"),
+        ],
+    );
+    let a = hold_stream(&srv);
+    let b = hold_stream(&srv);
+    let started = Instant::now();
+    let r = srv.get("/video/small.mp4", &[]);
+    assert_eq!(r.status, 503);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "answered at once, not queued"
+    );
+    assert_eq!(
+        (r.h("retry-after"), r.h("cache-control")),
+        ("3", "no-store")
+    );
+    // Not shed: health checks, HEAD and 304s (no body is streamed).
+    assert_eq!(srv.get("/healthz", &[]).status, 200);
+    assert_eq!(srv.head("/video/small.mp4", &[]).status, 200);
+    drop(a);
+    assert!(
+        eventually(Duration::from_secs(5), || srv
+            .get("/video/small.mp4", &[])
+            .status
+            == 200),
+        "a released slot serves again"
+    );
+    drop(b);
+    assert!(srv.log_text().contains("stream shed"));
+}
+
+#[test]
+fn per_client_cap() {
+    let dir = assets(&[("big.mp4", &vec![9u8; 32 << 20]), ("small.mp4", b"tiny")]);
+    let srv = Server::start(
+        dir.path(),
+        &[("VIDEO_ORIGIN_LIMITS__MAX_STREAMS_PER_CLIENT", "1")],
+    );
+    let held = hold_stream(&srv);
+    assert_eq!(
+        srv.get("/video/small.mp4", &[]).status,
+        503,
+        "same address, second stream"
+    );
+    drop(held);
+    assert!(eventually(Duration::from_secs(5), || srv
+        .get("/video/small.mp4", &[])
+        .status
+        == 200));
+}

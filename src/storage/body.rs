@@ -72,6 +72,9 @@ pub struct FileStream {
     remaining: u64,
     sent: u64,
     since_yield: u64,
+    /// Dropped with the stream (a load-shedding permit): released when the body ends or the
+    /// client goes away.
+    _guard: Option<Box<dyn std::any::Any + Send>>,
 }
 
 impl FileStream {
@@ -91,7 +94,14 @@ impl FileStream {
             remaining,
             sent: 0,
             since_yield: 0,
+            _guard: None,
         }
+    }
+
+    /// Keeps `guard` alive exactly as long as this stream.
+    pub fn holding(mut self, guard: impl std::any::Any + Send) -> Self {
+        self._guard = Some(Box::new(guard));
+        self
     }
 
     fn fail(&mut self, e: io::Error) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
