@@ -17,30 +17,11 @@ fn default_assets() -> tempfile::TempDir {
     ])
 }
 
-const KEY: &str = "hex:000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
-
 /// A server with a signing key, so private paths can be requested with a valid link.
 fn start_with_key(dir: &std::path::Path, env: &[(&str, &str)]) -> Server {
-    let mut e = vec![("VIDEO_ORIGIN_SIGNING__KEYS__K1", KEY)];
+    let mut e = vec![("VIDEO_ORIGIN_SIGNING__KEYS__K1", TEST_KEY)];
     e.extend_from_slice(env);
     Server::start(dir, &e)
-}
-
-/// `path` with a valid VO1 token appended (library minting, as a backend would).
-fn signed(path: &str) -> String {
-    let key = video_origin::signing::keys::decode_secret(KEY).unwrap();
-    let exp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        + 600;
-    let req = video_origin::signing::native::MintRequest {
-        path: path.into(),
-        exp,
-        ..Default::default()
-    };
-    let (p, q) = video_origin::signing::native::mint("k1", &key, &req).unwrap();
-    format!("{p}?{q}")
 }
 
 fn caching(r: &Resp) -> Vec<(&str, &str)> {

@@ -222,10 +222,9 @@ cache_control = "public, max-age=60, s-maxage=3600"
 "#,
     )
     .unwrap();
-    const KEY: &str = "hex:000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
     let srv = Server::start_with(
         dir.path(),
-        &[("VIDEO_ORIGIN_SIGNING__KEYS__K1", KEY)],
+        &[("VIDEO_ORIGIN_SIGNING__KEYS__K1", TEST_KEY)],
         &["--config", cfg.to_str().unwrap()],
     );
     let proxy = Nginx::start(srv.port);
@@ -279,20 +278,9 @@ cache_control = "public, max-age=60, s-maxage=3600"
 
     // 3. A private path is never stored, even when every request carries a valid link (the
     //    proxy keys without the query, so a stored copy would go to viewers without one).
-    let key = video_origin::signing::keys::decode_secret(KEY).unwrap();
-    let exp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        + 600;
-    let req = video_origin::signing::native::MintRequest {
-        path: "/video/private/c.mp4".into(),
-        exp,
-        ..Default::default()
-    };
-    let (p, q) = video_origin::signing::native::mint("k1", &key, &req).unwrap();
+    let link = signed("/video/private/c.mp4");
     for _ in 0..3 {
-        let r = proxy.get(&format!("{p}?{q}"), &[]);
+        let r = proxy.get(&link, &[]);
         assert_eq!((r.status, r.h("x-cache-status")), (200, "MISS"));
         assert_eq!(r.h("cache-control"), "private, no-store");
     }

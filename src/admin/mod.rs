@@ -112,24 +112,9 @@ pub async fn route(
     };
     match (req.method().clone(), path.as_str()) {
         (Method::POST, "/admin/sign") => {
-            let limit = app.settings.admin.max_body_bytes;
-            let body = match http_body_util::Limited::new(req.into_body(), limit)
-                .collect()
-                .await
-            {
-                Ok(b) => b.to_bytes(),
-                Err(_) => {
-                    return error(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        &format!("body larger than {limit} bytes"),
-                    )
-                }
-            };
-            let sign: SignBody = match serde_json::from_slice(&body) {
+            let sign = match read_json::<SignBody>(app, req).await {
                 Ok(s) => s,
-                Err(e) => {
-                    return error(StatusCode::BAD_REQUEST, &format!("invalid JSON body: {e}"))
-                }
+                Err(r) => return r,
             };
             let request = LinkRequest {
                 path: sign.path.clone(),

@@ -7,5 +7,6 @@ pub mod content_type;
 pub mod etag;
 pub mod glob;
 pub mod multipart;
+pub mod percent;
 pub mod range;
 pub mod response;

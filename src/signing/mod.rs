@@ -77,32 +77,9 @@ pub struct Clock {
 pub const MAX_PARAM: usize = 1024;
 pub const MAX_QUERY: usize = 8192;
 
-fn hex_val(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
-}
-
 /// Percent-decodes once; `+` stays a literal plus. `None` on a bad escape.
 pub fn percent_decode(raw: &str) -> Option<Vec<u8>> {
-    let b = raw.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let h = hex_val(*b.get(i + 1)?)?;
-            let l = hex_val(*b.get(i + 2)?)?;
-            out.push(h << 4 | l);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    Some(out)
+    crate::http::percent::decode_once(raw)
 }
 
 fn is_unreserved(b: u8) -> bool {

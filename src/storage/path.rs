@@ -31,39 +31,11 @@ impl AssetPath {
     }
 }
 
-fn hex_val(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
-}
-
 /// Decodes `%XX` once; a `%` not followed by two hex digits is an error.
 fn percent_decode_once(raw: &str) -> Result<Vec<u8>, PathRejection> {
-    let bytes = raw.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hi = bytes.get(i + 1).copied().and_then(hex_val);
-            let lo = bytes.get(i + 2).copied().and_then(hex_val);
-            match (hi, lo) {
-                (Some(h), Some(l)) => out.push(h << 4 | l),
-                _ => {
-                    return Err(PathRejection::BadRequest(
-                        "malformed percent-encoding in path",
-                    ))
-                }
-            }
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    Ok(out)
+    crate::http::percent::decode_once(raw).ok_or(PathRejection::BadRequest(
+        "malformed percent-encoding in path",
+    ))
 }
 
 /// Normalizes the part of the URL path after the mount prefix (still percent-encoded).

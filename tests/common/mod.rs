@@ -333,3 +333,24 @@ pub fn assets(files: &[(&str, &[u8])]) -> tempfile::TempDir {
     }
     dir
 }
+
+/// The VO1 key the tests configure as `k1` (spec signed-urls §8.7 K1).
+pub const TEST_KEY: &str = "hex:000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+
+/// `path` with a valid VO1 token (key `k1` = [`TEST_KEY`], 10 minutes), minted with the library
+/// as a Rust backend would.
+pub fn signed(path: &str) -> String {
+    let key = video_origin::signing::keys::decode_secret(TEST_KEY).unwrap();
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    let req = video_origin::signing::native::MintRequest {
+        path: path.into(),
+        exp,
+        ..Default::default()
+    };
+    let (p, q) = video_origin::signing::native::mint("k1", &key, &req).unwrap();
+    format!("{p}?{q}")
+}
