@@ -120,6 +120,26 @@ pub struct AccessSettings {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct OriginProtectionSettings {
+    /// Header the CDN adds (CloudFront origin custom header, Cloudflare Transform Rule).
+    pub header: String,
+    /// Accepted values (several during rotation); empty = protection off.
+    #[serde(default)]
+    pub values: Vec<Secret>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorsSettings {
+    /// Origins allowed to read responses from scripts (`https://player.example.com`), or `*`.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    /// Seconds browsers may cache a preflight answer.
+    pub max_age_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LimitSettings {
     /// Concurrent streaming responses in the whole process (0 = unlimited).
     pub max_streams: usize,
@@ -181,6 +201,8 @@ pub struct Settings {
     pub admin: AdminSettings,
     pub invalidation: InvalidationSettings,
     pub limits: LimitSettings,
+    pub origin_protection: OriginProtectionSettings,
+    pub cors: CorsSettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -489,6 +511,33 @@ impl Settings {
                 return Err((
                     "admin.tokens",
                     format!("token `{id}` must be at least 32 characters"),
+                ));
+            }
+        }
+        let op = &self.origin_protection;
+        if ::http::HeaderName::from_bytes(op.header.as_bytes()).is_err() {
+            return Err((
+                "origin_protection.header",
+                format!("`{}` is not a header name", op.header),
+            ));
+        }
+        for v in &op.values {
+            if v.expose().len() < 16 {
+                return Err((
+                    "origin_protection.values",
+                    "each value needs at least 16 characters".into(),
+                ));
+            }
+        }
+        for o in &self.cors.allowed_origins {
+            let ok = o == "*"
+                || ((o.starts_with("https://") || o.starts_with("http://"))
+                    && !o.ends_with('/')
+                    && !o.contains(char::is_whitespace));
+            if !ok {
+                return Err((
+                    "cors.allowed_origins",
+                    format!("`{o}` must be `*` or scheme://host[:port] without a trailing /"),
                 ));
             }
         }

@@ -34,12 +34,31 @@ pub async fn route<B>(
             ),
         };
     }
+    // Origin protection comes before any other work (spec http-origin F-14).
+    if !origin_secret_ok(app, req) {
+        tracing::info!(%peer, path, "origin protection: request without the CDN's secret header");
+        return error_response(
+            StatusCode::FORBIDDEN,
+            error_text(StatusCode::FORBIDDEN),
+            &NO_STORE,
+            now,
+        );
+    }
     let Some(rest) = path
         .strip_prefix(app.settings.assets.mount.as_str())
         .and_then(|r| r.strip_prefix('/'))
     else {
         return not_found(app, path, now);
     };
+    let origin = cors_origin(app, req);
+    if *req.method() == Method::OPTIONS
+        && origin.is_some()
+        && req
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
+    {
+        return preflight(app, origin, now);
+    }
     match *req.method() {
         Method::GET | Method::HEAD => {
             let target = crate::serve::Target {
@@ -48,7 +67,9 @@ pub async fn route<B>(
                 asset: rest,
                 peer: peer.ip(),
             };
-            serve_asset(app, req.method(), req.headers(), &target).await
+            let mut resp = serve_asset(app, req.method(), req.headers(), &target).await;
+            add_cors(app, origin, resp.headers_mut());
+            resp
         }
         _ => {
             let mut r = error_response(
@@ -62,6 +83,83 @@ pub async fn route<B>(
             r
         }
     }
+}
+
+/// Whether the request carries one of the configured origin-protection values (constant time,
+/// every value checked). Always true when protection is off.
+fn origin_secret_ok<B>(app: &App, req: &Request<B>) -> bool {
+    let op = &app.settings.origin_protection;
+    if op.values.is_empty() {
+        return true;
+    }
+    let Some(got) = req.headers().get(op.header.as_str()) else {
+        return false;
+    };
+    use sha2::Digest;
+    let got = sha2::Sha256::digest(got.as_bytes());
+    let mut ok = false;
+    for v in &op.values {
+        ok |= crate::signing::ct_eq(&got, &sha2::Sha256::digest(v.expose().as_bytes()));
+    }
+    ok
+}
+
+/// The request's Origin if CORS allows it: `Some("*")` for a wildcard configuration.
+fn cors_origin<B>(app: &App, req: &Request<B>) -> Option<HeaderValue> {
+    let allowed = &app.settings.cors.allowed_origins;
+    if allowed.is_empty() {
+        return None;
+    }
+    let origin = req.headers().get(header::ORIGIN)?;
+    if allowed.iter().any(|a| a == "*") {
+        return Some(HeaderValue::from_static("*"));
+    }
+    let o = origin.to_str().ok()?;
+    allowed.iter().any(|a| a == o).then(|| origin.clone())
+}
+
+static EXPOSE: HeaderValue =
+    HeaderValue::from_static("Content-Range, Content-Length, Accept-Ranges, ETag");
+
+/// CORS headers on a GET/HEAD answer. With a list of origins the answer depends on Origin, so
+/// every response of the mount says `Vary: Origin` (the same on 200/206/304, H-21).
+fn add_cors(app: &App, origin: Option<HeaderValue>, h: &mut http::HeaderMap) {
+    let allowed = &app.settings.cors.allowed_origins;
+    if allowed.is_empty() {
+        return;
+    }
+    let wildcard = allowed.iter().any(|a| a == "*");
+    if !wildcard {
+        h.append(header::VARY, HeaderValue::from_static("Origin"));
+    }
+    if let Some(o) = origin {
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, o);
+        h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, EXPOSE.clone());
+    }
+}
+
+fn preflight(app: &App, origin: Option<HeaderValue>, now: SystemTime) -> Response<OriginBody> {
+    let mut r = simple(&Method::OPTIONS, StatusCode::NO_CONTENT, "", now);
+    *r.body_mut() = OriginBody::Empty;
+    let h = r.headers_mut();
+    h.remove(header::CONTENT_TYPE);
+    h.remove(header::CONTENT_LENGTH);
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, HEAD, OPTIONS"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static(
+            "Range, If-Range, If-None-Match, If-Modified-Since, If-Match, If-Unmodified-Since",
+        ),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from(app.settings.cors.max_age_secs),
+    );
+    add_cors(app, origin, h);
+    r
 }
 
 fn simple(

@@ -192,3 +192,115 @@ fn per_client_cap() {
         .status
         == 200));
 }
+
+#[test]
+fn origin_protection_admits_only_the_cdn() {
+    let dir = assets(&[("a.mp4", b"abc")]);
+    let srv = Server::start(
+        dir.path(),
+        &[(
+            "VIDEO_ORIGIN_ORIGIN_PROTECTION__VALUES",
+            r#"["old-secret-value-0001", "new-secret-value-0002"]"#,
+        )],
+    );
+    let r = srv.get("/video/a.mp4", &[]);
+    assert_eq!((r.status, r.h("cache-control")), (403, "no-store"));
+    assert_eq!(
+        srv.get("/video/a.mp4", &[("X-Origin-Verify", "guess")])
+            .status,
+        403
+    );
+    // Both values work during a rotation.
+    assert_eq!(
+        srv.get(
+            "/video/a.mp4",
+            &[("X-Origin-Verify", "old-secret-value-0001")]
+        )
+        .body,
+        b"abc"
+    );
+    assert_eq!(
+        srv.get(
+            "/video/a.mp4",
+            &[("x-origin-verify", "new-secret-value-0002")]
+        )
+        .body,
+        b"abc"
+    );
+    // Probes from the load balancer or kubelet carry no secret.
+    assert_eq!(srv.get("/healthz", &[]).status, 200);
+    assert_eq!(srv.get("/readyz", &[]).status, 200);
+    assert!(
+        !srv.log_text().contains("secret-value"),
+        "values never logged"
+    );
+}
+
+#[test]
+fn cors_for_players_on_other_origins() {
+    let dir = assets(&[("a.mp4", b"0123456789")]);
+    let srv = Server::start(
+        dir.path(),
+        &[(
+            "VIDEO_ORIGIN_CORS__ALLOWED_ORIGINS",
+            r#"["https://player.example.com"]"#,
+        )],
+    );
+    let ok = [("Origin", "https://player.example.com")];
+    let r = srv.get("/video/a.mp4", &[ok[0], ("Range", "bytes=0-3")]);
+    assert_eq!(r.status, 206);
+    assert_eq!(
+        r.h("access-control-allow-origin"),
+        "https://player.example.com"
+    );
+    for h in ["Content-Range", "Content-Length", "Accept-Ranges", "ETag"] {
+        assert!(r.h("access-control-expose-headers").contains(h), "{h}");
+    }
+    assert!(r
+        .headers
+        .iter()
+        .any(|(k, v)| k == "vary" && v.contains("Origin")));
+    // Same Vary on responses without Origin (caches must not mix them up).
+    let plain = srv.get("/video/a.mp4", &[]);
+    assert!(plain.header("access-control-allow-origin").is_none());
+    assert!(plain
+        .headers
+        .iter()
+        .any(|(k, v)| k == "vary" && v.contains("Origin")));
+    // Other origins get no grant.
+    let r = srv.get("/video/a.mp4", &[("Origin", "https://evil.example")]);
+    assert!(r.header("access-control-allow-origin").is_none());
+    // Preflight for a Range request.
+    let r = srv.request(
+        "OPTIONS",
+        "/video/a.mp4",
+        &[
+            ok[0],
+            ("Access-Control-Request-Method", "GET"),
+            ("Access-Control-Request-Headers", "range"),
+        ],
+    );
+    assert_eq!(r.status, 204);
+    assert!(r.h("access-control-allow-headers").contains("Range"));
+    assert!(r.h("access-control-allow-methods").contains("GET"));
+    assert_eq!(r.h("access-control-max-age"), "86400");
+    // Without CORS configured, OPTIONS stays 405.
+    let srv2 = Server::start(dir.path(), &[]);
+    assert_eq!(
+        srv2.request(
+            "OPTIONS",
+            "/video/a.mp4",
+            &[ok[0], ("Access-Control-Request-Method", "GET")]
+        )
+        .status,
+        405
+    );
+    // Wildcard: `*`, no Vary.
+    let srv3 = Server::start(
+        dir.path(),
+        &[("VIDEO_ORIGIN_CORS__ALLOWED_ORIGINS", r#"["*"]"#)],
+    );
+    let r = srv3.get("/video/a.mp4", &[("Origin", "https://anything.example")]);
+    assert_eq!(r.h("access-control-allow-origin"), "*");
+    assert!(r.header("vary").is_none());
+}
