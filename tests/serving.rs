@@ -486,3 +486,62 @@ fn index_command_precomputes_digests() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("digest index"));
 }
+
+#[test]
+fn hashing_a_large_file_does_not_stall_other_requests() {
+    // spec: issue 2 point 6: digests are computed on the blocking pool. While the first request
+    // for a large file waits for its SHA-256, other files are served.
+    let dir = assets(&[("big.mp4", &vec![3u8; 256 << 20]), ("small.mp4", b"small")]);
+    let srv = std::sync::Arc::new(Server::start(
+        dir.path(),
+        &[("VIDEO_ORIGIN_SERVER__WORKERS", "1")],
+    ));
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (s2, d2) = (srv.clone(), done.clone());
+    let big = std::thread::spawn(move || {
+        let r = s2.get("/video/big.mp4", &[("Range", "bytes=0-0")]);
+        d2.store(true, std::sync::atomic::Ordering::SeqCst);
+        r.status
+    });
+    // Wait until the hash is under way (the big request is in flight, not yet answered).
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(
+        !done.load(std::sync::atomic::Ordering::SeqCst),
+        "hashing 256 MiB finished implausibly fast"
+    );
+    let r = srv.get("/video/small.mp4", &[]);
+    assert_eq!(r.body, b"small");
+    assert!(
+        !done.load(std::sync::atomic::Ordering::SeqCst),
+        "the small file was served while the large one was still being hashed"
+    );
+    assert_eq!(big.join().unwrap(), 206);
+}
+
+#[test]
+fn grace_period_cuts_off_responses_that_do_not_finish() {
+    // spec: issue 2 point 10: in-flight responses get the grace period, then the server exits.
+    let dir = assets(&[("v.mp4", &vec![7u8; 64 << 20])]);
+    let srv = Server::start(
+        dir.path(),
+        &[("VIDEO_ORIGIN_SERVER__SHUTDOWN_GRACE_SECS", "1")],
+    );
+    let mut s = srv.connect();
+    s.write_all(b"GET /video/v.mp4 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut first = vec![0u8; 4096];
+    s.read_exact(&mut first).unwrap();
+    // This client stops reading: its response can never finish.
+    srv.sigterm();
+    let mut srv = srv;
+    let started = std::time::Instant::now();
+    let exited = eventually(Duration::from_secs(15), || {
+        srv.child.try_wait().unwrap().is_some()
+    });
+    assert!(
+        exited,
+        "the process must exit once the grace period is over"
+    );
+    assert!(started.elapsed() < Duration::from_secs(15));
+    drop(s);
+}

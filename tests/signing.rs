@@ -376,6 +376,37 @@ fn admin_sign_endpoint() {
         "{log}"
     );
     assert!(!log.contains(ADMIN));
+    // Several tokens are accepted at once (rotation): each is identified by its own id.
+    let two = Server::start(
+        dir.path(),
+        &[
+            ("VIDEO_ORIGIN_SIGNING__KEYS__K1", K1),
+            (
+                "VIDEO_ORIGIN_ADMIN__TOKENS__OLD",
+                "old-admin-token-0123456789abcdef012345",
+            ),
+            (
+                "VIDEO_ORIGIN_ADMIN__TOKENS__NEW",
+                "new-admin-token-0123456789abcdef012345",
+            ),
+            ("VIDEO_ORIGIN_ADMIN__LISTEN", "127.0.0.1:0"),
+        ],
+    );
+    for t in [
+        "old-admin-token-0123456789abcdef012345",
+        "new-admin-token-0123456789abcdef012345",
+    ] {
+        assert_eq!(
+            two.admin("POST", "/admin/sign", Some(t), Some(body)).status,
+            200,
+            "{t}"
+        );
+    }
+    let audit = two.log_text();
+    assert!(
+        audit.contains("who=old") && audit.contains("who=new"),
+        "{audit}"
+    );
     // The admin API is not on the public port.
     assert_eq!(
         srv.request(
