@@ -131,14 +131,6 @@ impl AccessPolicy {
         })
     }
 
-    /// Whether `asset` is behind a rule at all (for `explain` and the cache policy).
-    pub fn rule_for(&self, asset: &str) -> Option<(bool, &[TokenForm])> {
-        self.rules
-            .iter()
-            .find(|r| r.glob.is_match(asset))
-            .map(|r| (r.edge_verified, r.tokens.as_slice()))
-    }
-
     /// Checks the request for `asset` (normalized asset path).
     pub fn check(&self, asset: &str, req: &TokenRequest<'_>) -> Result<Access, Rejection> {
         let Some(rule) = self.rules.iter().find(|r| r.glob.is_match(asset)) else {

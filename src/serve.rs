@@ -104,9 +104,9 @@ pub async fn serve_asset(
     };
 
     let resource = Resource {
-        len: meta.len,
+        len: meta.len(),
         etag: &meta.etag,
-        last_modified: effective_last_modified(meta.mtime, now),
+        last_modified: effective_last_modified(meta.modified(), now),
         content_type: meta.content_type,
     };
     let is_get = method == Method::GET;
@@ -142,9 +142,9 @@ pub async fn serve_asset(
 
     let segments = match &decision {
         _ if !is_get => None,
-        Decision::Full if meta.len > 0 => Some(vec![Segment::File {
+        Decision::Full if !meta.is_empty() => Some(vec![Segment::File {
             start: 0,
-            end: meta.len,
+            end: meta.len(),
         }]),
         Decision::Partial(r) => Some(vec![Segment::File {
             start: r.start,

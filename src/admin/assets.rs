@@ -172,7 +172,7 @@ pub async fn put(
     let mut result = serde_json::json!({
         "path": asset.as_str(),
         "etag": meta.etag.to_string(),
-        "size": meta.len,
+        "size": meta.len(),
         "invalidation": null,
     });
     if do_invalidate {

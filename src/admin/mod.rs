@@ -110,6 +110,11 @@ pub async fn route(
         );
         return r;
     };
+    // `?invalidate=false` on asset writes skips the CDN invalidation.
+    let invalidate_cdn = !req
+        .uri()
+        .query()
+        .is_some_and(|q| q.split('&').any(|kv| kv == "invalidate=false"));
     match (req.method().clone(), path.as_str()) {
         (Method::POST, "/admin/sign") => {
             let sign = match read_json::<SignBody>(app, req).await {
@@ -203,19 +208,11 @@ pub async fn route(
         (_, "/admin/invalidations") => not_allowed("GET, POST"),
         (Method::PUT, p) if p.starts_with("/admin/assets/") => {
             let raw = p["/admin/assets/".len()..].to_owned();
-            let skip = req
-                .uri()
-                .query()
-                .is_some_and(|q| q.split('&').any(|kv| kv == "invalidate=false"));
-            assets::put(app, &who, &raw, !skip, req.into_body()).await
+            assets::put(app, &who, &raw, invalidate_cdn, req.into_body()).await
         }
         (Method::DELETE, p) if p.starts_with("/admin/assets/") => {
             let raw = p["/admin/assets/".len()..].to_owned();
-            let skip = req
-                .uri()
-                .query()
-                .is_some_and(|q| q.split('&').any(|kv| kv == "invalidate=false"));
-            assets::delete(app, &who, &raw, !skip).await
+            assets::delete(app, &who, &raw, invalidate_cdn).await
         }
         (_, p) if p.starts_with("/admin/assets/") => not_allowed("PUT, DELETE"),
         (Method::POST, "/admin/cache/evict") => {

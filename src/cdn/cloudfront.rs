@@ -130,11 +130,7 @@ impl CloudFront {
             .send()
             .await
             .map_err(|e| aws_error(&e))?;
-        let inv = out.invalidation().ok_or_else(|| AwsError {
-            code: "EmptyResponse".into(),
-            message: "no invalidation in response".into(),
-        })?;
-        Ok(info(inv))
+        one(out.invalidation())
     }
 
     pub async fn get(&self, id: &str) -> Result<InvalidationInfo, AwsError> {
@@ -146,11 +142,7 @@ impl CloudFront {
             .send()
             .await
             .map_err(|e| aws_error(&e))?;
-        let inv = out.invalidation().ok_or_else(|| AwsError {
-            code: "EmptyResponse".into(),
-            message: "no invalidation in response".into(),
-        })?;
-        Ok(info(inv))
+        one(out.invalidation())
     }
 
     /// Recent invalidations (CloudFront's first page, up to `max`).
@@ -178,6 +170,16 @@ impl CloudFront {
             })
             .unwrap_or_default())
     }
+}
+
+/// The invalidation a create/get answer carries (CloudFront always sends one on success).
+fn one(
+    inv: Option<&aws_sdk_cloudfront::types::Invalidation>,
+) -> Result<InvalidationInfo, AwsError> {
+    inv.map(info).ok_or_else(|| AwsError {
+        code: "EmptyResponse".into(),
+        message: "no invalidation in response".into(),
+    })
 }
 
 fn info(inv: &aws_sdk_cloudfront::types::Invalidation) -> InvalidationInfo {

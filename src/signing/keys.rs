@@ -8,13 +8,8 @@ use base64::Engine;
 pub fn decode_secret(s: &str) -> Result<Vec<u8>, String> {
     let s = s.trim();
     if let Some(h) = s.strip_prefix("hex:") {
-        if !h.len().is_multiple_of(2) || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err("hex: secret must be an even number of hex digits".into());
-        }
-        return Ok((0..h.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&h[i..i + 2], 16).unwrap_or(0))
-            .collect());
+        return hex::decode(h)
+            .map_err(|_| "hex: secret must be an even number of hex digits".into());
     }
     if let Some(b) = s.strip_prefix("base64:") {
         use base64::engine::general_purpose::{STANDARD, URL_SAFE, URL_SAFE_NO_PAD};
@@ -98,10 +93,6 @@ impl KeyRing {
 
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
-    }
-
-    pub fn ids(&self) -> impl Iterator<Item = &str> {
-        self.keys.iter().map(|(k, _)| k.as_str())
     }
 }
 

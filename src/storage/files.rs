@@ -15,7 +15,7 @@ use std::fs::File;
 use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use moka::future::Cache;
 
@@ -75,12 +75,7 @@ impl AssetStore {
                     .map_err(|e| OpenError::Io(io::Error::other(e)))??;
             let file = Arc::new(file);
             let identity = FileIdentity::of(&fs_meta);
-            let mtime = fs_meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
-            match self
-                .metadata
-                .get(asset.as_str(), &file, identity, mtime)
-                .await
-            {
+            match self.metadata.get(asset.as_str(), &file, identity).await {
                 Ok(meta) => {
                     let opened = OpenAsset { file, meta };
                     if let Some(open) = &self.open {
@@ -172,7 +167,7 @@ mod tests {
         std::fs::rename(dir.path().join(".tmp"), dir.path().join("a.mp4")).unwrap();
         let third = s.open(&asset("a.mp4")).await.unwrap();
         assert!(!Arc::ptr_eq(&first.file, &third.file));
-        assert_eq!(third.meta.len, 4);
+        assert_eq!(third.meta.len(), 4);
         assert_ne!(first.meta.etag, third.meta.etag);
     }
 

@@ -17,7 +17,7 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use moka::future::Cache;
 use moka::ops::compute::{CompResult, Op};
@@ -48,6 +48,12 @@ impl FileIdentity {
         }
     }
 
+    /// The modification time this identity records.
+    pub fn modified(&self) -> SystemTime {
+        let ns = u64::try_from(self.mtime_ns).unwrap_or(0);
+        UNIX_EPOCH + Duration::from_nanos(ns)
+    }
+
     /// Whether the bytes behind an open descriptor may have changed since `self`: a write or
     /// truncation moves size or mtime. ctime is left out on purpose: renaming a new file over
     /// this one (the atomic replace) or unlinking it changes only its ctime and link count, and
@@ -61,12 +67,25 @@ impl FileIdentity {
 /// Cached facts about one version of one file.
 #[derive(Debug, Clone)]
 pub struct FileMeta {
+    /// Size, mtime and the rest of what this version was read under.
     pub identity: FileIdentity,
-    pub len: u64,
-    pub mtime: SystemTime,
     pub digest: [u8; 32],
     pub etag: EntityTag,
     pub content_type: &'static str,
+}
+
+impl FileMeta {
+    pub fn len(&self) -> u64 {
+        self.identity.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.identity.len == 0
+    }
+
+    pub fn modified(&self) -> SystemTime {
+        self.identity.modified()
+    }
 }
 
 #[derive(Debug, Default)]
@@ -75,7 +94,6 @@ pub struct CacheCounters {
     pub misses: AtomicU64,
     pub digests_computed: AtomicU64,
     pub digest_micros: AtomicU64,
-    pub index_hits: AtomicU64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -111,7 +129,6 @@ impl MetadataCache {
         key: &str,
         file: &Arc<File>,
         identity: FileIdentity,
-        mtime: SystemTime,
     ) -> io::Result<Arc<FileMeta>> {
         if let Some(meta) = self.cache.get(key).await {
             if meta.identity == identity {
@@ -139,10 +156,7 @@ impl MetadataCache {
                     }
                 }
                 let digest = match hint {
-                    Some(d) => {
-                        counters.index_hits.fetch_add(1, Ordering::Relaxed);
-                        d
-                    }
+                    Some(d) => d,
                     None => {
                         let started = Instant::now();
                         let d = tokio::task::spawn_blocking(move || hash_file(&file, identity))
@@ -157,8 +171,6 @@ impl MetadataCache {
                 };
                 Ok(Op::Put(Arc::new(FileMeta {
                     identity,
-                    len: identity.len,
-                    mtime,
                     digest,
                     etag: EntityTag::from_digest(&digest),
                     content_type,
@@ -279,20 +291,13 @@ mod hex_digest {
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(d: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&d.iter().map(|b| format!("{b:02x}")).collect::<String>())
+        s.serialize_str(&hex::encode(d))
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
-        let s = String::deserialize(d)?;
-        let bad = || serde::de::Error::custom("digest must be 64 hex characters");
-        if s.len() != 64 {
-            return Err(bad());
-        }
         let mut out = [0u8; 32];
-        for (i, chunk) in s.as_bytes().chunks(2).enumerate() {
-            let hex = std::str::from_utf8(chunk).map_err(|_| bad())?;
-            out[i] = u8::from_str_radix(hex, 16).map_err(|_| bad())?;
-        }
+        hex::decode_to_slice(String::deserialize(d)?, &mut out)
+            .map_err(|_| serde::de::Error::custom("digest must be 64 hex characters"))?;
         Ok(out)
     }
 }
@@ -301,10 +306,10 @@ mod hex_digest {
 mod tests {
     use super::*;
 
-    fn open(p: &Path) -> (Arc<File>, FileIdentity, SystemTime) {
+    fn open(p: &Path) -> (Arc<File>, FileIdentity) {
         let f = File::open(p).unwrap();
         let m = f.metadata().unwrap();
-        (Arc::new(f), FileIdentity::of(&m), m.modified().unwrap())
+        (Arc::new(f), FileIdentity::of(&m))
     }
 
     #[tokio::test]
@@ -313,10 +318,10 @@ mod tests {
         let p = dir.path().join("a.mp4");
         std::fs::write(&p, b"version one").unwrap();
         let cache = MetadataCache::new(100, Duration::from_secs(60), HashMap::new());
-        let (f, id, mt) = open(&p);
-        let m1 = cache.get("a.mp4", &f, id, mt).await.unwrap();
+        let (f, id) = open(&p);
+        let m1 = cache.get("a.mp4", &f, id).await.unwrap();
         assert_eq!(m1.content_type, "video/mp4");
-        let m1b = cache.get("a.mp4", &f, id, mt).await.unwrap();
+        let m1b = cache.get("a.mp4", &f, id).await.unwrap();
         assert_eq!(m1.etag, m1b.etag);
         assert_eq!(cache.stats().hits, 1);
         assert_eq!(cache.stats().digests_computed, 1);
@@ -331,10 +336,10 @@ mod tests {
             .unwrap()
             .set_modified(old_mtime)
             .unwrap();
-        let (f2, id2, mt2) = open(&p);
+        let (f2, id2) = open(&p);
         assert_eq!(id2.len, id.len);
         assert_eq!(id2.mtime_ns, id.mtime_ns);
-        let m2 = cache.get("a.mp4", &f2, id2, mt2).await.unwrap();
+        let m2 = cache.get("a.mp4", &f2, id2).await.unwrap();
         assert_ne!(m1.etag, m2.etag);
         assert_eq!(cache.stats().digests_computed, 2);
     }
@@ -349,12 +354,12 @@ mod tests {
             Duration::from_secs(60),
             HashMap::new(),
         ));
-        let (f, id, mt) = open(&p);
+        let (f, id) = open(&p);
         let tasks: Vec<_> = (0..16)
             .map(|_| {
                 let (cache, f) = (Arc::clone(&cache), Arc::clone(&f));
                 tokio::spawn(
-                    async move { cache.get("big.bin", &f, id, mt).await.unwrap().etag.clone() },
+                    async move { cache.get("big.bin", &f, id).await.unwrap().etag.clone() },
                 )
             })
             .collect();
@@ -377,8 +382,8 @@ mod tests {
         assert_eq!(build_index(&root, &idx_path).unwrap(), 1);
         let index = load_index(&idx_path).unwrap();
         let cache = MetadataCache::new(100, Duration::from_secs(60), index);
-        let (f, id, mt) = open(&root.join("s/a.mp4"));
-        let meta = cache.get("s/a.mp4", &f, id, mt).await.unwrap();
+        let (f, id) = open(&root.join("s/a.mp4"));
+        let meta = cache.get("s/a.mp4", &f, id).await.unwrap();
         assert_eq!(cache.stats().digests_computed, 0);
         let expected: [u8; 32] = Sha256::digest(b"hello").into();
         assert_eq!(meta.digest, expected);
