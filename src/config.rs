@@ -147,6 +147,44 @@ pub struct LimitSettings {
     pub max_streams_per_client: usize,
     /// Seconds suggested to shed clients in `Retry-After`.
     pub retry_after_secs: u64,
+    /// Requests over the cap may wait this long for a slot (0 = no queue: shed at once).
+    pub queue_wait_ms: u64,
+    /// At most this many requests wait at a time; beyond it they are shed at once.
+    pub queue_max: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxySettings {
+    /// Peers (CIDR ranges) whose client-address headers are believed; empty = none.
+    #[serde(default)]
+    pub trusted: Vec<String>,
+    /// Headers naming the client, in order of preference.
+    pub client_headers: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSettings {
+    /// Serve `GET /metrics` on the admin listener (which then starts even without tokens).
+    pub admin: bool,
+    /// Also serve it on the public listener (subject to origin protection).
+    pub public: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    pub enabled: bool,
+    /// PEM certificate chain and private key; re-read on SIGHUP and when they change.
+    #[serde(default)]
+    pub cert_file: PathBuf,
+    #[serde(default)]
+    pub key_file: PathBuf,
+    /// Offer HTTP/2 by ALPN (HTTP/1.1 is always offered).
+    pub http2: bool,
+    /// How often the files are checked for changes (0 = only on SIGHUP).
+    pub reload_check_secs: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -203,6 +241,9 @@ pub struct Settings {
     pub limits: LimitSettings,
     pub origin_protection: OriginProtectionSettings,
     pub cors: CorsSettings,
+    pub proxy: ProxySettings,
+    pub metrics: MetricsSettings,
+    pub tls: TlsSettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -210,8 +251,18 @@ pub struct Settings {
 pub struct ServerSettings {
     pub listen: SocketAddr,
     pub workers: usize,
-    /// A client must send a complete request header within this time (slowloris).
+    /// A client must send a complete request header within this time of its first byte
+    /// (slowloris).
     pub header_read_timeout_secs: u64,
+    /// A connection with no request in progress is closed after this long.
+    pub idle_timeout_secs: u64,
+    /// A response whose client has stopped reading for this long is dropped (its file closed).
+    pub write_stall_timeout_secs: u64,
+    /// Open connections on the public listener; beyond it new ones get a 503 and are closed
+    /// (0 = unlimited).
+    pub max_connections: usize,
+    /// Accept HTTP/2 with prior knowledge on plain TCP (h2c).
+    pub h2c: bool,
     /// More request header fields than this: 431.
     pub max_headers: usize,
     /// On SIGTERM, answer /readyz with 503 for this long before closing the listener, so load
@@ -266,11 +317,23 @@ pub enum LogFormat {
     Json,
 }
 
+/// How access-log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessFormat {
+    /// A log event like any other: JSON with `log.format = "json"`, key=value text otherwise.
+    Structured,
+    /// The Apache/nginx combined line followed by key=value extras.
+    Combined,
+    Off,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogSettings {
     pub level: String,
     pub format: LogFormat,
+    pub access_format: AccessFormat,
     pub buffer_bytes: usize,
     pub flush_ms: u64,
 }
@@ -597,6 +660,39 @@ impl Settings {
         }
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| ("log.level", e.to_string()))?;
+        for (key, secs) in [
+            ("server.idle_timeout_secs", self.server.idle_timeout_secs),
+            (
+                "server.write_stall_timeout_secs",
+                self.server.write_stall_timeout_secs,
+            ),
+        ] {
+            if !(1..=3600).contains(&secs) {
+                return Err((key, "must be between 1 and 3600".into()));
+            }
+        }
+        if self.limits.queue_wait_ms > 60_000 {
+            return Err(("limits.queue_wait_ms", "must be at most 60000".into()));
+        }
+        if self.limits.queue_wait_ms > 0 && self.limits.queue_max == 0 {
+            return Err((
+                "limits.queue_max",
+                "must be at least 1 when queue_wait_ms > 0".into(),
+            ));
+        }
+        crate::proxy::parse_ranges(&self.proxy.trusted).map_err(|r| ("proxy.trusted", r))?;
+        for h in &self.proxy.client_headers {
+            crate::proxy::ClientHeader::parse(h).map_err(|r| ("proxy.client_headers", r))?;
+        }
+        let tls = &self.tls;
+        if tls.enabled {
+            if tls.cert_file.as_os_str().is_empty() {
+                return Err(("tls.cert_file", "required when tls.enabled = true".into()));
+            }
+            if tls.key_file.as_os_str().is_empty() {
+                return Err(("tls.key_file", "required when tls.enabled = true".into()));
+            }
+        }
         Ok(())
     }
 

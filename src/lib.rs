@@ -8,15 +8,19 @@ pub mod access;
 pub mod admin;
 pub mod cdn;
 pub mod config;
+pub mod conn;
 pub mod http;
 pub mod limits;
 pub mod links;
 pub mod logbuf;
+pub mod metrics;
+pub mod proxy;
 pub mod routes;
 pub mod serve;
 pub mod server;
 pub mod signing;
 pub mod storage;
+pub mod tls;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,6 +46,12 @@ pub struct App {
     pub draining: std::sync::atomic::AtomicBool,
     /// CloudFront client, built on first use (never at startup).
     pub cloudfront: tokio::sync::OnceCell<cdn::cloudfront::CloudFront>,
+    /// Counters and histograms behind `/metrics`.
+    pub metrics: Arc<metrics::Metrics>,
+    /// Who the client is behind trusted proxies.
+    pub clients: proxy::ClientResolver,
+    /// Open connections on the public listener (for server.max_connections).
+    pub public_connections: std::sync::atomic::AtomicUsize,
 }
 
 impl App {
@@ -131,11 +141,27 @@ impl App {
                 .cloudfront
                 .map(|(signer, base_url)| links::CloudfrontMint { signer, base_url }),
         };
+        let trusted = proxy::parse_ranges(&settings.proxy.trusted)
+            .map_err(|r| anyhow::anyhow!("invalid configuration: key `proxy.trusted`: {r}"))?;
+        let client_headers = settings
+            .proxy
+            .client_headers
+            .iter()
+            .map(|h| proxy::ClientHeader::parse(h))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|r| {
+                anyhow::anyhow!("invalid configuration: key `proxy.client_headers`: {r}")
+            })?;
         Ok(App {
-            streams: limits::StreamLimiter::new(
+            streams: limits::StreamLimiter::with_queue(
                 settings.limits.max_streams,
                 settings.limits.max_streams_per_client,
+                settings.limits.queue_max,
+                Duration::from_millis(settings.limits.queue_wait_ms),
             ),
+            metrics: Arc::new(metrics::Metrics::new()),
+            clients: proxy::ClientResolver::new(trusted, client_headers),
+            public_connections: std::sync::atomic::AtomicUsize::new(0),
             draining: std::sync::atomic::AtomicBool::new(false),
             cloudfront: tokio::sync::OnceCell::new(),
             access,
@@ -155,6 +181,24 @@ impl App {
     pub fn is_ready(&self) -> bool {
         !self.draining.load(std::sync::atomic::Ordering::Relaxed)
             && std::fs::read_dir(self.store.root.as_path()).is_ok()
+    }
+
+    /// The `/metrics` text, with live values read now.
+    pub async fn render_metrics(&self) -> String {
+        let cache = self.store.stats().await;
+        self.metrics.render(&metrics::Live {
+            active_streams: self.streams.active(),
+            queued_streams: self.streams.waiting(),
+            cache_hits: cache.hits,
+            cache_misses: cache.misses,
+            cache_entries: cache.entries,
+            open_files: self.store.open_entries(),
+            digests: cache.digests_computed,
+            digest_seconds: cache.digest_seconds,
+            open_fds: metrics::open_fds(),
+            max_fds: metrics::max_fds(),
+            ready: self.is_ready(),
+        })
     }
 
     /// Hashes every servable file in the background (metadata.warm_up).

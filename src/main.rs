@@ -281,13 +281,48 @@ fn serve(settings: Arc<Settings>) -> anyhow::Result<()> {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
     };
+    let cert = if settings.tls.enabled {
+        let cert =
+            video_origin::tls::ReloadingCert::load(&settings.tls.cert_file, &settings.tls.key_file)
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "invalid configuration: key `tls.cert_file`/`tls.key_file`: {e}"
+                    )
+                })?;
+        Some(cert)
+    } else {
+        None
+    };
+    let public = video_origin::server::ListenerSpec {
+        which: video_origin::server::Listener::Public,
+        tls: cert.as_ref().map(|c| {
+            tokio_rustls::TlsAcceptor::from(video_origin::tls::server_config(
+                Arc::clone(c),
+                settings.tls.http2,
+            ))
+        }),
+        http2: if settings.tls.enabled {
+            settings.tls.http2
+        } else {
+            settings.server.h2c
+        },
+        max_connections: settings.server.max_connections,
+    };
     let listeners = video_origin::server::bind_listeners(settings.server.listen, workers)
         .with_context(|| format!("binding server.listen {}", settings.server.listen))?;
     let addr = listeners[0].local_addr()?;
-    let admin = if settings.admin.tokens.is_empty() {
-        tracing::info!("admin API disabled (no admin.tokens configured)");
+    let scheme = if settings.tls.enabled {
+        "https"
+    } else {
+        "http"
+    };
+    let admin = if settings.admin.tokens.is_empty() && !settings.metrics.admin {
+        tracing::info!("admin listener off (no admin.tokens, metrics.admin = false)");
         None
     } else {
+        if settings.admin.tokens.is_empty() {
+            tracing::info!("admin API disabled (no admin.tokens); admin listener serves health and metrics only");
+        }
         let l = std::net::TcpListener::bind(settings.admin.listen)
             .with_context(|| format!("binding admin.listen {}", settings.admin.listen))?;
         l.set_nonblocking(true)?;
@@ -296,7 +331,7 @@ fn serve(settings: Arc<Settings>) -> anyhow::Result<()> {
         Some(l)
     };
     // Machine-readable line on stdout: tests and scripts learn the ephemeral port from it.
-    println!("listening on http://{addr}");
+    println!("listening on {scheme}://{addr}");
     tracing::info!(%addr, workers, root = %app.store.root.display(), mount = %settings.assets.mount, "video-origin serving");
     let grace = Duration::from_secs(settings.server.shutdown_grace_secs);
     let warm = settings.metadata.warm_up.then(|| Arc::clone(&app));
@@ -306,7 +341,7 @@ fn serve(settings: Arc<Settings>) -> anyhow::Result<()> {
         }
         video_origin::server::shutdown_signal().await;
     };
-    video_origin::server::run_workers(app, listeners, admin, grace, shutdown)?;
+    video_origin::server::run_workers(app, public, listeners, admin, cert, grace, shutdown)?;
     Ok(())
 }
 

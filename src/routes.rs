@@ -16,7 +16,7 @@ static NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
 pub async fn route<B>(
     app: &App,
     req: &Request<B>,
-    peer: std::net::SocketAddr,
+    client: std::net::IpAddr,
 ) -> Response<OriginBody> {
     let now = SystemTime::now();
     let path = req.uri().path();
@@ -36,13 +36,16 @@ pub async fn route<B>(
     }
     // Origin protection comes before any other work (spec http-origin F-14).
     if !origin_secret_ok(app, req) {
-        tracing::info!(%peer, path, "origin protection: request without the CDN's secret header");
+        tracing::info!(%client, path, "origin protection: request without the CDN's secret header");
         return error_response(
             StatusCode::FORBIDDEN,
             error_text(StatusCode::FORBIDDEN),
             &NO_STORE,
             now,
         );
+    }
+    if path == "/metrics" && app.settings.metrics.public {
+        return metrics_response(app, req.method()).await;
     }
     let Some(rest) = path
         .strip_prefix(app.settings.assets.mount.as_str())
@@ -65,7 +68,7 @@ pub async fn route<B>(
                 raw_path: path,
                 query: req.uri().query().unwrap_or(""),
                 asset: rest,
-                peer: peer.ip(),
+                client,
             };
             let mut resp = serve_asset(app, req.method(), req.headers(), &target).await;
             add_cors(app, origin, resp.headers_mut());
@@ -159,6 +162,31 @@ fn preflight(app: &App, origin: Option<HeaderValue>, now: SystemTime) -> Respons
         HeaderValue::from(app.settings.cors.max_age_secs),
     );
     add_cors(app, origin, h);
+    r
+}
+
+/// `GET /metrics` (both listeners): OpenMetrics text, never cached.
+pub async fn metrics_response(app: &App, method: &Method) -> Response<OriginBody> {
+    if method != Method::GET && method != Method::HEAD {
+        let mut r = error_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            error_text(StatusCode::METHOD_NOT_ALLOWED),
+            &NO_STORE,
+            SystemTime::now(),
+        );
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return r;
+    }
+    let text = app.render_metrics().await;
+    let mut r = error_response(StatusCode::OK, &text, &NO_STORE, SystemTime::now());
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+    );
+    if method == Method::HEAD {
+        *r.body_mut() = OriginBody::Empty;
+    }
     r
 }
 

@@ -19,6 +19,8 @@ use crate::http::multipart::random_boundary;
 use crate::http::response::{
     build_head, decide, error_head, error_text, Decision, RangeOptions, Resource,
 };
+use crate::metrics::Metrics;
+use crate::server::AccessNote;
 use crate::storage::body::{FileStream, OriginBody, Segment};
 use crate::storage::path::{self, is_fd_exhaustion, OpenError, PathRejection};
 use crate::App;
@@ -33,7 +35,8 @@ pub struct Target<'a> {
     pub query: &'a str,
     /// The URL path after the mount prefix, still percent-encoded.
     pub asset: &'a str,
-    pub peer: std::net::IpAddr,
+    /// The client address (resolved through trusted proxies).
+    pub client: std::net::IpAddr,
 }
 
 static PRIVATE_NO_STORE: HeaderValue = HeaderValue::from_static("private, no-store");
@@ -69,20 +72,32 @@ pub async fn serve_asset(
     let token_request = TokenRequest {
         raw_path: target.raw_path,
         query: target.query,
-        client: Some(target.peer),
+        client: Some(target.client),
         now: unix_now,
     };
+    let mut note = AccessNote::default();
     let access = match app.access.check(asset.as_str(), &token_request) {
-        Ok(a) => a,
+        Ok(a) => {
+            if matches!(a, Access::Granted { .. }) {
+                note.token = Some("ok");
+                Metrics::count_result(&app.metrics.tokens, "ok");
+            }
+            a
+        }
         Err(rejection) => {
+            let reason = rejection.reason.as_str();
+            Metrics::count_result(&app.metrics.tokens, reason);
             tracing::info!(
                 path = asset.as_str(),
                 reason = rejection.reason.as_str(),
                 detail = %rejection.detail,
                 "signed link refused"
             );
-            let body = format!("{}\n", rejection.reason.as_str());
-            return error_response(StatusCode::FORBIDDEN, &body, &NO_STORE, now);
+            let body = format!("{reason}\n");
+            let mut r = error_response(StatusCode::FORBIDDEN, &body, &NO_STORE, now);
+            note.token = Some(reason);
+            r.extensions_mut().insert(note);
+            return r;
         }
     };
     let (file, meta) = match app.store.open(&asset).await {
@@ -93,6 +108,7 @@ pub async fn serve_asset(
             return not_found(app, asset.as_str(), now);
         }
         Err(OpenError::Io(e)) if is_fd_exhaustion(&e) => {
+            app.metrics.fd_exhaustion.inc();
             tracing::error!(error = %e, "out of file descriptors");
             return unavailable(now);
         }
@@ -136,7 +152,11 @@ pub async fn serve_asset(
         } => {
             vec![(header::CACHE_CONTROL, PRIVATE_NO_STORE.clone())]
         }
-        _ => app.policy.headers(asset.as_str(), ResponseClass::Success),
+        _ => {
+            let (headers, rule) = app.policy.apply(asset.as_str(), ResponseClass::Success);
+            note.cache_rule = rule.cloned();
+            headers
+        }
     };
     let (status, head) = build_head(&decision, &resource, &policy, now);
 
@@ -166,10 +186,11 @@ pub async fn serve_asset(
     };
     // Load shedding: only responses that stream file bytes take a slot.
     let permit = match &segments {
-        Some(_) => match app.streams.acquire(target.peer) {
+        Some(_) => match app.streams.acquire_or_wait(target.client).await {
             Ok(p) => Some(p),
             Err(shed) => {
-                tracing::warn!(peer = %target.peer, reason = ?shed, active = app.streams.active(), "stream shed");
+                Metrics::count(&app.metrics.shed, shed.as_str());
+                tracing::warn!(client = %target.client, reason = shed.as_str(), active = app.streams.active(), "stream shed");
                 let mut r = unavailable(now);
                 if let Ok(v) =
                     HeaderValue::from_str(&app.settings.limits.retry_after_secs.to_string())
@@ -195,7 +216,9 @@ pub async fn serve_asset(
         }
         _ => OriginBody::Empty,
     };
-    with_head(status, head, body)
+    let mut resp = with_head(status, head, body);
+    resp.extensions_mut().insert(note);
+    resp
 }
 
 fn conditional_headers(h: &HeaderMap) -> ConditionalHeaders {

@@ -12,8 +12,9 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -25,29 +26,52 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 
+use crate::config::AccessFormat;
+use crate::conn::{verdict, ConnState, Timeouts, TrackedIo, Verdict};
+use crate::metrics::Route;
 use crate::routes::route;
 use crate::storage::body::OriginBody;
 use crate::App;
 
-/// One access-log line per request, written when the response body is finished or dropped,
-/// so it carries the bytes really sent and whether the body completed.
+/// What a handler tells the access log beyond status and bytes (a response extension).
+#[derive(Debug, Clone, Default)]
+pub struct AccessNote {
+    /// The cache rule that set the caching headers.
+    pub cache_rule: Option<Arc<str>>,
+    /// Signed-link outcome on protected paths: `ok` or the refusal reason.
+    pub token: Option<&'static str>,
+}
+
+/// The response body as sent: counts bytes, notes the first byte, and on finish or drop writes
+/// the access-log line, counts the response, and tells the connection its request is done.
 pub struct LoggedBody {
     inner: OriginBody,
     sent: u64,
     failed: bool,
+    first_byte: bool,
     record: AccessRecord,
+    app: Arc<App>,
+    conn: Arc<ConnState>,
 }
 
 struct AccessRecord {
     method: http::Method,
+    version: http::Version,
     path: String,
     status: u16,
     peer: SocketAddr,
+    client: IpAddr,
     range: Option<String>,
     started: Instant,
+    route: Route,
+    note: AccessNote,
+    cdn: Option<(&'static str, Option<String>)>,
+    user_agent: Option<String>,
+    referer: Option<String>,
 }
 
 impl Body for LoggedBody {
@@ -63,6 +87,12 @@ impl Body for LoggedBody {
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(d) = frame.data_ref() {
+                    if !this.first_byte {
+                        this.first_byte = true;
+                        this.app
+                            .metrics
+                            .first_byte(this.record.started.elapsed().as_secs_f64());
+                    }
                     this.sent += d.len() as u64;
                 }
             }
@@ -86,20 +116,87 @@ impl Body for LoggedBody {
 
 impl Drop for LoggedBody {
     fn drop(&mut self) {
+        self.conn.request_finished();
         let r = &self.record;
+        self.app.metrics.response(r.route, r.status, self.sent);
         let complete = !self.failed && self.inner.is_end_stream();
-        tracing::info!(
-            target: "access",
-            method = %r.method,
-            path = %r.path,
-            status = r.status,
-            bytes = self.sent,
-            range = r.range.as_deref().unwrap_or("-"),
-            complete,
-            duration_ms = r.started.elapsed().as_secs_f64() * 1e3,
-            peer = %r.peer,
-        );
+        match self.app.settings.log.access_format {
+            AccessFormat::Off => {}
+            AccessFormat::Structured => tracing::info!(
+                target: "access",
+                client = %r.client,
+                peer = %r.peer,
+                method = %r.method,
+                path = %r.path,
+                proto = ?r.version,
+                status = r.status,
+                bytes = self.sent,
+                range = r.range.as_deref().unwrap_or("-"),
+                complete,
+                duration_ms = r.started.elapsed().as_secs_f64() * 1e3,
+                cache_rule = r.note.cache_rule.as_deref().unwrap_or("-"),
+                token = r.note.token.unwrap_or("-"),
+                cdn = r.cdn.as_ref().map_or("-", |c| c.0),
+                cdn_pop = r.cdn.as_ref().and_then(|c| c.1.as_deref()).unwrap_or("-"),
+            ),
+            AccessFormat::Combined => {
+                use std::io::Write;
+                let line = combined_line(r, self.sent, complete, std::time::SystemTime::now());
+                let _ = crate::logbuf::LineWriter.write_all(line.as_bytes());
+            }
+        }
     }
+}
+
+/// `client - - [day/Mon/year:HH:MM:SS +0000] "METHOD path PROTO" status bytes "referer" "ua"`
+/// (nginx/Apache combined), then our extras as key=value.
+fn combined_line(
+    r: &AccessRecord,
+    sent: u64,
+    complete: bool,
+    now: std::time::SystemTime,
+) -> String {
+    // "Tue, 24 Nov 2026 11:00:00 GMT" -> "24/Nov/2026:11:00:00 +0000"
+    let date = httpdate::fmt_http_date(now);
+    let f: Vec<&str> = date.split(' ').collect();
+    let stamp = match f.as_slice() {
+        [_, d, m, y, t, _] => format!("{d}/{m}/{y}:{t} +0000"),
+        _ => date.clone(),
+    };
+    format!(
+        "{} - - [{}] \"{} {} {:?}\" {} {} \"{}\" \"{}\" rt={:.3} range=\"{}\" rule={} token={} cdn={} pop={} peer={} complete={}\n",
+        r.client,
+        stamp,
+        r.method,
+        escape(&r.path),
+        r.version,
+        r.status,
+        sent,
+        escape(r.referer.as_deref().unwrap_or("-")),
+        escape(r.user_agent.as_deref().unwrap_or("-")),
+        r.started.elapsed().as_secs_f64(),
+        escape(r.range.as_deref().unwrap_or("-")),
+        r.note.cache_rule.as_deref().unwrap_or("-"),
+        r.note.token.unwrap_or("-"),
+        r.cdn.as_ref().map_or("-", |c| c.0),
+        escape(r.cdn.as_ref().and_then(|c| c.1.as_deref()).unwrap_or("-")),
+        r.peer,
+        complete,
+    )
+}
+
+/// Quotes, backslashes and non-printable bytes as `\xHH` (as nginx does), so a crafted header
+/// cannot forge log fields or lines.
+fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b == b'"' || b == b'\\' || !(0x20..0x7f).contains(&b) {
+            out.push_str(&format!("\\x{b:02X}"));
+        } else {
+            out.push(b as char);
+        }
+    }
+    out
 }
 
 /// Which route table a listener serves.
@@ -109,50 +206,137 @@ pub enum Listener {
     Admin,
 }
 
+fn route_label(app: &App, which: Listener, path: &str) -> Route {
+    match path {
+        "/healthz" | "/readyz" => Route::Health,
+        "/metrics" => Route::Metrics,
+        _ if which == Listener::Admin => Route::Admin,
+        _ if path
+            .strip_prefix(app.settings.assets.mount.as_str())
+            .is_some_and(|r| r.starts_with('/')) =>
+        {
+            Route::Asset
+        }
+        _ => Route::Other,
+    }
+}
+
 async fn handle(
     app: Arc<App>,
     which: Listener,
     peer: SocketAddr,
+    conn: Arc<ConnState>,
     req: Request<Incoming>,
 ) -> Result<Response<LoggedBody>, Infallible> {
+    conn.request_started();
     let started = Instant::now();
-    let method = req.method().clone();
-    // The path only: query strings may carry signed-URL tokens and never reach the log.
-    let path = req.uri().path().to_owned();
-    let range = req.headers().get(http::header::RANGE).map(|v| {
-        String::from_utf8_lossy(v.as_bytes())
-            .chars()
-            .take(100)
-            .collect()
-    });
-    let resp = match which {
-        Listener::Public => route(&app, &req, peer).await,
-        Listener::Admin => crate::admin::route(&app, req, peer).await,
+    let h = req.headers();
+    let client = app.clients.client(peer.ip(), h);
+    let text = |name: http::header::HeaderName| {
+        h.get(name).map(|v| {
+            String::from_utf8_lossy(v.as_bytes())
+                .chars()
+                .take(200)
+                .collect::<String>()
+        })
     };
-    let (parts, inner) = resp.into_parts();
-    let record = AccessRecord {
-        method,
-        path,
-        status: parts.status.as_u16(),
+    let combined = app.settings.log.access_format == AccessFormat::Combined;
+    let mut record = AccessRecord {
+        method: req.method().clone(),
+        version: req.version(),
+        // The path only: query strings may carry signed-URL tokens and never reach the log.
+        path: req.uri().path().to_owned(),
+        status: 0,
         peer,
-        range,
+        client,
+        range: text(http::header::RANGE),
         started,
+        route: route_label(&app, which, req.uri().path()),
+        note: AccessNote::default(),
+        cdn: crate::proxy::detect_cdn(h).map(|c| (c.cdn, c.pop.map(str::to_owned))),
+        user_agent: combined.then(|| text(http::header::USER_AGENT)).flatten(),
+        referer: combined.then(|| text(http::header::REFERER)).flatten(),
     };
+    let resp = match which {
+        Listener::Public => route(&app, &req, client).await,
+        Listener::Admin => crate::admin::route(&app, req, client).await,
+    };
+    let (mut parts, inner) = resp.into_parts();
+    if let Some(note) = parts.extensions.remove::<AccessNote>() {
+        record.note = note;
+    }
+    record.status = parts.status.as_u16();
+    let first_byte = inner.is_end_stream();
+    if first_byte {
+        app.metrics.first_byte(started.elapsed().as_secs_f64());
+    }
     Ok(Response::from_parts(
         parts,
         LoggedBody {
             inner,
             sent: 0,
             failed: false,
+            first_byte,
             record,
+            app,
+            conn,
         },
     ))
+}
+
+/// How one listener talks: TLS or not, HTTP/2 or not, connection cap.
+#[derive(Clone)]
+pub struct ListenerSpec {
+    pub which: Listener,
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Serve HTTP/2 (by ALPN with TLS, by prior knowledge without).
+    pub http2: bool,
+    /// 0 = unlimited.
+    pub max_connections: usize,
+}
+
+fn timeouts(app: &App) -> Timeouts {
+    let s = &app.settings.server;
+    Timeouts {
+        header: Duration::from_secs(s.header_read_timeout_secs),
+        idle: Duration::from_secs(s.idle_timeout_secs),
+        stall: Duration::from_secs(s.write_stall_timeout_secs),
+    }
+}
+
+/// Counts an open connection for as long as it lives.
+struct ConnGuard {
+    app: Arc<App>,
+    public: bool,
+}
+
+impl ConnGuard {
+    fn new(app: &Arc<App>, which: Listener) -> ConnGuard {
+        app.metrics.connections.fetch_add(1, Ordering::Relaxed);
+        let public = which == Listener::Public;
+        if public {
+            app.public_connections.fetch_add(1, Ordering::AcqRel);
+        }
+        ConnGuard {
+            app: Arc::clone(app),
+            public,
+        }
+    }
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.app.metrics.connections.fetch_sub(1, Ordering::Relaxed);
+        if self.public {
+            self.app.public_connections.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
 }
 
 /// Serves `listener` until `shutdown` resolves, then drains for at most `grace`.
 pub async fn serve(
     app: Arc<App>,
-    which: Listener,
+    spec: ListenerSpec,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
     grace: Duration,
@@ -160,16 +344,24 @@ pub async fn serve(
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // hyper queues up to ~400 KiB of body per connection by default before it stops asking
     // for more; for thousands of stalled viewers that is the memory bill. 64 KiB still fills
-    // any socket buffer (and bounds request headers to 64 KiB).
+    // any socket buffer (and bounds request headers to 64 KiB). Header, idle and stall
+    // timeouts are ours (`conn`), not hyper's.
     builder
         .http1()
         .timer(hyper_util::rt::TokioTimer::new())
         .max_buf_size(64 * 1024)
-        .header_read_timeout(Duration::from_secs(
-            app.settings.server.header_read_timeout_secs,
-        ))
         .max_headers(app.settings.server.max_headers);
-    builder.http2().timer(hyper_util::rt::TokioTimer::new());
+    builder
+        .http2()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .max_concurrent_streams(256)
+        .max_header_list_size(64 * 1024);
+    let builder = Arc::new(if spec.http2 {
+        builder
+    } else {
+        builder.http1_only()
+    });
+    let limits = timeouts(&app);
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -178,6 +370,9 @@ pub async fn serve(
                 let (stream, peer) = match accepted {
                     Ok(pair) => pair,
                     Err(e) => {
+                        if e.raw_os_error().is_some_and(|c| c == libc::EMFILE || c == libc::ENFILE) {
+                            app.metrics.fd_exhaustion.inc();
+                        }
                         // EMFILE and friends: back off briefly instead of spinning.
                         tracing::warn!(error = %e, "accept failed");
                         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -185,15 +380,47 @@ pub async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let app = Arc::clone(&app);
-                let service = service_fn(move |req| handle(Arc::clone(&app), which, peer, req));
-                let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(error = %e, %peer, "connection ended with error");
+                if spec.max_connections > 0
+                    && app.public_connections.load(Ordering::Acquire) >= spec.max_connections
+                {
+                    crate::metrics::Metrics::count(&app.metrics.connections_closed, "over_limit");
+                    tokio::spawn(refuse_connection(stream, app.settings.limits.retry_after_secs));
+                    continue;
+                }
+                let guard = ConnGuard::new(&app, spec.which);
+                let state = Arc::new(ConnState::default());
+                let io = TrackedIo::new(stream, Arc::clone(&state));
+                let task = Connection {
+                    app: Arc::clone(&app),
+                    which: spec.which,
+                    peer,
+                    state,
+                    builder: Arc::clone(&builder),
+                    watcher: graceful.watcher(),
+                    limits,
+                };
+                match spec.tls.clone() {
+                    None => {
+                        tokio::spawn(async move {
+                            task.run(io).await;
+                            drop(guard);
+                        });
                     }
-                });
+                    Some(acceptor) => {
+                        tokio::spawn(async move {
+                            // The handshake is bounded by the header timeout (TLS slowloris).
+                            match tokio::time::timeout(limits.header, acceptor.accept(io)).await {
+                                Ok(Ok(tls)) => task.run(tls).await,
+                                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                                Err(_) => {
+                                    crate::metrics::Metrics::count(&task.app.metrics.connections_closed, "header_timeout");
+                                    tracing::debug!(%peer, "TLS handshake timed out");
+                                }
+                            }
+                            drop(guard);
+                        });
+                    }
+                }
             }
             () = &mut shutdown => break,
         }
@@ -206,6 +433,79 @@ pub async fn serve(
     tokio::select! {
         () = graceful.shutdown() => tracing::info!("all connections drained"),
         () = tokio::time::sleep(grace) => tracing::warn!("grace period over; closing remaining connections"),
+    }
+}
+
+/// Over the connection cap: a short 503 and close, without reading the request.
+async fn refuse_connection(mut stream: tokio::net::TcpStream, retry_after: u64) {
+    let msg = format!(
+        "HTTP/1.1 503 Service Unavailable\r\nRetry-After: {retry_after}\r\nCache-Control: no-store\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 20\r\nConnection: close\r\n\r\nservice unavailable\n"
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        let _ = stream.write_all(msg.as_bytes()).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
+}
+
+struct Connection {
+    app: Arc<App>,
+    which: Listener,
+    peer: SocketAddr,
+    state: Arc<ConnState>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    watcher: Watcher,
+    limits: Timeouts,
+}
+
+impl Connection {
+    /// Serves HTTP on `io` beside a watchdog that closes it on idle, header or stall timeout.
+    async fn run<S>(self, io: S)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let Connection {
+            app,
+            which,
+            peer,
+            state,
+            builder,
+            watcher,
+            limits,
+        } = self;
+        let service = {
+            let app = Arc::clone(&app);
+            let state = Arc::clone(&state);
+            service_fn(move |req| handle(Arc::clone(&app), which, peer, Arc::clone(&state), req))
+        };
+        let conn = builder
+            .serve_connection_with_upgrades(TokioIo::new(io), service)
+            .into_owned();
+        let conn = watcher.watch(conn);
+        tokio::pin!(conn);
+        loop {
+            let wake = match verdict(state.snapshot(), crate::conn::now_ms(), limits) {
+                Verdict::Close(reason) => {
+                    crate::metrics::Metrics::count(
+                        &app.metrics.connections_closed,
+                        reason.as_str(),
+                    );
+                    tracing::debug!(%peer, reason = reason.as_str(), "closing connection");
+                    return;
+                }
+                Verdict::CheckAt(t) => t,
+            };
+            let sleep = Duration::from_millis(wake.saturating_sub(crate::conn::now_ms()));
+            tokio::select! {
+                r = &mut conn => {
+                    if let Err(e) = r {
+                        tracing::debug!(error = %e, %peer, "connection ended with error");
+                    }
+                    return;
+                }
+                () = tokio::time::sleep(sleep) => {}
+            }
+        }
     }
 }
 
@@ -233,8 +533,10 @@ pub fn bind_listeners(addr: SocketAddr, n: usize) -> std::io::Result<Vec<std::ne
 /// `shutdown` resolves; then every worker drains for at most `grace`. Returns when all are done.
 pub fn run_workers(
     app: Arc<App>,
+    public: ListenerSpec,
     listeners: Vec<std::net::TcpListener>,
     admin: Option<std::net::TcpListener>,
+    cert: Option<Arc<crate::tls::ReloadingCert>>,
     grace: Duration,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
@@ -246,6 +548,7 @@ pub fn run_workers(
     let mut threads = Vec::new();
     for (i, listener) in listeners.into_iter().enumerate() {
         let app = Arc::clone(&app);
+        let spec = public.clone();
         let mut rx = rx.clone();
         let handle = std::thread::Builder::new()
             .name(format!("worker-{i}"))
@@ -269,7 +572,7 @@ pub fn run_workers(
                     let stop = async move {
                         let _ = rx.wait_for(|stop| *stop).await;
                     };
-                    serve(app, Listener::Public, listener, stop, grace).await;
+                    serve(app, spec, listener, stop, grace).await;
                     Ok(())
                 });
                 crate::logbuf::flush_this_thread();
@@ -282,6 +585,13 @@ pub fn run_workers(
         .enable_all()
         .build()?;
     rt.block_on(async {
+        if let Some(cert) = cert {
+            tokio::spawn(crate::tls::watch(
+                cert,
+                Duration::from_secs(app.settings.tls.reload_check_secs),
+                Arc::clone(&app.metrics),
+            ));
+        }
         let admin_task = match admin {
             Some(l) => {
                 let l = TcpListener::from_std(l)?;
@@ -291,7 +601,12 @@ pub fn run_workers(
                 };
                 Some(tokio::spawn(serve(
                     Arc::clone(&app),
-                    Listener::Admin,
+                    ListenerSpec {
+                        which: Listener::Admin,
+                        tls: None,
+                        http2: false,
+                        max_connections: 0,
+                    },
                     l,
                     stop,
                     grace,

@@ -98,6 +98,7 @@ fn open_file_limit_is_raised_to_the_hard_limit() {
         .arg(BIN)
         .arg(dir.path())
         .env("VIDEO_ORIGIN_LOG__BUFFER_BYTES", "0")
+        .env("VIDEO_ORIGIN_METRICS__ADMIN", "false")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()

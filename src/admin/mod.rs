@@ -7,7 +7,7 @@
 
 pub mod assets;
 
-use std::net::SocketAddr;
+use std::net::IpAddr;
 use std::time::SystemTime;
 
 use bytes::Bytes;
@@ -86,7 +86,7 @@ struct SignBody {
 pub async fn route(
     app: &App,
     req: Request<hyper::body::Incoming>,
-    peer: SocketAddr,
+    peer: IpAddr,
 ) -> Response<OriginBody> {
     let path = req.uri().path().to_owned();
     if path == "/healthz" {
@@ -100,6 +100,9 @@ pub async fn route(
                 serde_json::json!({"status": "not ready"}),
             ),
         };
+    }
+    if path == "/metrics" && app.settings.metrics.admin {
+        return crate::routes::metrics_response(app, req.method()).await;
     }
     let Some(who) = authenticate(app, &req) else {
         tracing::warn!(target: "audit", %peer, path = %path, outcome = "unauthorized", "admin request refused");
@@ -339,5 +342,10 @@ async fn invalidate(
         "video-origin-{nanos}-{}",
         &crate::http::multipart::random_boundary()[..8]
     );
-    cf.create(paths, &reference).await.map(Some)
+    let result = cf.create(paths, &reference).await;
+    crate::metrics::Metrics::count_outcome(
+        &app.metrics.invalidations,
+        if result.is_ok() { "ok" } else { "error" },
+    );
+    result.map(Some)
 }

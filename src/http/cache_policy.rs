@@ -98,6 +98,8 @@ enum TagPiece {
 struct Rule {
     index: usize,
     name: Option<String>,
+    /// What the access log calls this rule: its name, or `rules[i]`.
+    log_label: std::sync::Arc<str>,
     glob: Glob,
     success: bool,
     not_found: bool,
@@ -264,6 +266,11 @@ impl CachePolicy {
             }
             compiled.push(Rule {
                 index,
+                log_label: rc
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| format!("rules[{index}]"))
+                    .into(),
                 name: rc.name.clone(),
                 glob,
                 success,
@@ -302,27 +309,53 @@ impl CachePolicy {
 
     /// The caching headers for `path` (normalized asset path) and response class.
     pub fn headers(&self, path: &str, class: ResponseClass) -> Vec<(HeaderName, HeaderValue)> {
-        self.explain(path, class).headers
+        self.apply(path, class).0
+    }
+
+    /// The headers for `path` and the label of the rule that produced them (None: fallback).
+    pub fn apply(
+        &self,
+        path: &str,
+        class: ResponseClass,
+    ) -> (Vec<(HeaderName, HeaderValue)>, Option<&std::sync::Arc<str>>) {
+        match self.find(path, class) {
+            Some(rule) => (Self::render(rule, path), Some(&rule.log_label)),
+            None => (Self::fallback(class), None),
+        }
     }
 
     /// Which rule applies and what it emits.
     pub fn explain(&self, path: &str, class: ResponseClass) -> Explanation {
-        let rule = self.rules.iter().find(|r| {
+        match self.find(path, class) {
+            Some(rule) => Explanation {
+                rule: Some((rule.index, rule.name.clone(), rule.glob.as_str().to_owned())),
+                headers: Self::render(rule, path),
+            },
+            None => Explanation {
+                rule: None,
+                headers: Self::fallback(class),
+            },
+        }
+    }
+
+    fn find(&self, path: &str, class: ResponseClass) -> Option<&Rule> {
+        self.rules.iter().find(|r| {
             (match class {
                 ResponseClass::Success => r.success,
                 ResponseClass::NotFound => r.not_found,
             }) && r.glob.is_match(path)
-        });
-        let Some(rule) = rule else {
-            let v = match class {
-                ResponseClass::Success => FALLBACK_SUCCESS.clone(),
-                ResponseClass::NotFound => FALLBACK_NOT_FOUND.clone(),
-            };
-            return Explanation {
-                rule: None,
-                headers: vec![(header::CACHE_CONTROL, v)],
-            };
+        })
+    }
+
+    fn fallback(class: ResponseClass) -> Vec<(HeaderName, HeaderValue)> {
+        let v = match class {
+            ResponseClass::Success => FALLBACK_SUCCESS.clone(),
+            ResponseClass::NotFound => FALLBACK_NOT_FOUND.clone(),
         };
+        vec![(header::CACHE_CONTROL, v)]
+    }
+
+    fn render(rule: &Rule, path: &str) -> Vec<(HeaderName, HeaderValue)> {
         let mut headers = rule.fixed.clone();
         if !rule.tags.is_empty() && (rule.cache_tag || rule.surrogate_key) {
             let tags = render_tags(&rule.tags, path);
@@ -339,10 +372,7 @@ impl CachePolicy {
                 }
             }
         }
-        Explanation {
-            rule: Some((rule.index, rule.name.clone(), rule.glob.as_str().to_owned())),
-            headers,
-        }
+        headers
     }
 }
 

@@ -41,6 +41,9 @@ impl Server {
             // Unbuffered log so tests can read each request's line at once; the buffered mode
             // has its own test (serving.rs).
             .env("VIDEO_ORIGIN_LOG__BUFFER_BYTES", "0")
+            // The admin listener also serves /metrics, so it starts in every test: never on the
+            // fixed default port, which parallel tests would fight over.
+            .env("VIDEO_ORIGIN_ADMIN__LISTEN", "127.0.0.1:0")
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
