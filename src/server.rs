@@ -257,9 +257,13 @@ async fn handle(
         user_agent: combined.then(|| text(http::header::USER_AGENT)).flatten(),
         referer: combined.then(|| text(http::header::REFERER)).flatten(),
     };
-    let resp = match which {
-        Listener::Public => route(&app, &req, client).await,
-        Listener::Admin => crate::admin::route(&app, req, client).await,
+    let resp = if head_size(&req) > MAX_HEAD_BYTES {
+        head_too_large()
+    } else {
+        match which {
+            Listener::Public => route(&app, &req, client).await,
+            Listener::Admin => crate::admin::route(&app, req, client).await,
+        }
     };
     let (mut parts, inner) = resp.into_parts();
     if let Some(note) = parts.extensions.remove::<AccessNote>() {
@@ -282,6 +286,29 @@ async fn handle(
             conn,
         },
     ))
+}
+
+/// Largest request head accepted (request line and header fields); larger is 431.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+
+/// hyper's max_buf_size is checked only while a head is still incomplete, so a big head that
+/// arrives in one read would pass it; this bounds the parsed head itself (HTTP/1 and HTTP/2).
+fn head_size<B>(req: &Request<B>) -> usize {
+    req.uri().path_and_query().map_or(0, |p| p.as_str().len())
+        + req
+            .headers()
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len() + 4)
+            .sum::<usize>()
+}
+
+fn head_too_large() -> Response<OriginBody> {
+    crate::serve::error_response(
+        http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        "request header fields too large\n",
+        &http::HeaderValue::from_static("no-store"),
+        std::time::SystemTime::now(),
+    )
 }
 
 /// How one listener talks: TLS or not, HTTP/2 or not, connection cap.
@@ -349,7 +376,7 @@ pub async fn serve(
     builder
         .http1()
         .timer(hyper_util::rt::TokioTimer::new())
-        .max_buf_size(64 * 1024)
+        .max_buf_size(MAX_HEAD_BYTES)
         .max_headers(app.settings.server.max_headers);
     builder
         .http2()
@@ -479,7 +506,7 @@ impl Connection {
             service_fn(move |req| handle(Arc::clone(&app), which, peer, Arc::clone(&state), req))
         };
         let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(io), service)
+            .serve_connection(TokioIo::new(io), service)
             .into_owned();
         let conn = watcher.watch(conn);
         tokio::pin!(conn);

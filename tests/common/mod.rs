@@ -186,6 +186,10 @@ impl Server {
     pub fn sigterm(&self) {
         unsafe_kill(self.pid(), "TERM");
     }
+
+    pub fn sighup(&self) {
+        unsafe_kill(self.pid(), "HUP");
+    }
 }
 
 impl Drop for Server {
