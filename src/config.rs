@@ -174,6 +174,19 @@ pub struct MetricsSettings {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct PlayerSettings {
+    /// Serve `GET /player/{path}` and the `/ws` presence socket.
+    pub enabled: bool,
+    /// A session without a heartbeat for this long is closed.
+    pub session_timeout_secs: u64,
+    /// Open presence sockets per client address (0 = unlimited).
+    pub max_sessions_per_client: usize,
+    /// Largest WebSocket frame/message accepted; larger closes the socket.
+    pub max_frame_bytes: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TlsSettings {
     pub enabled: bool,
     /// PEM certificate chain and private key; re-read on SIGHUP and when they change.
@@ -244,6 +257,7 @@ pub struct Settings {
     pub proxy: ProxySettings,
     pub metrics: MetricsSettings,
     pub tls: TlsSettings,
+    pub player: PlayerSettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -683,6 +697,18 @@ impl Settings {
         crate::proxy::parse_ranges(&self.proxy.trusted).map_err(|r| ("proxy.trusted", r))?;
         for h in &self.proxy.client_headers {
             crate::proxy::ClientHeader::parse(h).map_err(|r| ("proxy.client_headers", r))?;
+        }
+        if !(3..=3600).contains(&self.player.session_timeout_secs) {
+            return Err((
+                "player.session_timeout_secs",
+                "must be between 3 and 3600 (the page sends a heartbeat every 2 s)".into(),
+            ));
+        }
+        if !(256..=1 << 20).contains(&self.player.max_frame_bytes) {
+            return Err((
+                "player.max_frame_bytes",
+                "must be between 256 and 1048576".into(),
+            ));
         }
         let tls = &self.tls;
         if tls.enabled {

@@ -175,6 +175,10 @@ impl<S> TrackedIo<S> {
     pub fn new(inner: S, state: std::sync::Arc<ConnState>) -> Self {
         TrackedIo { inner, state }
     }
+
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for TrackedIo<S> {

@@ -14,6 +14,7 @@ pub mod limits;
 pub mod links;
 pub mod logbuf;
 pub mod metrics;
+pub mod player;
 pub mod proxy;
 pub mod routes;
 pub mod serve;
@@ -52,6 +53,8 @@ pub struct App {
     pub clients: proxy::ClientResolver,
     /// Open connections on the public listener (for server.max_connections).
     pub public_connections: std::sync::atomic::AtomicUsize,
+    /// Live player sessions (presence sockets).
+    pub sessions: player::sessions::Sessions,
 }
 
 impl App {
@@ -162,6 +165,7 @@ impl App {
             metrics: Arc::new(metrics::Metrics::new()),
             clients: proxy::ClientResolver::new(trusted, client_headers),
             public_connections: std::sync::atomic::AtomicUsize::new(0),
+            sessions: player::sessions::Sessions::default(),
             draining: std::sync::atomic::AtomicBool::new(false),
             cloudfront: tokio::sync::OnceCell::new(),
             access,
@@ -198,6 +202,9 @@ impl App {
             open_fds: metrics::open_fds(),
             max_fds: metrics::max_fds(),
             ready: self.is_ready(),
+            viewers_live: self.sessions.live(),
+            player_stalls: self.sessions.stalls_total(),
+            ws_bad_frames: self.sessions.bad_frames_total(),
         })
     }
 

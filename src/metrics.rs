@@ -83,6 +83,7 @@ pub struct Metrics {
     pub invalidations: Family<OutcomeLabels, Counter>,
     pub connections_closed: Family<ReasonLabels, Counter>,
     pub tls_reloads: Family<OutcomeLabels, Counter>,
+    pub ws_closed: Family<ReasonLabels, Counter>,
     pub fd_exhaustion: Counter,
     /// Open client connections (both listeners); a gauge kept by the server.
     pub connections: AtomicI64,
@@ -148,6 +149,12 @@ impl Metrics {
             "Certificate reloads, by outcome",
             tls_reloads.clone(),
         );
+        let ws_closed = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "player_sockets_closed",
+            "Player presence sockets ended, by reason (client_closed, heartbeat_timeout, oversize, protocol_error, refused)",
+            ws_closed.clone(),
+        );
         let fd_exhaustion = Counter::default();
         registry.register(
             "fd_exhaustion",
@@ -185,6 +192,7 @@ impl Metrics {
             invalidations,
             connections_closed,
             tls_reloads,
+            ws_closed,
             fd_exhaustion,
             connections: AtomicI64::new(0),
         }
@@ -281,6 +289,21 @@ impl Metrics {
             "1 when /readyz answers 200",
             ConstGauge::new(i64::from(live.ready)),
         );
+        now.register(
+            "viewers_live",
+            "Player sessions with a live presence socket",
+            ConstGauge::new(live.viewers_live as i64),
+        );
+        now.register(
+            "player_stalls",
+            "Playback stalls reported by player pages",
+            ConstCounter::new(live.player_stalls),
+        );
+        now.register(
+            "player_bad_frames",
+            "Malformed presence frames ignored",
+            ConstCounter::new(live.ws_bad_frames),
+        );
         let _ = prometheus_client::encoding::text::encode_registry(&mut out, &now);
         let _ = prometheus_client::encoding::text::encode_eof(&mut out);
         out
@@ -301,6 +324,9 @@ pub struct Live {
     pub open_fds: usize,
     pub max_fds: u64,
     pub ready: bool,
+    pub viewers_live: usize,
+    pub player_stalls: u64,
+    pub ws_bad_frames: u64,
 }
 
 /// Open descriptors of this process (entries of /proc/self/fd, minus the one reading it).

@@ -47,6 +47,22 @@ pub async fn route<B>(
     if path == "/metrics" && app.settings.metrics.public {
         return metrics_response(app, req.method()).await;
     }
+    if path.starts_with("/player/") && app.settings.player.enabled {
+        return match *req.method() {
+            Method::GET | Method::HEAD => crate::player::page_response(app, req.method()),
+            _ => {
+                let mut r = error_response(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    error_text(StatusCode::METHOD_NOT_ALLOWED),
+                    &NO_STORE,
+                    now,
+                );
+                r.headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+                r
+            }
+        };
+    }
     let Some(rest) = path
         .strip_prefix(app.settings.assets.mount.as_str())
         .and_then(|r| r.strip_prefix('/'))
@@ -90,7 +106,7 @@ pub async fn route<B>(
 
 /// Whether the request carries one of the configured origin-protection values (constant time,
 /// every value checked). Always true when protection is off.
-fn origin_secret_ok<B>(app: &App, req: &Request<B>) -> bool {
+pub fn origin_secret_ok<B>(app: &App, req: &Request<B>) -> bool {
     let op = &app.settings.origin_protection;
     if op.values.is_empty() {
         return true;

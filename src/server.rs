@@ -70,6 +70,8 @@ struct AccessRecord {
     route: Route,
     note: AccessNote,
     cdn: Option<(&'static str, Option<String>)>,
+    /// The player's session id (`?session=`), grouping a viewer's requests.
+    session: Option<String>,
     user_agent: Option<String>,
     referer: Option<String>,
 }
@@ -94,6 +96,9 @@ impl Body for LoggedBody {
                             .first_byte(this.record.started.elapsed().as_secs_f64());
                     }
                     this.sent += d.len() as u64;
+                    if let Some(id) = &this.record.session {
+                        this.app.sessions.add_bytes(id, d.len() as u64);
+                    }
                 }
             }
             Poll::Ready(Some(Err(e))) => {
@@ -119,6 +124,7 @@ impl Drop for LoggedBody {
         self.conn.request_finished();
         let r = &self.record;
         self.app.metrics.response(r.route, r.status, self.sent);
+
         let complete = !self.failed && self.inner.is_end_stream();
         match self.app.settings.log.access_format {
             AccessFormat::Off => {}
@@ -138,6 +144,7 @@ impl Drop for LoggedBody {
                 token = r.note.token.unwrap_or("-"),
                 cdn = r.cdn.as_ref().map_or("-", |c| c.0),
                 cdn_pop = r.cdn.as_ref().and_then(|c| c.1.as_deref()).unwrap_or("-"),
+                session = r.session.as_deref().unwrap_or("-"),
             ),
             AccessFormat::Combined => {
                 use std::io::Write;
@@ -164,7 +171,7 @@ fn combined_line(
         _ => date.clone(),
     };
     format!(
-        "{} - - [{}] \"{} {} {:?}\" {} {} \"{}\" \"{}\" rt={:.3} range=\"{}\" rule={} token={} cdn={} pop={} peer={} complete={}\n",
+        "{} - - [{}] \"{} {} {:?}\" {} {} \"{}\" \"{}\" rt={:.3} range=\"{}\" rule={} token={} cdn={} pop={} session={} peer={} complete={}\n",
         r.client,
         stamp,
         r.method,
@@ -180,6 +187,7 @@ fn combined_line(
         r.note.token.unwrap_or("-"),
         r.cdn.as_ref().map_or("-", |c| c.0),
         escape(r.cdn.as_ref().and_then(|c| c.1.as_deref()).unwrap_or("-")),
+        r.session.as_deref().unwrap_or("-"),
         r.peer,
         complete,
     )
@@ -241,6 +249,7 @@ async fn handle(
         })
     };
     let combined = app.settings.log.access_format == AccessFormat::Combined;
+    let route_kind = route_label(&app, which, req.uri().path());
     let mut record = AccessRecord {
         method: req.method().clone(),
         version: req.version(),
@@ -251,14 +260,31 @@ async fn handle(
         client,
         range: text(http::header::RANGE),
         started,
-        route: route_label(&app, which, req.uri().path()),
+        route: route_kind,
         note: AccessNote::default(),
         cdn: crate::proxy::detect_cdn(h).map(|c| (c.cdn, c.pop.map(str::to_owned))),
+        session: (route_kind == Route::Asset)
+            .then(|| req.uri().query())
+            .flatten()
+            .and_then(crate::player::sessions::session_from_query)
+            .map(str::to_owned),
         user_agent: combined.then(|| text(http::header::USER_AGENT)).flatten(),
         referer: combined.then(|| text(http::header::REFERER)).flatten(),
     };
     let resp = if head_size(&req) > MAX_HEAD_BYTES {
         head_too_large()
+    } else if which == Listener::Public && app.settings.player.enabled && req.uri().path() == "/ws"
+    {
+        if crate::routes::origin_secret_ok(&app, &req) {
+            crate::player::ws::accept(Arc::clone(&app), req, client)
+        } else {
+            crate::serve::error_response(
+                http::StatusCode::FORBIDDEN,
+                "forbidden\n",
+                &http::HeaderValue::from_static("no-store"),
+                std::time::SystemTime::now(),
+            )
+        }
     } else {
         match which {
             Listener::Public => route(&app, &req, client).await,
@@ -270,6 +296,10 @@ async fn handle(
         record.note = note;
     }
     record.status = parts.status.as_u16();
+    if let Some(id) = &record.session {
+        app.sessions
+            .response_started(id, record.status, record.range.as_deref());
+    }
     let first_byte = inner.is_end_stream();
     if first_byte {
         app.metrics.first_byte(started.elapsed().as_secs_f64());
@@ -376,6 +406,9 @@ pub async fn serve(
     builder
         .http1()
         .timer(hyper_util::rt::TokioTimer::new())
+        // hyper's default 30 s header timer also runs between keep-alive requests; ours
+        // (`conn`) distinguishes the two.
+        .header_read_timeout(None)
         .max_buf_size(MAX_HEAD_BYTES)
         .max_headers(app.settings.server.max_headers);
     builder
@@ -383,11 +416,7 @@ pub async fn serve(
         .timer(hyper_util::rt::TokioTimer::new())
         .max_concurrent_streams(256)
         .max_header_list_size(64 * 1024);
-    let builder = Arc::new(if spec.http2 {
-        builder
-    } else {
-        builder.http1_only()
-    });
+    let builder = Arc::new(builder);
     let limits = timeouts(&app);
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
@@ -418,6 +447,7 @@ pub async fn serve(
                 let state = Arc::new(ConnState::default());
                 let io = TrackedIo::new(stream, Arc::clone(&state));
                 let task = Connection {
+                    refuse_h2: !spec.http2,
                     app: Arc::clone(&app),
                     which: spec.which,
                     peer,
@@ -429,7 +459,9 @@ pub async fn serve(
                 match spec.tls.clone() {
                     None => {
                         tokio::spawn(async move {
-                            task.run(io).await;
+                            if !task.refuse_h2 || !h2_preface(&io, limits).await {
+                                task.run(io).await;
+                            }
                             drop(guard);
                         });
                     }
@@ -463,6 +495,27 @@ pub async fn serve(
     }
 }
 
+/// Whether a plain connection opens with the HTTP/2 preface (`PRI * HTTP/2.0`), which is
+/// refused when h2c is off. Waits for the first bytes at most the header timeout.
+async fn h2_preface(io: &TrackedIo<tokio::net::TcpStream>, limits: Timeouts) -> bool {
+    const PRI: &[u8] = b"PRI * HTTP/2.0";
+    let wait = limits.header.min(limits.idle);
+    let peeked = tokio::time::timeout(wait, async {
+        let mut buf = [0u8; 14];
+        loop {
+            match io.get_ref().peek(&mut buf).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) if n >= PRI.len() || buf[..n] != PRI[..n] => return buf[..n] == *PRI,
+                // A prefix of the preface so far: wait for more.
+                Ok(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+            }
+        }
+    })
+    .await;
+    // On timeout, let the connection's own header/idle timeouts deal with it.
+    peeked.unwrap_or(false)
+}
+
 /// Over the connection cap: a short 503 and close, without reading the request.
 async fn refuse_connection(mut stream: tokio::net::TcpStream, retry_after: u64) {
     let msg = format!(
@@ -476,6 +529,9 @@ async fn refuse_connection(mut stream: tokio::net::TcpStream, retry_after: u64) 
 }
 
 struct Connection {
+    /// Plain TCP without h2c: an HTTP/2 preface is refused (the upgrade-capable builder would
+    /// otherwise detect and serve it).
+    refuse_h2: bool,
     app: Arc<App>,
     which: Listener,
     peer: SocketAddr,
@@ -492,6 +548,7 @@ impl Connection {
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let Connection {
+            refuse_h2: _,
             app,
             which,
             peer,
@@ -505,8 +562,9 @@ impl Connection {
             let state = Arc::clone(&state);
             service_fn(move |req| handle(Arc::clone(&app), which, peer, Arc::clone(&state), req))
         };
+        // With upgrades, for the player's WebSocket (HTTP/1.1 only).
         let conn = builder
-            .serve_connection(TokioIo::new(io), service)
+            .serve_connection_with_upgrades(TokioIo::new(io), service)
             .into_owned();
         let conn = watcher.watch(conn);
         tokio::pin!(conn);

@@ -13,6 +13,10 @@ need_apt=()
 command -v curl >/dev/null || need_apt+=(curl)
 # nginx: the caching reverse proxy in tests/cdn_proxy.rs (slice module is built in on Debian).
 [ -x /usr/sbin/nginx ] || need_apt+=(nginx)
+# Real browser for tests/player.rs (WebDriver), and ffmpeg to make its long test video.
+command -v chromium >/dev/null || need_apt+=(chromium)
+command -v chromedriver >/dev/null || need_apt+=(chromium-driver)
+command -v ffmpeg >/dev/null || need_apt+=(ffmpeg)
 if [ ${#need_apt[@]} -gt 0 ]; then
   step "installing Debian packages: ${need_apt[*]}"
   apt-get update -qq

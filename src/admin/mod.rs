@@ -119,6 +119,11 @@ pub async fn route(
         .query()
         .is_some_and(|q| q.split('&').any(|kv| kv == "invalidate=false"));
     match (req.method().clone(), path.as_str()) {
+        (Method::GET, "/admin/sessions") => json(
+            StatusCode::OK,
+            serde_json::json!({ "sessions": app.sessions.list() }),
+        ),
+        (_, "/admin/sessions") => not_allowed("GET"),
         (Method::POST, "/admin/sign") => {
             let sign = match read_json::<SignBody>(app, req).await {
                 Ok(s) => s,

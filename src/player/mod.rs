@@ -1,0 +1,75 @@
+//! The built-in player page and its viewer sessions.
+//!
+//! `GET /player/{path}` serves one self-contained HTML page (embedded, no build step) that plays
+//! `{mount}/{path}` with native controls, forwarding the query string it was opened with (a signed
+//! link's parameters) plus its session id. `GET /ws` is the page's presence socket.
+
+pub mod sessions;
+pub mod ws;
+
+use std::time::SystemTime;
+
+use http::header::{self, HeaderValue};
+use http::{Method, Response, StatusCode};
+
+use crate::storage::body::OriginBody;
+use crate::App;
+
+const PAGE: &str = include_str!("page.html");
+
+/// The page with the mount filled in (HTML-escaped; the mount is validated config anyway).
+fn page(mount: &str) -> String {
+    let escaped: String = mount
+        .chars()
+        .map(|c| match c {
+            '&' => "&amp;".to_string(),
+            '"' => "&quot;".to_string(),
+            '<' => "&lt;".to_string(),
+            '>' => "&gt;".to_string(),
+            c => c.to_string(),
+        })
+        .collect();
+    PAGE.replace("{{MOUNT}}", &escaped)
+}
+
+/// The player page for any `/player/...` path (the page reads its own URL).
+pub fn page_response(app: &App, method: &Method) -> Response<OriginBody> {
+    let body = page(&app.settings.assets.mount);
+    let mut r = crate::serve::error_response(
+        StatusCode::OK,
+        &body,
+        &HeaderValue::from_static("no-cache"),
+        SystemTime::now(),
+    );
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    // The page URL may carry a signed link's token: never send it on as a Referer.
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+             media-src 'self'; connect-src 'self'; img-src 'self'",
+        ),
+    );
+    if method == Method::HEAD {
+        *r.body_mut() = OriginBody::Empty;
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn mount_is_escaped_into_the_page() {
+        let p = super::page("/vid\"eo");
+        assert!(p.contains("/vid&quot;eo"));
+        assert!(!p.contains("{{MOUNT}}"));
+    }
+}

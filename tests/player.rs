@@ -1,0 +1,601 @@
+//! The player page and viewer sessions (issue #7): protocol tests with raw sockets, and an
+//! end-to-end test in real headless Chromium (Debian's chromium + chromedriver, driven over the
+//! W3C WebDriver protocol) against the real server on loopback.
+
+mod common;
+use common::*;
+use serde_json::{json, Value};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const ADMIN: &str = "admin-token-0123456789abcdef0123456789";
+
+fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        let (name, v) = l.rsplit_once(' ')?;
+        (name == series).then(|| v.parse().ok())?
+    })
+}
+
+// --- WebSocket at the frame level --------------------------------------------------------
+
+/// Opens `/ws` with a raw handshake; returns the socket after the 101 head.
+fn ws_open(srv: &Server, query: &str) -> Result<TcpStream, Resp> {
+    let mut s = srv.connect();
+    write!(
+        s,
+        "GET /ws?{query} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if s.read(&mut b).unwrap() == 0 {
+            break;
+        }
+        head.push(b[0]);
+    }
+    let r = Resp::parse(&head);
+    if r.status != 101 {
+        let mut rest = vec![0u8; r.content_length()];
+        s.read_exact(&mut rest).unwrap();
+        return Err(Resp { body: rest, ..r });
+    }
+    // RFC 6455 §1.3's example key and answer.
+    assert_eq!(r.h("sec-websocket-accept"), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+    Ok(s)
+}
+
+/// A masked client frame (RFC 6455 §5.2).
+fn frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![0x80 | opcode];
+    let len = payload.len();
+    if len < 126 {
+        f.push(0x80 | len as u8);
+    } else if len < 65536 {
+        f.push(0x80 | 126);
+        f.extend_from_slice(&(len as u16).to_be_bytes());
+    } else {
+        f.push(0x80 | 127);
+        f.extend_from_slice(&(len as u64).to_be_bytes());
+    }
+    let mask = [1u8, 2, 3, 4];
+    f.extend_from_slice(&mask);
+    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    f
+}
+
+/// Reads one server frame: (opcode, payload).
+fn read_frame(s: &mut TcpStream) -> std::io::Result<(u8, Vec<u8>)> {
+    let mut h = [0u8; 2];
+    s.read_exact(&mut h)?;
+    let mut len = (h[1] & 0x7f) as usize;
+    if len == 126 {
+        let mut l = [0u8; 2];
+        s.read_exact(&mut l)?;
+        len = u16::from_be_bytes(l) as usize;
+    } else if len == 127 {
+        let mut l = [0u8; 8];
+        s.read_exact(&mut l)?;
+        len = u64::from_be_bytes(l) as usize;
+    }
+    let mut p = vec![0u8; len];
+    s.read_exact(&mut p)?;
+    Ok((h[0] & 0x0f, p))
+}
+
+fn admin_sessions(srv: &Server) -> Vec<Value> {
+    let r = srv.admin("GET", "/admin/sessions", Some(ADMIN), None);
+    assert_eq!(r.status, 200);
+    let v: Value = serde_json::from_slice(&r.body).unwrap();
+    v["sessions"].as_array().unwrap().clone()
+}
+
+fn player_server(dir: &Path, extra: &[(&str, &str)]) -> Server {
+    let mut env = vec![
+        ("VIDEO_ORIGIN_ADMIN__TOKENS__OPS", ADMIN),
+        ("VIDEO_ORIGIN_SIGNING__KEYS__K1", TEST_KEY),
+        ("VIDEO_ORIGIN_LOG__FORMAT", "json"),
+    ];
+    env.extend_from_slice(extra);
+    Server::start(dir, &env)
+}
+
+#[test]
+fn presence_socket_heartbeats_bad_frames_oversize_and_timeout() {
+    let dir = assets(&[("a.mp4", &[7u8; 5000])]);
+    let srv = player_server(
+        dir.path(),
+        &[
+            ("VIDEO_ORIGIN_PLAYER__SESSION_TIMEOUT_SECS", "3"),
+            ("VIDEO_ORIGIN_PLAYER__MAX_SESSIONS_PER_CLIENT", "2"),
+        ],
+    );
+    let id = "0123456789abcdef-session";
+    let mut ws = ws_open(&srv, &format!("session={id}&video=a.mp4")).unwrap();
+    // The session's own range requests count towards it.
+    assert_eq!(
+        srv.get(
+            &format!("/video/a.mp4?session={id}"),
+            &[("Range", "bytes=0-999")]
+        )
+        .status,
+        206
+    );
+    ws.write_all(&frame(
+        1,
+        br#"{"position":4.5,"buffered":2.0,"paused":false,"stalls":1}"#,
+    ))
+    .unwrap();
+    let (op, payload) = read_frame(&mut ws).unwrap();
+    assert_eq!(op, 1, "a text frame back");
+    let stats: Value = serde_json::from_slice(&payload).unwrap();
+    assert_eq!(stats["bytes_served"], 1000);
+    assert_eq!(stats["recent_ranges"][0], "206 bytes=0-999");
+    assert_eq!(stats["requests"], 1);
+    let list = admin_sessions(&srv);
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0]["id"], id);
+    assert_eq!(list[0]["video"], "a.mp4");
+    assert_eq!(list[0]["position"], 4.5);
+    assert_eq!(list[0]["bytes_served"], 1000);
+    assert_eq!(list[0]["client"], "127.0.0.1");
+
+    // Bad frames are ignored (the socket stays up) and counted.
+    ws.write_all(&frame(1, b"not json")).unwrap();
+    ws.write_all(&frame(2, b"\x00\x01")).unwrap();
+    ws.write_all(&frame(
+        1,
+        br#"{"position":-1,"buffered":0,"paused":true,"stalls":0}"#,
+    ))
+    .unwrap();
+    ws.write_all(&frame(
+        1,
+        br#"{"position":5,"buffered":1,"paused":true,"stalls":3}"#,
+    ))
+    .unwrap();
+    assert_eq!(read_frame(&mut ws).unwrap().0, 1, "still answering");
+    let text = String::from_utf8(srv.admin("GET", "/metrics", None, None).body).unwrap();
+    assert_eq!(
+        metric(&text, "video_origin_player_bad_frames_total"),
+        Some(3.0)
+    );
+    assert_eq!(metric(&text, "video_origin_player_stalls_total"), Some(3.0));
+    assert_eq!(metric(&text, "video_origin_viewers_live"), Some(1.0));
+
+    // Per-address cap (2): a second socket is fine, a third is refused with 429.
+    let _second = ws_open(&srv, "session=second-session-0001&video=a.mp4").unwrap();
+    let third = ws_open(&srv, "session=third-session-00001&video=a.mp4").unwrap_err();
+    assert_eq!(third.status, 429);
+    // The same id twice is a conflict.
+    assert_eq!(
+        ws_open(&srv, &format!("session={id}")).unwrap_err().status,
+        409
+    );
+    // A bad session id or a plain GET is a clear 400.
+    assert_eq!(ws_open(&srv, "session=x").unwrap_err().status, 400);
+    assert_eq!(srv.get("/ws?session=0123456789abcdef", &[]).status, 400);
+
+    // An oversize frame closes the socket.
+    ws.write_all(&frame(1, &vec![b'x'; 10_000])).unwrap();
+    ws.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut closed = false;
+    for _ in 0..10 {
+        match read_frame(&mut ws) {
+            Ok((8, _)) | Err(_) => {
+                closed = true;
+                break;
+            }
+            Ok(_) => {}
+        }
+    }
+    assert!(closed, "oversize frame ends the socket");
+    assert!(eventually(Duration::from_secs(5), || admin_sessions(&srv)
+        .iter()
+        .all(|s| s["id"] != id)));
+
+    // The second socket sends nothing: it is dropped after the heartbeat timeout (3 s).
+    assert!(eventually(Duration::from_secs(10), || admin_sessions(&srv).is_empty()));
+    let text = String::from_utf8(srv.admin("GET", "/metrics", None, None).body).unwrap();
+    assert_eq!(
+        metric(
+            &text,
+            "video_origin_player_sockets_closed_total{reason=\"heartbeat_timeout\"}"
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "video_origin_player_sockets_closed_total{reason=\"oversize\"}"
+        ),
+        Some(1.0)
+    );
+}
+
+#[test]
+fn player_page_is_served_and_can_be_disabled() {
+    let dir = assets(&[("a.mp4", b"x")]);
+    let srv = player_server(dir.path(), &[]);
+    let r = srv.get("/player/a.mp4?exp=1&sig=abc", &[]);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.h("content-type"), "text/html; charset=utf-8");
+    assert_eq!(r.h("referrer-policy"), "no-referrer");
+    assert!(r
+        .h("content-security-policy")
+        .contains("default-src 'none'"));
+    let page = String::from_utf8_lossy(&r.body);
+    assert!(page.contains("<video") && page.contains("content=\"/video\""));
+    assert_eq!(srv.request("POST", "/player/a.mp4", &[]).status, 405);
+    let off = player_server(dir.path(), &[("VIDEO_ORIGIN_PLAYER__ENABLED", "false")]);
+    assert_eq!(off.get("/player/a.mp4", &[]).status, 404);
+    assert_eq!(off.get("/ws?session=0123456789abcdef", &[]).status, 404);
+}
+
+// --- real Chromium ---------------------------------------------------------------------
+
+/// A long, high-bitrate test video (made once with ffmpeg, kept in target/): long enough that
+/// Chromium cannot have buffered the end when we seek there, so the seek needs a new range.
+fn long_video() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-media");
+    let out = dir.join("long-240s.mp4");
+    if !out.exists() {
+        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = dir.join("long-240s.tmp.mp4");
+        let status = Command::new("ffmpeg")
+            .args(["-y", "-v", "error", "-f", "lavfi", "-i"])
+            .arg("testsrc2=size=320x180:rate=10:duration=240")
+            .args(["-vf", "noise=alls=25:allf=t"])
+            .args([
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-pix_fmt",
+                "yuv420p",
+            ])
+            .args([
+                "-b:v", "1500k", "-maxrate", "1500k", "-bufsize", "3000k", "-g", "20",
+            ])
+            .args(["-movflags", "+faststart"])
+            .arg(&tmp)
+            .status()
+            .expect("ffmpeg (installed by tests/run-all.sh)");
+        assert!(status.success());
+        std::fs::rename(&tmp, &out).unwrap();
+    }
+    out
+}
+
+struct Browser {
+    driver: Child,
+    port: u16,
+    session: String,
+    _profile: tempfile::TempDir,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One WebDriver call: JSON in, the `value` out.
+fn wd(port: u16, method: &str, path: &str, body: Option<Value>) -> Value {
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    // chromedriver may keep the connection open: read exactly one response.
+    let r = read_response(&mut s);
+    let raw = if r
+        .header("transfer-encoding")
+        .is_some_and(|t| t.contains("chunked"))
+    {
+        dechunk(&r.body)
+    } else {
+        r.body
+    };
+    let v: Value = serde_json::from_slice(&raw)
+        .unwrap_or_else(|_| panic!("webdriver {path}: {}", String::from_utf8_lossy(&raw)));
+    assert!(r.status < 400, "webdriver {method} {path}: {v}");
+    v["value"].clone()
+}
+
+/// One HTTP/1.1 response, by Content-Length or chunked framing (not by connection close).
+fn read_response(s: &mut TcpStream) -> Resp {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 65536];
+    loop {
+        let n = s.read(&mut chunk).unwrap();
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let r = Resp::parse(&buf);
+            let done = match r.header("content-length") {
+                Some(len) => buf.len() >= end + 4 + len.parse::<usize>().unwrap(),
+                None => n == 0 || buf.ends_with(b"0\r\n\r\n"),
+            };
+            if done {
+                return r;
+            }
+        }
+        assert!(n > 0, "connection closed before a whole response");
+    }
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(nl) = b.windows(2).position(|w| w == b"\r\n") {
+        let n = usize::from_str_radix(std::str::from_utf8(&b[..nl]).unwrap().trim(), 16).unwrap();
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&b[nl + 2..nl + 2 + n]);
+        b = &b[nl + 2 + n + 2..];
+    }
+    out
+}
+
+impl Browser {
+    fn start() -> Browser {
+        let port = free_port();
+        let driver = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver (Debian chromium-driver, installed by tests/run-all.sh)");
+        assert!(
+            eventually(Duration::from_secs(20), || TcpStream::connect((
+                "127.0.0.1",
+                port
+            ))
+            .is_ok()),
+            "chromedriver listening"
+        );
+        let profile = tempfile::tempdir().unwrap();
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": "/usr/bin/chromium",
+                "args": [
+                    "--headless=new", "--no-sandbox", "--disable-gpu",
+                    "--disable-background-networking", "--disable-component-update",
+                    "--no-first-run", "--disable-dev-shm-usage",
+                    format!("--user-data-dir={}", profile.path().display()),
+                    "--autoplay-policy=no-user-gesture-required",
+                    "--window-size=960,540", "--mute-audio",
+                ]
+            }
+        }}});
+        let v = wd(port, "POST", "/session", Some(caps));
+        Browser {
+            session: v["sessionId"].as_str().unwrap().to_string(),
+            driver,
+            port,
+            _profile: profile,
+        }
+    }
+
+    fn go(&self, url: &str) {
+        wd(
+            self.port,
+            "POST",
+            &format!("/session/{}/url", self.session),
+            Some(json!({ "url": url })),
+        );
+    }
+
+    fn js(&self, script: &str) -> Value {
+        wd(
+            self.port,
+            "POST",
+            &format!("/session/{}/execute/sync", self.session),
+            Some(json!({ "script": script, "args": [] })),
+        )
+    }
+
+    fn screenshot(&self, to: &Path) {
+        use base64::Engine;
+        let v = wd(
+            self.port,
+            "GET",
+            &format!("/session/{}/screenshot", self.session),
+            None,
+        );
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(v.as_str().unwrap())
+            .unwrap();
+        assert!(png.starts_with(b"\x89PNG"));
+        std::fs::write(to, png).unwrap();
+    }
+
+    /// Polls a script until it returns true.
+    fn wait_for(&self, what: &str, script: &str, limit: Duration) {
+        let end = Instant::now() + limit;
+        loop {
+            if self.js(script) == Value::Bool(true) {
+                return;
+            }
+            assert!(
+                Instant::now() < end,
+                "timed out waiting for {what}; player state: {}",
+                self.js(STATE)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = std::panic::catch_unwind(|| {
+            wd(
+                self.port,
+                "DELETE",
+                &format!("/session/{}", self.session),
+                None,
+            )
+        });
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+const STATE: &str = "const v = document.getElementById('video'); \
+    return {t: v.currentTime, d: v.duration, ready: v.readyState, paused: v.paused, \
+            error: v.error && v.error.code, src: v.currentSrc, player: window.voPlayer};";
+
+/// Access-log lines (JSON) for one session.
+fn session_lines(srv: &Server, id: &str) -> Vec<Value> {
+    srv.log_text()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["target"] == "access" && v["session"] == id)
+        .collect()
+}
+
+#[test]
+fn chromium_plays_seeks_reports_presence_and_honours_signed_links() {
+    let long = long_video();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(&long, dir.path().join("long.mp4")).unwrap();
+    std::fs::create_dir(dir.path().join("private")).unwrap();
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/sample.mp4");
+    std::fs::copy(&sample, dir.path().join("private/clip.mp4")).unwrap();
+    let srv = player_server(dir.path(), &[]);
+    let base = format!("http://127.0.0.1:{}", srv.port);
+    let browser = Browser::start();
+
+    // 1. The page loads and the video plays: currentTime advances.
+    browser.go(&format!("{base}/player/long.mp4?stats=1"));
+    browser.wait_for(
+        "playback to advance",
+        "return document.getElementById('video').currentTime > 1.5",
+        Duration::from_secs(40),
+    );
+    let id = browser
+        .js("return localStorage.getItem('vo-session')")
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(id.len() >= 8, "session id kept in localStorage: {id}");
+
+    // 2. The presence socket shows the session with its video, position and bytes.
+    assert!(
+        eventually(Duration::from_secs(15), || admin_sessions(&srv).iter().any(
+            |s| {
+                s["id"] == id.as_str()
+                    && s["video"] == "long.mp4"
+                    && s["position"].as_f64().unwrap_or(0.0) > 0.0
+                    && s["bytes_served"].as_u64().unwrap_or(0) > 0
+            }
+        )),
+        "session in /admin/sessions: {:?}",
+        admin_sessions(&srv)
+    );
+    let metrics = String::from_utf8(srv.admin("GET", "/metrics", None, None).body).unwrap();
+    assert_eq!(metric(&metrics, "video_origin_viewers_live"), Some(1.0));
+
+    // 3. Seeking near the end makes a new range request, logged as 206 for this session.
+    let size = std::fs::metadata(dir.path().join("long.mp4"))
+        .unwrap()
+        .len();
+    browser.js(
+        "const v = document.getElementById('video'); v.currentTime = v.duration - 8; return true;",
+    );
+    browser.wait_for(
+        "playback after the seek",
+        "const v = document.getElementById('video'); return v.currentTime > v.duration - 7.5 && v.readyState >= 3;",
+        Duration::from_secs(30),
+    );
+    let far_range = |v: &Value| {
+        v["status"] == 206
+            && v["range"]
+                .as_str()
+                .and_then(|r| r.strip_prefix("bytes="))
+                .and_then(|r| r.split('-').next())
+                .and_then(|s| s.parse::<u64>().ok())
+                .is_some_and(|start| start > size / 2)
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || session_lines(&srv, &id)
+            .iter()
+            .any(far_range)),
+        "a 206 for a range in the second half of the file after the seek: {:?}",
+        session_lines(&srv, &id)
+            .iter()
+            .map(|v| (v["status"].clone(), v["range"].clone()))
+            .collect::<Vec<_>>()
+    );
+    // The overlay is up (opened with ?stats=1); keep a picture of the playing page.
+    assert_eq!(
+        browser.js("return document.getElementById('stats').classList.contains('on')"),
+        Value::Bool(true)
+    );
+    // Two heartbeats, so the overlay shows the origin's answer including the seek's range.
+    std::thread::sleep(Duration::from_millis(4500));
+    let shot = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/player-e2e.png");
+    browser.screenshot(&shot);
+    assert!(std::fs::metadata(&shot).unwrap().len() > 5000);
+
+    // 4. A private video plays with a valid signed link...
+    let key = video_origin::signing::keys::decode_secret(TEST_KEY).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let mint = |exp: u64| {
+        let req = video_origin::signing::native::MintRequest {
+            path: "/video/private/clip.mp4".into(),
+            exp,
+            ..Default::default()
+        };
+        video_origin::signing::native::mint("k1", &key, &req)
+            .unwrap()
+            .1
+    };
+    browser.go(&format!(
+        "{base}/player/private/clip.mp4?{}",
+        mint(now + 600)
+    ));
+    browser.wait_for(
+        "the private video to play with a valid link",
+        "return document.getElementById('video').currentTime > 0.5",
+        Duration::from_secs(30),
+    );
+    // ...and not with an expired one.
+    browser.go(&format!(
+        "{base}/player/private/clip.mp4?{}",
+        mint(now - 3600)
+    ));
+    browser.wait_for(
+        "a media error with an expired link",
+        "const v = document.getElementById('video'); return v.error !== null && v.currentTime === 0;",
+        Duration::from_secs(20),
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || srv
+            .log_text()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .any(|v| v["target"] == "access"
+                && v["path"] == "/video/private/clip.mp4"
+                && v["status"] == 403
+                && v["token"] == "expired")),
+        "the expired link was refused by the origin"
+    );
+}
