@@ -546,6 +546,15 @@ fn chromium_plays_seeks_reports_presence_and_honours_signed_links() {
         browser.js("return document.getElementById('stats').classList.contains('on')"),
         Value::Bool(true)
     );
+    // The "s" key toggles it.
+    let press_s = "document.dispatchEvent(new KeyboardEvent('keydown', {key: 's'})); \
+                   return document.getElementById('stats').classList.contains('on');";
+    assert_eq!(
+        browser.js(press_s),
+        Value::Bool(false),
+        "s hides the overlay"
+    );
+    assert_eq!(browser.js(press_s), Value::Bool(true), "s shows it again");
     // Two heartbeats, so the overlay shows the origin's answer including the seek's range.
     std::thread::sleep(Duration::from_millis(4500));
     let shot = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/player-e2e.png");
