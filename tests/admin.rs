@@ -332,6 +332,17 @@ fn replace_serves_new_bytes_and_invalidates_on_cloudfront() {
         404
     );
 
+    // Invalidations by outcome in /metrics (replace, POST, delete all succeeded).
+    let metrics = String::from_utf8(srv.admin("GET", "/metrics", None, None).body).unwrap();
+    let ok: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("video_origin_invalidations_total{outcome=\"ok\"} "))
+        .unwrap_or_else(|| panic!("{metrics}"))
+        .parse()
+        .unwrap();
+    assert!(ok >= 3.0, "{metrics}");
+    assert!(!metrics.contains("outcome=\"error\""));
+
     // Audit lines: who, what, outcome; never the token.
     let log = srv.log_text();
     assert!(
@@ -399,6 +410,11 @@ fn aws_failures_are_502_with_the_error_code_and_no_call_when_disabled() {
     );
     assert_eq!(srv.get("/video/a.mp4", &[]).body, b"replaced anyway");
     assert!(srv.log_text().contains("NoSuchDistribution"));
+    let metrics = String::from_utf8(srv.admin("GET", "/metrics", None, None).body).unwrap();
+    assert!(
+        metrics.contains("video_origin_invalidations_total{outcome=\"error\"} 1"),
+        "{metrics}"
+    );
     drop(srv);
     // Disabled: no AWS client, 409 on the invalidation routes, replace still works.
     let srv = Server::start(
