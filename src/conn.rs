@@ -36,6 +36,11 @@ pub struct ConnState {
     head_started: AtomicU64,
     write_blocked_since: AtomicU64,
     write_blocked: AtomicBool,
+    /// Response bodies not yet finished, and when one last moved (a frame handed to hyper or
+    /// bytes written). HTTP/2 flow control stops a stream without any blocked socket write:
+    /// this is what notices that client.
+    bodies: AtomicUsize,
+    last_delivery: AtomicU64,
 }
 
 impl Default for ConnState {
@@ -46,6 +51,8 @@ impl Default for ConnState {
             head_started: AtomicU64::new(0),
             write_blocked_since: AtomicU64::new(0),
             write_blocked: AtomicBool::new(false),
+            bodies: AtomicUsize::new(0),
+            last_delivery: AtomicU64::new(0),
         }
     }
 }
@@ -72,7 +79,25 @@ impl ConnState {
         }
     }
 
+    /// A response body starts streaming.
+    pub fn body_started(&self) {
+        self.last_delivery.store(now_ms(), Ordering::Relaxed);
+        self.bodies.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// A body frame was handed to the connection.
+    pub fn body_frame(&self) {
+        self.last_delivery.store(now_ms(), Ordering::Relaxed);
+    }
+
+    pub fn body_finished(&self) {
+        self.bodies.fetch_sub(1, Ordering::AcqRel);
+    }
+
     fn write_progress(&self) {
+        if self.bodies.load(Ordering::Relaxed) > 0 {
+            self.last_delivery.store(now_ms(), Ordering::Relaxed);
+        }
         if self.write_blocked.load(Ordering::Relaxed) {
             self.write_blocked.store(false, Ordering::Relaxed);
         }
@@ -94,6 +119,8 @@ impl ConnState {
                 .write_blocked
                 .load(Ordering::Relaxed)
                 .then(|| self.write_blocked_since.load(Ordering::Relaxed)),
+            delivering_since: (self.bodies.load(Ordering::Acquire) > 0)
+                .then(|| self.last_delivery.load(Ordering::Relaxed)),
         }
     }
 }
@@ -106,6 +133,8 @@ pub struct Snapshot {
     pub head_started: u64,
     /// Since when a write has been waiting for the client to read.
     pub write_blocked_since: Option<u64>,
+    /// With a response body in progress: when it last moved.
+    pub delivering_since: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,7 +173,10 @@ pub fn verdict(s: Snapshot, now: u64, t: Timeouts) -> Verdict {
     let ms = |d: Duration| d.as_millis() as u64;
     // Deadlines can be missed by at most this much; it bounds wakeups per connection too.
     let mut next = now + ms(t.header.min(t.idle).min(t.stall) / 4).max(250);
-    if let Some(since) = s.write_blocked_since {
+    for since in [s.write_blocked_since, s.delivering_since]
+        .into_iter()
+        .flatten()
+    {
         let due = since + ms(t.stall);
         if now >= due {
             return Verdict::Close(CloseReason::WriteStall);
@@ -261,6 +293,7 @@ mod tests {
             idle_since,
             head_started,
             write_blocked_since: blocked,
+            delivering_since: None,
         }
     }
 
@@ -298,6 +331,20 @@ mod tests {
     }
 
     #[test]
+    fn body_that_stops_moving_is_a_stall_without_a_blocked_write() {
+        // HTTP/2 flow control: nothing pending on the socket, but the body has not moved.
+        let s = Snapshot {
+            delivering_since: Some(100_000),
+            ..snap(1, 1_000, 0, None)
+        };
+        assert!(matches!(verdict(s, 129_999, T), Verdict::CheckAt(t) if t <= 130_000));
+        assert_eq!(
+            verdict(s, 130_000, T),
+            Verdict::Close(CloseReason::WriteStall)
+        );
+    }
+
+    #[test]
     fn next_check_is_bounded() {
         let s = snap(1, 1_000, 0, None);
         // min(timeouts)/4 = 2.5 s
@@ -317,6 +364,16 @@ mod tests {
         assert!(c.snapshot().write_blocked_since.is_some());
         c.write_progress();
         assert!(c.snapshot().write_blocked_since.is_none());
+        c.body_started();
+        let since = c.snapshot().delivering_since.unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+        c.body_frame();
+        assert!(
+            c.snapshot().delivering_since.unwrap() > since,
+            "a frame is progress"
+        );
+        c.body_finished();
+        assert!(c.snapshot().delivering_since.is_none());
         c.request_finished();
         assert_eq!(c.snapshot().in_flight, 0);
     }

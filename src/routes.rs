@@ -50,17 +50,7 @@ pub async fn route<B>(
     if path.starts_with("/player/") && app.settings.player.enabled {
         return match *req.method() {
             Method::GET | Method::HEAD => crate::player::page_response(app, req.method()),
-            _ => {
-                let mut r = error_response(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    error_text(StatusCode::METHOD_NOT_ALLOWED),
-                    &NO_STORE,
-                    now,
-                );
-                r.headers_mut()
-                    .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-                r
-            }
+            _ => method_not_allowed(now),
         };
     }
     let Some(rest) = path
@@ -90,18 +80,21 @@ pub async fn route<B>(
             add_cors(app, origin, resp.headers_mut());
             resp
         }
-        _ => {
-            let mut r = error_response(
-                StatusCode::METHOD_NOT_ALLOWED,
-                error_text(StatusCode::METHOD_NOT_ALLOWED),
-                &NO_STORE,
-                now,
-            );
-            r.headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-            r
-        }
+        _ => method_not_allowed(now),
     }
+}
+
+/// 405 for anything but GET/HEAD.
+fn method_not_allowed(now: SystemTime) -> Response<OriginBody> {
+    let mut r = error_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        error_text(StatusCode::METHOD_NOT_ALLOWED),
+        &NO_STORE,
+        now,
+    );
+    r.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+    r
 }
 
 /// Whether the request carries one of the configured origin-protection values (constant time,
@@ -184,15 +177,7 @@ fn preflight(app: &App, origin: Option<HeaderValue>, now: SystemTime) -> Respons
 /// `GET /metrics` (both listeners): OpenMetrics text, never cached.
 pub async fn metrics_response(app: &App, method: &Method) -> Response<OriginBody> {
     if method != Method::GET && method != Method::HEAD {
-        let mut r = error_response(
-            StatusCode::METHOD_NOT_ALLOWED,
-            error_text(StatusCode::METHOD_NOT_ALLOWED),
-            &NO_STORE,
-            SystemTime::now(),
-        );
-        r.headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-        return r;
+        return method_not_allowed(SystemTime::now());
     }
     let text = app.render_metrics().await;
     let mut r = error_response(StatusCode::OK, &text, &NO_STORE, SystemTime::now());

@@ -50,6 +50,8 @@ pub struct AccessNote {
 /// the access-log line, counts the response, and tells the connection its request is done.
 pub struct LoggedBody {
     inner: OriginBody,
+    /// Counted in the connection's bodies in progress (non-empty bodies only).
+    streaming: bool,
     sent: u64,
     failed: bool,
     first_byte: bool,
@@ -89,6 +91,7 @@ impl Body for LoggedBody {
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(d) = frame.data_ref() {
+                    this.conn.body_frame();
                     if !this.first_byte {
                         this.first_byte = true;
                         this.app
@@ -121,6 +124,9 @@ impl Body for LoggedBody {
 
 impl Drop for LoggedBody {
     fn drop(&mut self) {
+        if self.streaming {
+            self.conn.body_finished();
+        }
         self.conn.request_finished();
         let r = &self.record;
         self.app.metrics.response(r.route, r.status, self.sent);
@@ -303,11 +309,14 @@ async fn handle(
     let first_byte = inner.is_end_stream();
     if first_byte {
         app.metrics.first_byte(started.elapsed().as_secs_f64());
+    } else {
+        conn.body_started();
     }
     Ok(Response::from_parts(
         parts,
         LoggedBody {
             inner,
+            streaming: !first_byte,
             sent: 0,
             failed: false,
             first_byte,

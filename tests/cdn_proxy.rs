@@ -34,14 +34,6 @@ fn nginx_bin() -> PathBuf {
     panic!("nginx is not installed: run `bash tests/run-all.sh`, which installs it");
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl Nginx {
     fn start(origin_port: u16) -> Nginx {
         let dir = tempfile::tempdir().unwrap();

@@ -279,14 +279,6 @@ struct Browser {
     _profile: tempfile::TempDir,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// One WebDriver call: JSON in, the `value` out.
 fn wd(port: u16, method: &str, path: &str, body: Option<Value>) -> Value {
     let body = body.map(|b| b.to_string()).unwrap_or_default();
@@ -562,20 +554,14 @@ fn chromium_plays_seeks_reports_presence_and_honours_signed_links() {
     assert!(std::fs::metadata(&shot).unwrap().len() > 5000);
 
     // 4. A private video plays with a valid signed link...
-    let key = video_origin::signing::keys::decode_secret(TEST_KEY).unwrap();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    let now = unix_now();
+    // The page takes the query of the link it was opened with.
     let mint = |exp: u64| {
-        let req = video_origin::signing::native::MintRequest {
-            path: "/video/private/clip.mp4".into(),
-            exp,
-            ..Default::default()
-        };
-        video_origin::signing::native::mint("k1", &key, &req)
+        signed_with("/video/private/clip.mp4", exp, None)
+            .split_once('?')
             .unwrap()
             .1
+            .to_string()
     };
     browser.go(&format!(
         "{base}/player/private/clip.mp4?{}",

@@ -418,20 +418,11 @@ fn client_address_comes_from_trusted_proxies_only() {
     );
     drop((a, b));
     // IP-bound links check the viewer's address, not the proxy's.
-    let key = video_origin::signing::keys::decode_secret(TEST_KEY).unwrap();
-    let exp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        + 600;
-    let req = video_origin::signing::native::MintRequest {
-        path: "/video/private/p.mp4".into(),
-        exp,
-        ip: Some("198.51.100.9".parse().unwrap()),
-        ..Default::default()
-    };
-    let (p, q) = video_origin::signing::native::mint("k1", &key, &req).unwrap();
-    let url = format!("{p}?{q}");
+    let url = signed_with(
+        "/video/private/p.mp4",
+        unix_now() + 600,
+        Some("198.51.100.9".parse().unwrap()),
+    );
     assert_eq!(
         trusted
             .get(

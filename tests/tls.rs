@@ -344,3 +344,69 @@ async fn h2c_prior_knowledge_when_enabled() {
         .await;
     assert!(r.is_err(), "h2c refused when server.h2c = false");
 }
+
+/// HTTP/2 flow control stops a stream without any blocked socket write; the write-stall
+/// timeout must still drop a client that stops reading, and close its file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_client_that_stops_reading_is_dropped() {
+    let dir = assets(&[("big.mp4", &vec![5u8; 32 << 20])]);
+    let srv = Server::start(
+        dir.path(),
+        &[
+            ("VIDEO_ORIGIN_SERVER__H2C", "true"),
+            ("VIDEO_ORIGIN_SERVER__WRITE_STALL_TIMEOUT_SECS", "1"),
+            ("VIDEO_ORIGIN_METADATA__OPEN_FILES", "0"),
+        ],
+    );
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", srv.port))
+        .await
+        .unwrap();
+    let (mut h2, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+    let conn = tokio::spawn(conn);
+    let resp = h2
+        .send_request(
+            http::Request::get(format!("http://127.0.0.1:{}/video/big.mp4", srv.port))
+                .body(Empty::<Bytes>::new())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    // Hold the body unread: the stream's window fills and the server can send no more.
+    let held = resp;
+    let fds_closed = tokio::task::spawn_blocking({
+        let pid = srv.pid();
+        let root = std::fs::canonicalize(dir.path()).unwrap();
+        move || {
+            let open = || {
+                std::fs::read_dir(format!("/proc/{pid}/fd"))
+                    .unwrap()
+                    .flatten()
+                    .filter(|e| std::fs::read_link(e.path()).is_ok_and(|t| t.starts_with(&root)))
+                    .count()
+            };
+            eventually(Duration::from_secs(3), || open() == 1)
+                && eventually(Duration::from_secs(15), || open() == 0)
+        }
+    })
+    .await
+    .unwrap();
+    assert!(fds_closed, "the stalled stream's file is closed");
+    // The connection was closed by the server.
+    let ended = tokio::time::timeout(Duration::from_secs(10), conn).await;
+    assert!(ended.is_ok(), "client connection ended");
+    drop(held);
+    let metrics = tokio::task::spawn_blocking(move || {
+        String::from_utf8(srv.admin("GET", "/metrics", None, None).body).unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        metrics
+            .contains("video_origin_connections_closed_by_server_total{reason=\"write_stall\"} 1"),
+        "{metrics}"
+    );
+}

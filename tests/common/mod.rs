@@ -347,17 +347,34 @@ pub const TEST_KEY: &str = "hex:000102030405060708090a0b0c0d0e0f1011121314151617
 /// `path` with a valid VO1 token (key `k1` = [`TEST_KEY`], 10 minutes), minted with the library
 /// as a Rust backend would.
 pub fn signed(path: &str) -> String {
+    signed_with(path, unix_now() + 600, None)
+}
+
+/// `path` with a VO1 token expiring at `exp` (unix seconds), optionally bound to `ip`.
+pub fn signed_with(path: &str, exp: u64, ip: Option<std::net::IpAddr>) -> String {
     let key = video_origin::signing::keys::decode_secret(TEST_KEY).unwrap();
-    let exp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        + 600;
     let req = video_origin::signing::native::MintRequest {
         path: path.into(),
         exp,
+        ip,
         ..Default::default()
     };
     let (p, q) = video_origin::signing::native::mint("k1", &key, &req).unwrap();
     format!("{p}?{q}")
+}
+
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// A loopback port that was free a moment ago (for tools that cannot report an ephemeral one).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
