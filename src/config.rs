@@ -279,6 +279,8 @@ pub struct ServerSettings {
     pub h2c: bool,
     /// More request header fields than this: 431.
     pub max_headers: usize,
+    /// Larger request heads (request line + header fields): 431.
+    pub max_header_bytes: usize,
     /// On SIGTERM, answer /readyz with 503 for this long before closing the listener, so load
     /// balancers stop sending new requests first.
     pub drain_secs: u64,
@@ -526,6 +528,12 @@ impl Settings {
         }
         if !(8..=1000).contains(&self.server.max_headers) {
             return Err(("server.max_headers", "must be between 8 and 1000".into()));
+        }
+        if !(4096..=1 << 20).contains(&self.server.max_header_bytes) {
+            return Err((
+                "server.max_header_bytes",
+                "must be between 4096 and 1048576".into(),
+            ));
         }
         if self.server.drain_secs > 600 {
             return Err(("server.drain_secs", "must be at most 600".into()));

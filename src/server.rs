@@ -277,7 +277,7 @@ async fn handle(
         user_agent: combined.then(|| text(http::header::USER_AGENT)).flatten(),
         referer: combined.then(|| text(http::header::REFERER)).flatten(),
     };
-    let resp = if head_size(&req) > MAX_HEAD_BYTES {
+    let resp = if head_size(&req) > app.settings.server.max_header_bytes {
         head_too_large()
     } else if which == Listener::Public && app.settings.player.enabled && req.uri().path() == "/ws"
     {
@@ -326,9 +326,6 @@ async fn handle(
         },
     ))
 }
-
-/// Largest request head accepted (request line and header fields); larger is 431.
-const MAX_HEAD_BYTES: usize = 64 * 1024;
 
 /// hyper's max_buf_size is checked only while a head is still incomplete, so a big head that
 /// arrives in one read would pass it; this bounds the parsed head itself (HTTP/1 and HTTP/2).
@@ -418,7 +415,8 @@ pub async fn serve(
         // hyper's default 30 s header timer also runs between keep-alive requests; ours
         // (`conn`) distinguishes the two.
         .header_read_timeout(None)
-        .max_buf_size(MAX_HEAD_BYTES)
+        // Also bounds an incomplete head; must be able to hold the largest one allowed.
+        .max_buf_size((64 * 1024).max(app.settings.server.max_header_bytes + 8192))
         .max_headers(app.settings.server.max_headers);
     builder
         .http2()

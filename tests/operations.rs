@@ -55,6 +55,34 @@ fn too_many_headers_is_431_and_never_5xx() {
 }
 
 #[test]
+fn header_size_limit_is_configurable() {
+    let dir = assets(&[("a.mp4", b"x")]);
+    let srv = Server::start(
+        dir.path(),
+        &[("VIDEO_ORIGIN_SERVER__MAX_HEADER_BYTES", "8192")],
+    );
+    let head = |n: usize| {
+        format!(
+            "GET /video/a.mp4 HTTP/1.1\r\nHost: x\r\nX-Pad: {}\r\nConnection: close\r\n\r\n",
+            "p".repeat(n)
+        )
+    };
+    assert_eq!(srv.raw(head(6000).as_bytes()).status, 200);
+    let r = srv.raw(head(9000).as_bytes());
+    assert_eq!(r.status, 431);
+    assert_eq!(r.h("cache-control"), "no-store");
+    // Out of range in the config: a clear startup error naming the key.
+    let out = std::process::Command::new(BIN)
+        .args(["check-config", "--assets"])
+        .arg(dir.path())
+        .env("VIDEO_ORIGIN_SERVER__MAX_HEADER_BYTES", "100")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("server.max_header_bytes"));
+}
+
+#[test]
 fn readiness_turns_503_before_the_listener_closes() {
     let dir = assets(&[("a.mp4", b"x")]);
     let srv = Server::start(
