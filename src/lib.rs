@@ -55,6 +55,8 @@ pub struct App {
     pub public_connections: std::sync::atomic::AtomicUsize,
     /// Live player sessions (presence sockets).
     pub sessions: player::sessions::Sessions,
+    /// The player page, rendered for this mount.
+    pub player_page: bytes::Bytes,
 }
 
 impl App {
@@ -166,6 +168,7 @@ impl App {
             clients: proxy::ClientResolver::new(trusted, client_headers),
             public_connections: std::sync::atomic::AtomicUsize::new(0),
             sessions: player::sessions::Sessions::default(),
+            player_page: player::page(&settings.assets.mount),
             draining: std::sync::atomic::AtomicBool::new(false),
             cloudfront: tokio::sync::OnceCell::new(),
             access,

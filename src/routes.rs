@@ -35,14 +35,8 @@ pub async fn route<B>(
         };
     }
     // Origin protection comes before any other work (spec http-origin F-14).
-    if !origin_secret_ok(app, req) {
-        tracing::info!(%client, path, "origin protection: request without the CDN's secret header");
-        return error_response(
-            StatusCode::FORBIDDEN,
-            error_text(StatusCode::FORBIDDEN),
-            &NO_STORE,
-            now,
-        );
+    if let Some(refused) = origin_refusal(app, req, client) {
+        return refused;
     }
     if path == "/metrics" && app.settings.metrics.public {
         return metrics_response(app, req.method()).await;
@@ -97,9 +91,28 @@ fn method_not_allowed(now: SystemTime) -> Response<OriginBody> {
     r
 }
 
+/// 403 (logged) when origin protection is on and the request lacks the CDN's secret.
+pub fn origin_refusal<B>(
+    app: &App,
+    req: &Request<B>,
+    client: std::net::IpAddr,
+) -> Option<Response<OriginBody>> {
+    if origin_secret_ok(app, req) {
+        return None;
+    }
+    let path = req.uri().path();
+    tracing::info!(%client, path, "origin protection: request without the CDN's secret header");
+    Some(error_response(
+        StatusCode::FORBIDDEN,
+        error_text(StatusCode::FORBIDDEN),
+        &NO_STORE,
+        SystemTime::now(),
+    ))
+}
+
 /// Whether the request carries one of the configured origin-protection values (constant time,
 /// every value checked). Always true when protection is off.
-pub fn origin_secret_ok<B>(app: &App, req: &Request<B>) -> bool {
+fn origin_secret_ok<B>(app: &App, req: &Request<B>) -> bool {
     let op = &app.settings.origin_protection;
     if op.values.is_empty() {
         return true;

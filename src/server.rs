@@ -281,15 +281,9 @@ async fn handle(
         head_too_large()
     } else if which == Listener::Public && app.settings.player.enabled && req.uri().path() == "/ws"
     {
-        if crate::routes::origin_secret_ok(&app, &req) {
-            crate::player::ws::accept(Arc::clone(&app), req, client)
-        } else {
-            crate::serve::error_response(
-                http::StatusCode::FORBIDDEN,
-                "forbidden\n",
-                &http::HeaderValue::from_static("no-store"),
-                std::time::SystemTime::now(),
-            )
+        match crate::routes::origin_refusal(&app, &req, client) {
+            Some(refused) => refused,
+            None => crate::player::ws::accept(Arc::clone(&app), req, client),
         }
     } else {
         match which {

@@ -154,19 +154,6 @@ fn unsafe_is_root() -> bool {
         .unwrap_or(false)
 }
 
-fn dechunk(mut b: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let nl = b.windows(2).position(|w| w == b"\r\n").unwrap();
-        let n = usize::from_str_radix(std::str::from_utf8(&b[..nl]).unwrap().trim(), 16).unwrap();
-        if n == 0 {
-            return out;
-        }
-        out.extend_from_slice(&b[nl + 2..nl + 2 + n]);
-        b = &b[nl + 2 + n + 2..];
-    }
-}
-
 /// (status, path) of every request the origin logged.
 fn origin_requests(srv: &Server) -> Vec<(u64, String)> {
     srv.log_text()

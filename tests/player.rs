@@ -13,13 +13,6 @@ use std::time::{Duration, Instant};
 
 const ADMIN: &str = "admin-token-0123456789abcdef0123456789";
 
-fn metric(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|l| {
-        let (name, v) = l.rsplit_once(' ')?;
-        (name == series).then(|| v.parse().ok())?
-    })
-}
-
 // --- WebSocket at the frame level --------------------------------------------------------
 
 /// Opens `/ws` with a raw handshake; returns the socket after the 101 head.
@@ -305,40 +298,6 @@ fn wd(port: u16, method: &str, path: &str, body: Option<Value>) -> Value {
         .unwrap_or_else(|_| panic!("webdriver {path}: {}", String::from_utf8_lossy(&raw)));
     assert!(r.status < 400, "webdriver {method} {path}: {v}");
     v["value"].clone()
-}
-
-/// One HTTP/1.1 response, by Content-Length or chunked framing (not by connection close).
-fn read_response(s: &mut TcpStream) -> Resp {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 65536];
-    loop {
-        let n = s.read(&mut chunk).unwrap();
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let r = Resp::parse(&buf);
-            let done = match r.header("content-length") {
-                Some(len) => buf.len() >= end + 4 + len.parse::<usize>().unwrap(),
-                None => n == 0 || buf.ends_with(b"0\r\n\r\n"),
-            };
-            if done {
-                return r;
-            }
-        }
-        assert!(n > 0, "connection closed before a whole response");
-    }
-}
-
-fn dechunk(mut b: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    while let Some(nl) = b.windows(2).position(|w| w == b"\r\n") {
-        let n = usize::from_str_radix(std::str::from_utf8(&b[..nl]).unwrap().trim(), 16).unwrap();
-        if n == 0 {
-            break;
-        }
-        out.extend_from_slice(&b[nl + 2..nl + 2 + n]);
-        b = &b[nl + 2 + n + 2..];
-    }
-    out
 }
 
 impl Browser {

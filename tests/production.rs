@@ -8,20 +8,6 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-/// The value of one series in a /metrics text, e.g. `video_origin_open_fds`.
-fn metric(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|l| {
-        let (name, v) = l.rsplit_once(' ')?;
-        (name == series).then(|| v.parse().ok())?
-    })
-}
-
-fn scrape(srv: &Server) -> String {
-    let r = srv.admin("GET", "/metrics", None, None);
-    assert_eq!(r.status, 200);
-    String::from_utf8(r.body).unwrap()
-}
-
 #[test]
 fn metrics_count_what_happened() {
     let dir = assets(&[("a.mp4", &[5u8; 1000]), ("private/p.mp4", b"secret")]);
@@ -119,19 +105,7 @@ fn time_to_close(s: &mut TcpStream, limit: Duration) -> Duration {
 fn keep_alive_get(s: &mut TcpStream, path: &str) -> Resp {
     s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
         .unwrap();
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        let n = s.read(&mut chunk).unwrap();
-        assert!(n > 0, "closed before a whole response");
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let r = Resp::parse(&buf);
-            if buf.len() >= end + 4 + r.content_length() {
-                return r;
-            }
-        }
-    }
+    read_response(s)
 }
 
 #[test]

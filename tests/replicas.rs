@@ -30,12 +30,7 @@ fn replica_dir(mtime: SystemTime) -> tempfile::TempDir {
         let p = dir.path().join(name);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(&p, content(name, *len)).unwrap();
-        std::fs::File::options()
-            .write(true)
-            .open(&p)
-            .unwrap()
-            .set_modified(mtime)
-            .unwrap();
+        set_mtime(&p, mtime);
     }
     dir
 }

@@ -55,6 +55,22 @@ fn connector(trust: &[&CertificateDer<'static>], alpn: &[&[u8]]) -> tokio_rustls
 
 type Tls = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
 
+/// HTTP/2 with prior knowledge on plain TCP; the connection task's handle is returned too.
+async fn h2c(
+    port: u16,
+) -> (
+    hyper::client::conn::http2::SendRequest<Empty<Bytes>>,
+    tokio::task::JoinHandle<Result<(), hyper::Error>>,
+) {
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let (h2, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+        .await
+        .unwrap();
+    (h2, tokio::spawn(conn))
+}
+
 async fn tls_connect(port: u16, c: &tokio_rustls::TlsConnector) -> Tls {
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
@@ -299,14 +315,7 @@ fn bad_tls_files_fail_startup_with_the_key_and_reason() {
 async fn h2c_prior_knowledge_when_enabled() {
     let dir = assets(&[("a.mp4", b"0123456789")]);
     let srv = Server::start(dir.path(), &[("VIDEO_ORIGIN_SERVER__H2C", "true")]);
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", srv.port))
-        .await
-        .unwrap();
-    let (mut h2, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let (mut h2, _conn) = h2c(srv.port).await;
     let resp = h2
         .send_request(
             http::Request::get(format!("http://127.0.0.1:{}/video/a.mp4", srv.port))
@@ -327,14 +336,7 @@ async fn h2c_prior_knowledge_when_enabled() {
 
     // Off (the default): the HTTP/2 preface is not an HTTP/1.1 request.
     let plain = Server::start(dir.path(), &[]);
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", plain.port))
-        .await
-        .unwrap();
-    let (mut h2, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let (mut h2, _conn) = h2c(plain.port).await;
     let r = h2
         .send_request(
             http::Request::get(format!("http://127.0.0.1:{}/video/a.mp4", plain.port))
@@ -358,14 +360,7 @@ async fn http2_client_that_stops_reading_is_dropped() {
             ("VIDEO_ORIGIN_METADATA__OPEN_FILES", "0"),
         ],
     );
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", srv.port))
-        .await
-        .unwrap();
-    let (mut h2, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
-            .await
-            .unwrap();
-    let conn = tokio::spawn(conn);
+    let (mut h2, conn) = h2c(srv.port).await;
     let resp = h2
         .send_request(
             http::Request::get(format!("http://127.0.0.1:{}/video/big.mp4", srv.port))

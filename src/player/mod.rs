@@ -18,7 +18,8 @@ use crate::App;
 const PAGE: &str = include_str!("page.html");
 
 /// The page with the mount filled in (HTML-escaped; the mount is validated config anyway).
-fn page(mount: &str) -> String {
+/// Built once at startup (`App::player_page`).
+pub fn page(mount: &str) -> bytes::Bytes {
     let escaped: String = mount
         .chars()
         .map(|c| match c {
@@ -29,19 +30,18 @@ fn page(mount: &str) -> String {
             c => c.to_string(),
         })
         .collect();
-    PAGE.replace("{{MOUNT}}", &escaped)
+    PAGE.replace("{{MOUNT}}", &escaped).into()
 }
 
 /// The player page for any `/player/...` path (the page reads its own URL).
 pub fn page_response(app: &App, method: &Method) -> Response<OriginBody> {
-    let body = page(&app.settings.assets.mount);
-    let mut r = crate::serve::error_response(
-        StatusCode::OK,
-        &body,
+    let page = &app.player_page;
+    let mut head = crate::http::response::error_head(
+        std::str::from_utf8(page).unwrap_or(""),
         &HeaderValue::from_static("no-cache"),
         SystemTime::now(),
     );
-    let h = r.headers_mut();
+    let h = &mut head;
     h.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/html; charset=utf-8"),
@@ -58,9 +58,13 @@ pub fn page_response(app: &App, method: &Method) -> Response<OriginBody> {
              media-src 'self'; connect-src 'self'; img-src 'self'",
         ),
     );
-    if method == Method::HEAD {
-        *r.body_mut() = OriginBody::Empty;
-    }
+    let body = match *method {
+        Method::HEAD => OriginBody::Empty,
+        _ => OriginBody::Bytes(Some(page.clone())),
+    };
+    let mut r = Response::new(body);
+    *r.status_mut() = StatusCode::OK;
+    *r.headers_mut() = head;
     r
 }
 
@@ -69,6 +73,7 @@ mod tests {
     #[test]
     fn mount_is_escaped_into_the_page() {
         let p = super::page("/vid\"eo");
+        let p = std::str::from_utf8(&p).unwrap();
         assert!(p.contains("/vid&quot;eo"));
         assert!(!p.contains("{{MOUNT}}"));
     }

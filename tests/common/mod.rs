@@ -378,3 +378,64 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// The value of one series in a /metrics text, e.g. `video_origin_open_fds`.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        let (name, v) = l.rsplit_once(' ')?;
+        (name == series).then(|| v.parse().ok())?
+    })
+}
+
+/// `GET /metrics` on the admin listener.
+pub fn scrape(srv: &Server) -> String {
+    let r = srv.admin("GET", "/metrics", None, None);
+    assert_eq!(r.status, 200);
+    String::from_utf8(r.body).unwrap()
+}
+
+/// One HTTP/1.1 response, by Content-Length or chunked framing (not by connection close), so
+/// the connection can be used again.
+pub fn read_response(s: &mut TcpStream) -> Resp {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 65536];
+    loop {
+        let n = s.read(&mut chunk).unwrap();
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let r = Resp::parse(&buf);
+            let done = match r.header("content-length") {
+                Some(len) => buf.len() >= end + 4 + len.parse::<usize>().unwrap(),
+                None => n == 0 || buf.ends_with(b"0\r\n\r\n"),
+            };
+            if done {
+                return r;
+            }
+        }
+        assert!(n > 0, "connection closed before a whole response");
+    }
+}
+
+/// The payload of a chunked body (strict: every chunk well framed, a final 0 chunk).
+pub fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let nl = b.windows(2).position(|w| w == b"\r\n").unwrap();
+        let n = usize::from_str_radix(std::str::from_utf8(&b[..nl]).unwrap().trim(), 16).unwrap();
+        if n == 0 {
+            return out;
+        }
+        out.extend_from_slice(&b[nl + 2..nl + 2 + n]);
+        b = &b[nl + 2 + n + 2..];
+    }
+}
+
+/// Sets a file's modification time.
+pub fn set_mtime(p: &Path, t: std::time::SystemTime) {
+    std::fs::File::options()
+        .write(true)
+        .open(p)
+        .unwrap()
+        .set_modified(t)
+        .unwrap();
+}
