@@ -48,8 +48,10 @@ fn bench(c: &mut Criterion) {
                 black_box(&cfq),
                 &secrets,
                 &rule,
-                1_700_000_010,
-                30,
+                Clock {
+                    now: 1_700_000_010,
+                    ..clock
+                },
             )
             .unwrap()
         })
@@ -73,8 +75,7 @@ fn bench(c: &mut Criterion) {
                 &ak_keys,
                 akamai::Algorithm::Sha256,
                 None,
-                1_700_000_000,
-                10,
+                clock,
             )
             .unwrap()
         })

@@ -66,6 +66,7 @@ pub struct AccessPolicy {
     pub akamai: Option<AkamaiCheck>,
     pub skew: u64,
     pub max_ttl: u64,
+    warnings: Vec<String>,
 }
 
 /// A request that passed (or needed no check).
@@ -87,6 +88,47 @@ pub struct TokenRequest<'a> {
     pub now: u64,
 }
 
+/// Checks what a rule list can be checked for without keys: globs compile, and a rule that
+/// makes the origin skip verification says the edge verifies. Errors are (index, reason).
+pub fn check_rules(rules: &[AccessRuleConfig]) -> Result<(), (usize, String)> {
+    for (i, r) in rules.iter().enumerate() {
+        Glob::new(&r.pattern).map_err(|e| (i, format!("match: {e}")))?;
+        if r.tokens.is_empty() && !r.edge_verified {
+            return Err((i, "tokens = [] means the origin does not check; that is only safe with edge_verified = true".into()));
+        }
+    }
+    Ok(())
+}
+
+/// One line saying what needs a token and what is public, in rule order.
+pub fn summary(rules: &[AccessRuleConfig]) -> String {
+    if rules.is_empty() {
+        return "every path is public (no access rules)".into();
+    }
+    let parts: Vec<String> = rules
+        .iter()
+        .map(|r| {
+            if r.tokens.is_empty() {
+                format!("`{}` checked by the CDN only", r.pattern)
+            } else {
+                let forms: Vec<&str> = r.tokens.iter().map(|t| t.as_str()).collect();
+                format!("`{}` needs a {} token", r.pattern, forms.join(" or "))
+            }
+        })
+        .collect();
+    format!("{}; every other path is public", parts.join(", "))
+}
+
+impl TokenForm {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenForm::Native => "native",
+            TokenForm::Cloudflare => "cloudflare",
+            TokenForm::Akamai => "akamai",
+        }
+    }
+}
+
 impl AccessPolicy {
     pub fn compile(
         rules: &[AccessRuleConfig],
@@ -96,7 +138,9 @@ impl AccessPolicy {
         skew: u64,
         max_ttl: u64,
     ) -> Result<AccessPolicy, (usize, String)> {
+        check_rules(rules)?;
         let mut compiled = Vec::new();
+        let mut warnings = Vec::new();
         for (i, r) in rules.iter().enumerate() {
             let glob = Glob::new(&r.pattern).map_err(|e| (i, format!("match: {e}")))?;
             for t in &r.tokens {
@@ -109,11 +153,12 @@ impl AccessPolicy {
                 };
                 if let Some(what) = missing {
                     // Not fatal: requests to the path are refused (unknown-key) until keys exist.
-                    tracing::warn!(rule = i, "access rule accepts {t:?} tokens but {what} is empty: every request to it will be refused");
+                    warnings.push(format!(
+                        "access.rules[{i}] (`{}`) accepts {} tokens but {what} is empty: every request to it will be refused",
+                        r.pattern,
+                        t.as_str()
+                    ));
                 }
-            }
-            if r.tokens.is_empty() && !r.edge_verified {
-                return Err((i, "tokens = [] means the origin does not check; that is only safe with edge_verified = true".into()));
             }
             compiled.push(AccessRule {
                 glob,
@@ -128,7 +173,18 @@ impl AccessPolicy {
             akamai,
             skew,
             max_ttl,
+            warnings,
         })
+    }
+
+    /// Problems found at compile time that do not stop the server.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    /// Whether any rule covers `asset` (signing a path no rule protects is allowed, but odd).
+    pub fn protects(&self, asset: &str) -> bool {
+        self.rules.iter().any(|r| r.glob.is_match(asset))
     }
 
     /// Checks the request for `asset` (normalized asset path).
@@ -156,14 +212,9 @@ impl AccessPolicy {
                         .map(|_| ())
                 }
                 TokenForm::Cloudflare => match &self.cloudflare {
-                    Some(cf) => cloudflare::verify(
-                        req.raw_path,
-                        req.query,
-                        &cf.secrets,
-                        &cf.rule,
-                        req.now,
-                        self.skew,
-                    ),
+                    Some(cf) => {
+                        cloudflare::verify(req.raw_path, req.query, &cf.secrets, &cf.rule, clock)
+                    }
                     None => Err(Rejection::new(
                         Reason::UnknownKey,
                         "no cloudflare secret configured",
@@ -180,8 +231,7 @@ impl AccessPolicy {
                                     &ak.keys,
                                     ak.algorithm,
                                     client.as_deref(),
-                                    req.now,
-                                    self.skew,
+                                    clock,
                                 )
                             }
                             Ok(None) => Err(Rejection::new(Reason::Missing, "no akamai token")),

@@ -115,6 +115,9 @@ pub struct CloudfrontSettings {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AccessSettings {
+    /// In one layer: drop the rules of every earlier layer instead of adding before them.
+    #[serde(default, skip_serializing)]
+    pub replace_rules: bool,
     pub rules: Vec<crate::access::AccessRuleConfig>,
 }
 
@@ -159,6 +162,9 @@ pub struct ProxySettings {
     /// Peers (CIDR ranges) whose client-address headers are believed; empty = none.
     #[serde(default)]
     pub trusted: Vec<String>,
+    /// The CDN directly in front, whose edge header (`CloudFront-Viewer-Address`,
+    /// `CF-Connecting-IP`, …) may then be listed in `client_headers`.
+    pub cdn: crate::proxy::EdgeCdn,
     /// Headers naming the client, in order of preference.
     pub client_headers: Vec<String>,
 }
@@ -181,6 +187,8 @@ pub struct PlayerSettings {
     pub session_timeout_secs: u64,
     /// Open presence sockets per client address (0 = unlimited).
     pub max_sessions_per_client: usize,
+    /// Open presence sockets in all (each also counts against server.max_connections).
+    pub max_sessions: usize,
     /// Largest WebSocket frame/message accepted; larger closes the socket.
     pub max_frame_bytes: usize,
 }
@@ -258,6 +266,9 @@ pub struct Settings {
     pub metrics: MetricsSettings,
     pub tls: TlsSettings,
     pub player: PlayerSettings,
+    /// Where the values came from (filled by [`load`]; not a config key).
+    #[serde(skip)]
+    pub provenance: Provenance,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -323,6 +334,9 @@ pub struct StreamingSettings {
 #[serde(deny_unknown_fields)]
 pub struct CacheSettings {
     pub cdn: Cdn,
+    /// In one layer: drop the rules of every earlier layer instead of adding before them.
+    #[serde(default, skip_serializing)]
+    pub replace_rules: bool,
     pub rules: Vec<RuleConfig>,
 }
 
@@ -362,7 +376,8 @@ pub struct SigningParts {
     pub cloudfront: Option<(crate::signing::cloudfront::CloudFrontSigner, String)>,
 }
 
-/// A configuration error: where, which key, why.
+/// A configuration error: where, which key, why. `key` is empty when the whole source is at
+/// fault (a file that does not exist or does not parse).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
     pub source: String,
@@ -372,11 +387,15 @@ pub struct ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "invalid configuration: {}: key `{}`: {}",
-            self.source, self.key, self.reason
-        )
+        if self.key.is_empty() {
+            write!(f, "invalid configuration: {}: {}", self.source, self.reason)
+        } else {
+            write!(
+                f,
+                "invalid configuration: {}: key `{}`: {}",
+                self.source, self.key, self.reason
+            )
+        }
     }
 }
 
@@ -390,40 +409,257 @@ pub struct Overrides {
     pub assets: Option<PathBuf>,
 }
 
-/// Builds the layered figment. `--config` must exist; the default file is optional.
-fn figment(o: &Overrides) -> Result<Figment, ConfigError> {
-    let mut fig = Figment::from(Toml::string(EMBEDDED_DEFAULTS));
-    match &o.config_file {
-        Some(path) => {
-            if !path.is_file() {
-                return Err(ConfigError {
-                    source: path.display().to_string(),
-                    key: "-".into(),
-                    reason: "config file not found (given with --config)".into(),
-                });
-            }
-            fig = fig.merge(Toml::file_exact(path));
-        }
-        None => {
-            if Path::new(DEFAULT_CONFIG_FILE).is_file() {
-                fig = fig.merge(Toml::file_exact(DEFAULT_CONFIG_FILE));
-            }
+/// Where the effective settings came from: the layers read (lowest first), and for every rule
+/// of the two ordered rule lists the layer that contributed it. Never holds a value.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Provenance {
+    /// e.g. `embedded defaults`, `file /etc/video-origin.toml`,
+    /// `environment: VIDEO_ORIGIN_SIGNING__KEYS__K1`, `command line: --listen`.
+    pub layers: Vec<String>,
+    /// Source of `access.rules[i]`.
+    pub access_rules: Vec<String>,
+    /// Source of `cache.rules[i]`.
+    pub cache_rules: Vec<String>,
+    /// What a `replace_rules = true` dropped, one sentence each (shown as warnings).
+    pub replaced: Vec<String>,
+}
+
+/// One configuration layer.
+struct Layer {
+    /// `embedded defaults`, a file path, `environment` or `command line`.
+    name: String,
+    kind: LayerKind,
+    figment: Figment,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum LayerKind {
+    Embedded,
+    File,
+    Env,
+    CommandLine,
+}
+
+impl Layer {
+    /// Where a key of this layer was set, as a user would look for it.
+    fn source_of(&self, key: &str) -> String {
+        match self.kind {
+            LayerKind::Env => format!("environment variable {}", env_var_name(key)),
+            LayerKind::CommandLine => "command line".into(),
+            _ => self.name.clone(),
         }
     }
-    fig = fig.merge(Env::prefixed(ENV_PREFIX).split("__"));
+}
+
+/// `access.rules` -> `VIDEO_ORIGIN_ACCESS__RULES`.
+fn env_var_name(key: &str) -> String {
+    let parts: Vec<String> = key.split('.').map(str::to_ascii_uppercase).collect();
+    format!("{ENV_PREFIX}{}", parts.join("__"))
+}
+
+/// The layers, lowest first. `--config` must exist; the default file is optional.
+fn layers(o: &Overrides) -> Result<Vec<Layer>, ConfigError> {
+    let mut out = vec![Layer {
+        name: "embedded defaults".into(),
+        kind: LayerKind::Embedded,
+        figment: Figment::from(Toml::string(EMBEDDED_DEFAULTS)),
+    }];
+    let file = match &o.config_file {
+        Some(path) if !path.is_file() => {
+            return Err(ConfigError {
+                source: path.display().to_string(),
+                key: String::new(),
+                reason: "config file not found (given with --config)".into(),
+            });
+        }
+        Some(path) => Some(path.clone()),
+        None => Some(PathBuf::from(DEFAULT_CONFIG_FILE)).filter(|p| p.is_file()),
+    };
+    if let Some(path) = file {
+        out.push(Layer {
+            name: path.display().to_string(),
+            kind: LayerKind::File,
+            figment: Figment::from(Toml::file_exact(&path)),
+        });
+    }
+    out.push(Layer {
+        name: "environment".into(),
+        kind: LayerKind::Env,
+        figment: Figment::from(Env::prefixed(ENV_PREFIX).split("__")),
+    });
+    let mut flags = Figment::new();
     if let Some(listen) = o.listen {
-        fig = fig.merge(("server.listen", listen.to_string()));
+        flags = flags.merge(("server.listen", listen.to_string()));
     }
     if let Some(assets) = &o.assets {
-        fig = fig.merge(("assets.root", assets.display().to_string()));
+        flags = flags.merge(("assets.root", assets.display().to_string()));
     }
-    Ok(fig)
+    out.push(Layer {
+        name: "command line".into(),
+        kind: LayerKind::CommandLine,
+        figment: flags,
+    });
+    // A layer that does not parse is reported as a whole, before anything else.
+    for l in &out {
+        if let Err(e) = figment::Provider::data(&l.figment) {
+            return Err(ConfigError {
+                source: l.name.clone(),
+                key: String::new(),
+                reason: without_source_lines(&e.to_string()),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// A TOML syntax error without the echoed source lines (`3 | key = value`): they may hold a
+/// secret. Line and column stay in the first line of the message.
+fn without_source_lines(message: &str) -> String {
+    message
+        .lines()
+        .map(str::trim)
+        .filter(|l| {
+            let gutter = l
+                .trim_start_matches(|c: char| c.is_ascii_digit())
+                .trim_start();
+            !l.is_empty() && !gutter.starts_with('|')
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// An ordered rule list over all layers: the rules, the source of each, and what a
+/// `replace_rules = true` dropped.
+type ComposedRules = (Vec<figment::value::Value>, Vec<String>, Vec<String>);
+
+/// The ordered rule list of `section` (`access` or `cache`) over all layers.
+///
+/// A later layer's rules go *before* the earlier ones (first match wins), so adding a rule can
+/// never drop the protection or caching an earlier layer gave; a layer that says
+/// `replace_rules = true` drops every earlier rule instead. A rule repeated verbatim (the
+/// shipped config/origin.toml restates the embedded defaults) is kept once, at its first place.
+/// Returns the rules with the source of each, and what a replacement dropped.
+fn compose_rules(layers: &[Layer], section: &str) -> Result<ComposedRules, ConfigError> {
+    use figment::value::Value;
+    let list_key = format!("{section}.rules");
+    let flag_key = format!("{section}.replace_rules");
+    let mut rules: Vec<(Value, String)> = Vec::new();
+    let mut replaced = Vec::new();
+    for layer in layers {
+        let replace = match layer.figment.find_value(&flag_key) {
+            Err(_) => false,
+            Ok(Value::Bool(_, b)) => b,
+            Ok(_) => {
+                return Err(ConfigError {
+                    source: layer.source_of(&flag_key),
+                    key: flag_key,
+                    reason: "must be true or false".into(),
+                })
+            }
+        };
+        let mine: Vec<(Value, String)> = match layer.figment.find_value(&list_key) {
+            Err(_) => Vec::new(),
+            Ok(Value::Array(_, items)) => items
+                .into_iter()
+                .map(|v| (v, layer.source_of(&list_key)))
+                .collect(),
+            Ok(_) => {
+                return Err(ConfigError {
+                    source: layer.source_of(&list_key),
+                    key: list_key,
+                    reason: format!("must be a list of rules (`[[{section}.rules]]` tables)"),
+                })
+            }
+        };
+        if replace {
+            if !rules.is_empty() {
+                let dropped: Vec<String> = rules
+                    .iter()
+                    .map(|(v, src)| {
+                        let pattern = v.find_ref("match").and_then(Value::as_str).unwrap_or("?");
+                        format!("`{pattern}` ({src})")
+                    })
+                    .collect();
+                replaced.push(format!(
+                    "{flag_key} = true in {}: dropped the earlier {section} rules {}",
+                    layer.source_of(&flag_key),
+                    dropped.join(", ")
+                ));
+            }
+            rules = mine;
+        } else if !mine.is_empty() {
+            rules = mine.into_iter().chain(rules).collect();
+        }
+    }
+    let mut unique: Vec<(Value, String)> = Vec::with_capacity(rules.len());
+    for (v, src) in rules {
+        if !unique.iter().any(|(u, _)| *u == v) {
+            unique.push((v, src));
+        }
+    }
+    let (values, sources) = unique.into_iter().unzip();
+    Ok((values, sources, replaced))
+}
+
+/// The figment with every layer merged and both rule lists composed.
+fn figment(o: &Overrides) -> Result<(Figment, Provenance), ConfigError> {
+    use figment::providers::Serialized;
+    let layers = layers(o)?;
+    let (access, access_src, mut replaced) = compose_rules(&layers, "access")?;
+    let (cache, cache_src, cache_replaced) = compose_rules(&layers, "cache")?;
+    replaced.extend(cache_replaced);
+    let mut fig = Figment::new();
+    let mut described = Vec::new();
+    for l in &layers {
+        fig = fig.merge(l.figment.clone());
+        match l.kind {
+            LayerKind::Embedded => described.push(l.name.clone()),
+            LayerKind::File => described.push(format!("file {}", l.name)),
+            LayerKind::Env => {
+                // Names only: values may be secrets.
+                let mut vars: Vec<String> = std::env::vars_os()
+                    .filter_map(|(k, _)| k.into_string().ok())
+                    .filter(|k| k.starts_with(ENV_PREFIX))
+                    .collect();
+                vars.sort();
+                if !vars.is_empty() {
+                    described.push(format!("environment: {}", vars.join(", ")));
+                }
+            }
+            LayerKind::CommandLine => {
+                let mut flags = Vec::new();
+                if o.listen.is_some() {
+                    flags.push("--listen");
+                }
+                if o.assets.is_some() {
+                    flags.push("--assets");
+                }
+                if !flags.is_empty() {
+                    described.push(format!("command line: {}", flags.join(", ")));
+                }
+            }
+        }
+    }
+    let fig = fig
+        .merge(Serialized::default("access.rules", access))
+        .merge(Serialized::default("cache.rules", cache));
+    Ok((
+        fig,
+        Provenance {
+            layers: described,
+            access_rules: access_src,
+            cache_rules: cache_src,
+            replaced,
+        },
+    ))
 }
 
 /// Loads and validates the settings.
 pub fn load(o: &Overrides) -> Result<Settings, ConfigError> {
-    let fig = figment(o)?;
-    let settings: Settings = fig.extract().map_err(|e| from_figment(&fig, e))?;
+    let (fig, provenance) = figment(o)?;
+    let mut settings: Settings = fig
+        .extract()
+        .map_err(|e| from_figment(&fig, &provenance, e))?;
     settings.validate().map_err(|(key, reason)| ConfigError {
         source: source_of(&fig, key),
         key: key.to_string(),
@@ -444,11 +680,24 @@ pub fn load(o: &Overrides) -> Result<Settings, ConfigError> {
             reason,
         })?;
     settings.cache_policy().map_err(|e| ConfigError {
-        source: source_of(&fig, "cache.rules"),
+        source: rule_source(&provenance.cache_rules, e.index),
         key: format!("cache.rules[{}].{}", e.index, e.field),
         reason: e.reason,
     })?;
+    crate::access::check_rules(&settings.access.rules).map_err(|(i, reason)| ConfigError {
+        source: rule_source(&provenance.access_rules, i),
+        key: format!("access.rules[{i}]"),
+        reason,
+    })?;
+    settings.provenance = provenance;
     Ok(settings)
+}
+
+fn rule_source(sources: &[String], i: usize) -> String {
+    sources
+        .get(i)
+        .cloned()
+        .unwrap_or_else(|| "configuration".into())
 }
 
 fn describe(meta: &figment::Metadata, key_path: &[String]) -> String {
@@ -474,9 +723,59 @@ fn source_of(fig: &Figment, key: &str) -> String {
         .unwrap_or_else(|| "configuration".into())
 }
 
-fn from_figment(fig: &Figment, e: figment::Error) -> ConfigError {
+/// Keys whose values are secrets: no error about them may show the value.
+const SECRET_KEYS: &[&str] = &[
+    "signing.keys",
+    "signing.cloudflare.secrets",
+    "signing.akamai.keys",
+    "admin.tokens",
+    "origin_protection.values",
+    "invalidation.access_key_id",
+    "invalidation.secret_access_key",
+];
+
+fn is_secret_key(path: &[String]) -> bool {
+    let dotted = path.join(".");
+    SECRET_KEYS
+        .iter()
+        .any(|k| dotted == *k || dotted.starts_with(&format!("{k}.")))
+}
+
+/// `cache.rules.2.x` -> `cache.rules[2].x`: one notation for list items everywhere.
+pub fn key_notation(path: &[String]) -> String {
+    let mut out = String::new();
+    for seg in path {
+        if !seg.is_empty() && seg.bytes().all(|b| b.is_ascii_digit()) {
+            out.push_str(&format!("[{seg}]"));
+        } else {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(seg);
+        }
+    }
+    out
+}
+
+/// What kind of value was found, without the value.
+fn kind_of(actual: &figment::error::Actual) -> &'static str {
+    use figment::error::Actual;
+    match actual {
+        Actual::Bool(_) => "a boolean",
+        Actual::Unsigned(_) | Actual::Signed(_) => "an integer",
+        Actual::Float(_) => "a float",
+        Actual::Char(_) | Actual::Str(_) => "a string",
+        Actual::Bytes(_) => "bytes",
+        Actual::Seq => "a list",
+        Actual::Map => "a table",
+        _ => "another kind of value",
+    }
+}
+
+fn from_figment(fig: &Figment, provenance: &Provenance, e: figment::Error) -> ConfigError {
     use figment::error::Kind;
     let mut path = e.path.clone();
+    let secret = is_secret_key(&path);
     let reason = match &e.kind {
         Kind::UnknownField(field, expected) => {
             if path.last() != Some(field) {
@@ -490,16 +789,38 @@ fn from_figment(fig: &Figment, e: figment::Error) -> ConfigError {
             }
             "missing key".into()
         }
+        Kind::UnknownVariant(found, expected) if !secret => {
+            format!("`{found}` is not one of: {}", expected.join(", "))
+        }
+        Kind::InvalidType(actual, expected) | Kind::InvalidValue(actual, expected) if secret => {
+            format!(
+                "found {}, expected {expected} (the value is not shown: this key holds a secret)",
+                kind_of(actual)
+            )
+        }
+        _ if secret => "invalid value (not shown: this key holds a secret)".into(),
         other => other.to_string(),
     };
-    let key = path.join(".");
-    let source = match &e.metadata {
-        Some(meta) => describe(meta, &path),
-        None => source_of(fig, &key),
+    // Items of the composed rule lists carry the source of their own layer.
+    let source = match path.as_slice() {
+        [section, rules, index, ..]
+            if rules == "rules" && (section == "access" || section == "cache") =>
+        {
+            let list = if section == "access" {
+                &provenance.access_rules
+            } else {
+                &provenance.cache_rules
+            };
+            rule_source(list, index.parse().unwrap_or(usize::MAX))
+        }
+        _ => match &e.metadata {
+            Some(meta) => describe(meta, &path),
+            None => source_of(fig, &path.join(".")),
+        },
     };
     ConfigError {
         source,
-        key: if key.is_empty() { "-".into() } else { key },
+        key: key_notation(&path),
         reason,
     }
 }
@@ -704,7 +1025,9 @@ impl Settings {
         }
         crate::proxy::parse_ranges(&self.proxy.trusted).map_err(|r| ("proxy.trusted", r))?;
         for h in &self.proxy.client_headers {
-            crate::proxy::ClientHeader::parse(h).map_err(|r| ("proxy.client_headers", r))?;
+            crate::proxy::ClientHeader::parse(h)
+                .and_then(|parsed| parsed.check(self.proxy.cdn))
+                .map_err(|r| ("proxy.client_headers", r))?;
         }
         if !(3..=3600).contains(&self.player.session_timeout_secs) {
             return Err((
@@ -728,6 +1051,43 @@ impl Settings {
             }
         }
         Ok(())
+    }
+
+    /// The effective access and cache rules in order, each with the layer it came from, and a
+    /// one-line summary of what needs a token. For `check-config` and the startup log.
+    pub fn rule_listing(&self) -> Vec<String> {
+        let p = &self.provenance;
+        let from = |list: &[String], i: usize| rule_source(list, i);
+        let mut out = vec!["access rules (first match wins):".to_string()];
+        for (i, r) in self.access.rules.iter().enumerate() {
+            let forms: Vec<&str> = r.tokens.iter().map(|t| t.as_str()).collect();
+            out.push(format!(
+                "  access.rules[{i}] match = \"{}\" tokens = [{}] edge_verified = {}  ({})",
+                r.pattern,
+                forms.join(", "),
+                r.edge_verified,
+                from(&p.access_rules, i)
+            ));
+        }
+        out.push(format!(
+            "  summary: {}",
+            crate::access::summary(&self.access.rules)
+        ));
+        out.push("cache rules (first match wins):".to_string());
+        for (i, r) in self.cache.rules.iter().enumerate() {
+            out.push(format!(
+                "  cache.rules[{i}]{} match = \"{}\" status = [{}] cache_control = \"{}\"  ({})",
+                r.name
+                    .as_deref()
+                    .map(|n| format!(" ({n})"))
+                    .unwrap_or_default(),
+                r.pattern,
+                r.status.join(", "),
+                r.cache_control,
+                from(&p.cache_rules, i)
+            ));
+        }
+        out
     }
 
     /// A copy safe to print: every [`Secret`] serializes as `<redacted>`.
@@ -776,6 +1136,15 @@ impl Settings {
                 return Err((
                     "signing.cloudflare.ttl_secs".into(),
                     "must be at least 1".into(),
+                ));
+            }
+            if sg.max_ttl_secs > 0 && cf.ttl_secs > sg.max_ttl_secs {
+                return Err((
+                    "signing.cloudflare.ttl_secs".into(),
+                    format!(
+                        "the rule's TTL ({}s) is the lifetime of every Cloudflare link; it must not exceed signing.max_ttl_secs ({}s)",
+                        cf.ttl_secs, sg.max_ttl_secs
+                    ),
                 ));
             }
             Some((
@@ -866,16 +1235,26 @@ impl Settings {
         })
     }
 
-    /// Scheme and host of minted URLs.
-    pub fn public_base_url(&self) -> String {
-        if self.signing.public_base_url.is_empty() {
-            format!("http://{}", self.server.listen)
-        } else {
-            self.signing
+    /// Scheme and host of minted URLs: `signing.public_base_url`, else the public listener's
+    /// address. An unspecified listen address (`0.0.0.0`, `::`) is not a place viewers can
+    /// reach, so then the error says which key to set.
+    pub fn public_base_url(&self) -> Result<String, String> {
+        if !self.signing.public_base_url.is_empty() {
+            return Ok(self
+                .signing
                 .public_base_url
                 .trim_end_matches('/')
-                .to_owned()
+                .to_owned());
         }
+        let listen = self.server.listen;
+        if listen.ip().is_unspecified() {
+            return Err(format!(
+                "signing.public_base_url is not set and server.listen is {listen}, which no viewer can reach: \
+                 set signing.public_base_url to the URL viewers use (e.g. VIDEO_ORIGIN_SIGNING__PUBLIC_BASE_URL=https://cdn.example.com)"
+            ));
+        }
+        let scheme = if self.tls.enabled { "https" } else { "http" };
+        Ok(format!("{scheme}://{listen}"))
     }
 
     /// The compiled cache policy (validated at load, so this only fails for unvalidated settings).

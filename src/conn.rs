@@ -29,7 +29,6 @@ pub fn now_ms() -> u64 {
 
 /// What the watchdog knows about one connection. Shared by the socket wrapper, the request
 /// handler and the response body, possibly on different tasks.
-#[derive(Debug)]
 pub struct ConnState {
     in_flight: AtomicUsize,
     idle_since: AtomicU64,
@@ -41,6 +40,27 @@ pub struct ConnState {
     /// this is what notices that client.
     bodies: AtomicUsize,
     last_delivery: AtomicU64,
+    /// Whatever must live exactly as long as the connection's socket, upgrades included (the
+    /// connection count): the socket wrapper holds this state, and a WebSocket keeps the socket.
+    _lease: Option<Box<dyn std::any::Any + Send + Sync>>,
+}
+
+impl std::fmt::Debug for ConnState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnState")
+            .field("snapshot", &self.snapshot())
+            .finish()
+    }
+}
+
+impl ConnState {
+    /// State for a connection whose socket holds `lease` until the last owner lets go.
+    pub fn holding(lease: impl std::any::Any + Send + Sync) -> ConnState {
+        ConnState {
+            _lease: Some(Box::new(lease)),
+            ..ConnState::default()
+        }
+    }
 }
 
 impl Default for ConnState {
@@ -53,6 +73,7 @@ impl Default for ConnState {
             write_blocked: AtomicBool::new(false),
             bodies: AtomicUsize::new(0),
             last_delivery: AtomicU64::new(0),
+            _lease: None,
         }
     }
 }

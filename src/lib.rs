@@ -57,6 +57,8 @@ pub struct App {
     pub sessions: player::sessions::Sessions,
     /// The player page, rendered for this mount.
     pub player_page: bytes::Bytes,
+    /// Problems that do not stop the server (logged at start, printed by `check-config`).
+    pub warnings: Vec<String>,
 }
 
 impl App {
@@ -89,9 +91,13 @@ impl App {
                 e.reason
             )
         })?;
-        for w in policy.warnings() {
-            tracing::warn!(cdn = ?policy.cdn(), "cache policy: {w}");
-        }
+        let mut warnings: Vec<String> = settings.provenance.replaced.clone();
+        warnings.extend(
+            policy
+                .warnings()
+                .iter()
+                .map(|w| format!("cache policy: {w}")),
+        );
         let metadata = MetadataCache::new(
             settings.metadata.capacity,
             Duration::from_secs(settings.metadata.ttl_secs),
@@ -124,6 +130,7 @@ impl App {
         .map_err(|(i, reason)| {
             anyhow::anyhow!("invalid configuration: key `access.rules[{i}]`: {reason}")
         })?;
+        warnings.extend(access.warnings().iter().cloned());
         let minter = links::LinkMinter {
             keys: parts.keys,
             base_url: settings.public_base_url(),
@@ -180,7 +187,19 @@ impl App {
                 Duration::from_secs(settings.metadata.open_file_idle_secs),
             ),
             policy,
+            warnings,
             settings,
+        })
+    }
+
+    /// A warning when no access rule protects `path` (a link for it works, but so does the
+    /// bare URL): `sign` prints it and `POST /admin/sign` returns it.
+    pub fn unprotected_warning(&self, path: &str) -> Option<String> {
+        let asset = self.minter.asset_path(path)?;
+        (!self.access.protects(&asset)).then(|| {
+            format!(
+                "no access rule protects `{asset}`: it plays without a link too (see access.rules)"
+            )
         })
     }
 

@@ -59,7 +59,8 @@ pub struct CloudfrontMint {
 
 pub struct LinkMinter {
     pub keys: KeyRing,
-    pub base_url: String,
+    /// Scheme and host of minted URLs, or why there is none (see `Settings::public_base_url`).
+    pub base_url: Result<String, String>,
     pub mount: String,
     pub max_ttl: u64,
     pub cloudflare: Option<CloudflareMint>,
@@ -78,6 +79,15 @@ impl LinkMinter {
         }
     }
 
+    /// The asset path (mount stripped, normalized) a request names, for "is it protected?".
+    pub fn asset_path(&self, path: &str) -> Option<String> {
+        let mount_slash = format!("{}/", self.mount);
+        let raw = path.strip_prefix(&mount_slash).unwrap_or(path);
+        crate::storage::path::normalize(raw)
+            .ok()
+            .map(|a| a.as_str().to_owned())
+    }
+
     pub fn mint(&self, req: &LinkRequest, now: u64) -> Result<SignedLink, String> {
         if req.ttl_secs == 0 {
             return Err("ttl must be at least 1 second".into());
@@ -89,6 +99,12 @@ impl LinkMinter {
             ));
         }
         let exp = now + req.ttl_secs;
+        // CloudFront links carry the distribution's own URL.
+        let base_url = match (req.format, &self.base_url) {
+            (LinkFormat::Cloudfront, _) => "",
+            (_, Ok(b)) => b.as_str(),
+            (_, Err(why)) => return Err(why.clone()),
+        };
         let path =
             canonical_path(&self.url_path(&req.path)).map_err(|r| format!("path: {}", r.detail))?;
         let scope = req.prefix.then(|| match path.rfind('/') {
@@ -112,7 +128,7 @@ impl LinkMinter {
                         ip: req.ip,
                     },
                 )?;
-                format!("{}{p}?{q}", self.base_url)
+                format!("{base_url}{p}?{q}")
             }
             LinkFormat::Cloudflare => {
                 let cf = self
@@ -138,7 +154,7 @@ impl LinkMinter {
                 let exp = issued + cf.rule.ttl;
                 let q = cloudflare::mint(&cf.secret, &message, issued, cf.rule.url_safe);
                 return Ok(SignedLink {
-                    url: format!("{}{path}?{q}", self.base_url),
+                    url: format!("{base_url}{path}?{q}"),
                     expires_at: exp,
                 });
             }
@@ -156,7 +172,7 @@ impl LinkMinter {
                     ..Default::default()
                 };
                 let token = akamai::mint(&ak.key, ak.algorithm, &fields)?;
-                format!("{}{path}?{}={token}", self.base_url, ak.param)
+                format!("{base_url}{path}?{}={token}", ak.param)
             }
             LinkFormat::Cloudfront => {
                 let cf = self
@@ -199,7 +215,7 @@ mod tests {
     fn minter() -> LinkMinter {
         LinkMinter {
             keys: KeyRing::new(vec![("k1".into(), vec![5; 32])], Some("k1".into())).unwrap(),
-            base_url: "https://cdn.example".into(),
+            base_url: Ok("https://cdn.example".into()),
             mount: "/video".into(),
             max_ttl: 86400,
             cloudflare: None,

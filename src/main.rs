@@ -126,7 +126,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::CheckConfig { common } => {
             let settings = load(&common, None)?;
-            App::new(Arc::new(settings.clone()))?;
+            let app = App::new(Arc::new(settings.clone()))?;
+            // Comments first, so the whole output stays valid TOML.
+            println!("# sources (later wins):");
+            for layer in &settings.provenance.layers {
+                println!("#   {layer}");
+            }
+            println!("# warnings:");
+            if app.warnings.is_empty() {
+                println!("#   none");
+            }
+            for w in &app.warnings {
+                println!("#   {w}");
+            }
+            for line in settings.rule_listing() {
+                println!("# {line}");
+            }
+            println!();
             print!("{}", toml::to_string_pretty(&settings.redacted())?);
             Ok(())
         }
@@ -141,6 +157,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let settings = Arc::new(load(&common, None)?);
             let app = App::new(Arc::clone(&settings))?;
+            if let Some(warning) = app.unprotected_warning(&path) {
+                eprintln!("video-origin: warning: {warning}");
+            }
             let request = video_origin::links::LinkRequest {
                 path,
                 ttl_secs: ttl.unwrap_or(settings.signing.default_ttl_secs),
@@ -373,9 +392,31 @@ fn serve(settings: Arc<Settings>) -> anyhow::Result<()> {
         println!("admin listening on http://{}", l.local_addr()?);
         Some(l)
     };
+    for w in &app.warnings {
+        tracing::warn!("{w}");
+    }
+    for line in settings.rule_listing() {
+        tracing::info!("{line}");
+    }
     // Machine-readable line on stdout: tests and scripts learn the ephemeral port from it.
     println!("listening on {scheme}://{addr}");
     tracing::info!(%addr, workers, root = %app.store.root.display(), mount = %settings.assets.mount, "video-origin serving");
+    // Uploads a crash interrupted leave hidden temporary files; sweep them off the start path.
+    let root = Arc::clone(&app.store.root);
+    std::thread::Builder::new()
+        .name("upload-sweep".into())
+        .spawn(move || {
+            let n = video_origin::storage::beneath::remove_abandoned_uploads(
+                &root,
+                Duration::from_secs(600),
+            );
+            if n > 0 {
+                tracing::info!(
+                    removed = n,
+                    "removed temporary files of interrupted uploads"
+                );
+            }
+        })?;
     let grace = Duration::from_secs(settings.server.shutdown_grace_secs);
     let warm = settings.metadata.warm_up.then(|| Arc::clone(&app));
     let shutdown = async move {

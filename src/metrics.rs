@@ -152,7 +152,7 @@ impl Metrics {
         let ws_closed = Family::<ReasonLabels, Counter>::default();
         registry.register(
             "player_sockets_closed",
-            "Player presence sockets ended, by reason (client_closed, heartbeat_timeout, oversize, protocol_error, refused)",
+            "Player presence sockets ended, by reason (client_closed, heartbeat_timeout, write_stall, oversize, protocol_error, refused)",
             ws_closed.clone(),
         );
         let fd_exhaustion = Counter::default();

@@ -23,7 +23,76 @@ pub enum ClientHeader {
     XForwardedFor,
 }
 
+/// A CDN whose edge sets a client-address header of its own and overwrites a viewer's copy of
+/// it (so the header can be believed from that CDN's edges, and only from them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EdgeCdn {
+    /// No CDN header is believed; only `X-Forwarded-For` (or a header of your own proxy).
+    None,
+    Cloudfront,
+    Cloudflare,
+    Akamai,
+    Fastly,
+}
+
+impl EdgeCdn {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EdgeCdn::None => "none",
+            EdgeCdn::Cloudfront => "cloudfront",
+            EdgeCdn::Cloudflare => "cloudflare",
+            EdgeCdn::Akamai => "akamai",
+            EdgeCdn::Fastly => "fastly",
+        }
+    }
+}
+
 impl ClientHeader {
+    /// The CDNs whose edges set this header (and replace what a viewer sent); empty for
+    /// `X-Forwarded-For` and headers of the operator's own proxies.
+    pub fn set_by(&self) -> &'static [EdgeCdn] {
+        match self {
+            ClientHeader::CloudfrontViewerAddress => &[EdgeCdn::Cloudfront],
+            ClientHeader::XForwardedFor => &[],
+            ClientHeader::Single(name) => match name.as_str() {
+                "cf-connecting-ip" | "cf-connecting-ipv6" => &[EdgeCdn::Cloudflare],
+                // Akamai's header; Cloudflare Enterprise can send it too.
+                "true-client-ip" => &[EdgeCdn::Akamai, EdgeCdn::Cloudflare],
+                "fastly-client-ip" => &[EdgeCdn::Fastly],
+                _ => &[],
+            },
+        }
+    }
+
+    /// The header's name as configured (lowercase).
+    pub fn name(&self) -> &str {
+        match self {
+            ClientHeader::CloudfrontViewerAddress => "cloudfront-viewer-address",
+            ClientHeader::XForwardedFor => "x-forwarded-for",
+            ClientHeader::Single(name) => name.as_str(),
+        }
+    }
+
+    /// Whether this header may be believed with `cdn` in front. A CDN's own header is a
+    /// viewer's to forge behind anything else (an ALB, nginx, another CDN pass it through), so
+    /// it needs the operator to name that CDN; headers of several CDNs at once are refused.
+    pub fn check(&self, cdn: EdgeCdn) -> Result<(), String> {
+        let owners = self.set_by();
+        if owners.is_empty() || owners.contains(&cdn) {
+            return Ok(());
+        }
+        let names: Vec<&str> = owners.iter().map(|c| c.as_str()).collect();
+        Err(format!(
+            "`{}` is set by the edges of {} only; behind anything else a viewer's own copy passes through \
+             and anyone can choose their address. List it only with proxy.cdn = \"{}\" (that CDN directly in front), \
+             or use x-forwarded-for",
+            self.name(),
+            names.join(" or "),
+            names[0]
+        ))
+    }
+
     /// Parses a configured header name.
     pub fn parse(name: &str) -> Result<ClientHeader, String> {
         let lower = name.to_ascii_lowercase();

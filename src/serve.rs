@@ -90,7 +90,7 @@ pub async fn serve_asset(
             tracing::info!(
                 path = asset.as_str(),
                 reason = rejection.reason.as_str(),
-                detail = %rejection.detail,
+                detail = rejection.detail.as_str(),
                 "signed link refused"
             );
             let body = format!("{reason}\n");

@@ -100,13 +100,15 @@ impl Body for LoggedBody {
                     }
                     this.sent += d.len() as u64;
                     if let Some(id) = &this.record.session {
-                        this.app.sessions.add_bytes(id, d.len() as u64);
+                        this.app
+                            .sessions
+                            .add_bytes(id, this.record.client, d.len() as u64);
                     }
                 }
             }
             Poll::Ready(Some(Err(e))) => {
                 this.failed = true;
-                tracing::warn!(path = %this.record.path, error = %e, "response body aborted");
+                tracing::warn!(path = this.record.path.as_str(), error = %e, "response body aborted");
             }
             _ => {}
         }
@@ -139,7 +141,7 @@ impl Drop for LoggedBody {
                 client = %r.client,
                 peer = %r.peer,
                 method = %r.method,
-                path = %r.path,
+                path = r.path.as_str(),
                 proto = ?r.version,
                 status = r.status,
                 bytes = self.sent,
@@ -298,7 +300,7 @@ async fn handle(
     record.status = parts.status.as_u16();
     if let Some(id) = &record.session {
         app.sessions
-            .response_started(id, record.status, record.range.as_deref());
+            .response_started(id, client, record.status, record.range.as_deref());
     }
     let first_byte = inner.is_end_stream();
     if first_byte {
@@ -444,8 +446,8 @@ pub async fn serve(
                     tokio::spawn(refuse_connection(stream, app.settings.limits.retry_after_secs));
                     continue;
                 }
-                let guard = ConnGuard::new(&app, spec.which);
-                let state = Arc::new(ConnState::default());
+                // Counted for as long as the socket lives, past a WebSocket upgrade too.
+                let state = Arc::new(ConnState::holding(ConnGuard::new(&app, spec.which)));
                 let io = TrackedIo::new(stream, Arc::clone(&state));
                 let task = Connection {
                     refuse_h2: !spec.http2,
@@ -463,7 +465,6 @@ pub async fn serve(
                             if !task.refuse_h2 || !h2_preface(&io, limits).await {
                                 task.run(io).await;
                             }
-                            drop(guard);
                         });
                     }
                     Some(acceptor) => {
@@ -477,7 +478,6 @@ pub async fn serve(
                                     tracing::debug!(%peer, "TLS handshake timed out");
                                 }
                             }
-                            drop(guard);
                         });
                     }
                 }

@@ -346,7 +346,7 @@ fn replace_serves_new_bytes_and_invalidates_on_cloudfront() {
     // Audit lines: who, what, outcome; never the token.
     let log = srv.log_text();
     assert!(
-        log.contains("who=ops")
+        log.contains("who=\"ops\"")
             && log.contains("action=\"replace\"")
             && log.contains("action=\"delete\""),
         "{log}"

@@ -376,16 +376,22 @@ fn client_address_comes_from_trusted_proxies_only() {
         &[
             ("VIDEO_ORIGIN_LIMITS__MAX_STREAMS_PER_CLIENT", "1"),
             ("VIDEO_ORIGIN_PROXY__TRUSTED", "[\"127.0.0.0/8\"]"),
+            // CloudFront directly in front: its viewer-address header is believed.
+            ("VIDEO_ORIGIN_PROXY__CDN", "cloudfront"),
+            (
+                "VIDEO_ORIGIN_PROXY__CLIENT_HEADERS",
+                "[\"cloudfront-viewer-address\", \"x-forwarded-for\"]",
+            ),
             ("VIDEO_ORIGIN_SIGNING__KEYS__K1", TEST_KEY),
             ("VIDEO_ORIGIN_LOG__FORMAT", "json"),
         ],
     );
     // Per-client limits: two viewers behind one proxy address are two clients.
-    let a = hold_stream_as(&trusted, "CF-Connecting-IP: 203.0.113.1\r\n");
-    let b = hold_stream_as(&trusted, "CF-Connecting-IP: 203.0.113.2\r\n");
+    let a = hold_stream_as(&trusted, "X-Forwarded-For: 203.0.113.1\r\n");
+    let b = hold_stream_as(&trusted, "X-Forwarded-For: 203.0.113.2\r\n");
     assert_eq!(
         trusted
-            .get("/video/small.mp4", &[("CF-Connecting-IP", "203.0.113.1")])
+            .get("/video/small.mp4", &[("X-Forwarded-For", "203.0.113.1")])
             .status,
         503,
         "the same viewer's second stream"

@@ -13,7 +13,7 @@ fuzz_target!(|data: &[u8]| {
     let clock = Clock { now: 1_700_000_000, skew: 30, max_ttl: 86_400 };
     let _ = native::verify(path, query, &keys, None, clock);
     let rule = cloudflare::CloudflareRule { ttl: 60, url_safe: data.len() % 2 == 0, prefix_len: Some(data.len() % 40) };
-    let _ = cloudflare::verify(path, query, &[vec![2u8; 32]], &rule, 1_700_000_000, 30);
-    let _ = akamai::verify(query, path, &[vec![3u8; 16]], akamai::Algorithm::Sha256, Some("127.0.0.1"), 1_700_000_000, 10);
+    let _ = cloudflare::verify(path, query, &[vec![2u8; 32]], &rule, clock);
+    let _ = akamai::verify(query, path, &[vec![3u8; 16]], akamai::Algorithm::Sha256, Some("127.0.0.1"), clock);
     let _ = canonical_path(path);
 });

@@ -7,25 +7,27 @@
 //! old file untouched. Then the metadata caches are evicted, the digest recomputed, and the
 //! public path invalidated on the CDN.
 
-use std::path::{Path, PathBuf};
-
 use http::StatusCode;
 use http_body_util::BodyExt;
 use tokio::io::AsyncWriteExt;
 
 use super::{aws_failure, error, invalidate, json};
+use crate::storage::beneath::{upload_temp_name, Beneath, Folder, WriteRefusal};
 use crate::storage::body::OriginBody;
-use crate::storage::path::{normalize, open_under_root, AssetPath, OpenError, PathRejection};
+use crate::storage::path::{normalize, AssetPath, OpenError, PathRejection};
 use crate::App;
 
 /// Removes the temporary file unless the upload completed (covers early returns and a request
 /// future dropped when the client goes away).
-struct TempFile(Option<PathBuf>);
+struct TempFile<'a> {
+    folder: &'a Folder,
+    name: Option<String>,
+}
 
-impl Drop for TempFile {
+impl Drop for TempFile<'_> {
     fn drop(&mut self) {
-        if let Some(p) = self.0.take() {
-            let _ = std::fs::remove_file(p);
+        if let Some(name) = self.name.take() {
+            self.folder.discard(&name);
         }
     }
 }
@@ -38,20 +40,17 @@ fn asset_path(raw: &str) -> Result<AssetPath, String> {
     })
 }
 
-/// The parent folder of `asset`, created if needed, proven to be inside the root.
-async fn parent_inside_root(root: &Path, asset: &AssetPath) -> Result<PathBuf, String> {
-    let target = root.join(asset.as_str());
-    let parent = target.parent().ok_or("no parent folder")?.to_path_buf();
-    tokio::fs::create_dir_all(&parent)
-        .await
-        .map_err(|e| format!("cannot create folder: {}", e.kind()))?;
-    let real = tokio::fs::canonicalize(&parent)
-        .await
-        .map_err(|e| format!("cannot resolve folder: {}", e.kind()))?;
-    if !real.starts_with(root) {
-        return Err("folder resolves outside the asset root".into());
-    }
-    Ok(real)
+/// The folder of `asset` under the root, opened beneath it (created if `create`).
+async fn folder(app: &App, asset: &AssetPath, create: bool) -> Result<Folder, WriteRefusal> {
+    let root = app.store.root.clone();
+    let a = asset.clone();
+    tokio::task::spawn_blocking(move || {
+        Beneath::open(&root)
+            .map_err(WriteRefusal::Io)?
+            .folder(&a, create)
+    })
+    .await
+    .map_err(|e| WriteRefusal::Io(std::io::Error::other(e)))?
 }
 
 fn url_path(app: &App, asset: &AssetPath) -> String {
@@ -69,33 +68,27 @@ pub async fn put(
         Ok(a) => a,
         Err(why) => return error(StatusCode::BAD_REQUEST, &why),
     };
-    let root = app.store.root.as_path().to_path_buf();
-    let folder = match parent_inside_root(&root, &asset).await {
+    let folder = match folder(app, &asset, true).await {
         Ok(f) => f,
-        Err(e) => return error(StatusCode::BAD_REQUEST, &format!("path: {e}")),
+        Err(WriteRefusal::Io(e)) => {
+            tracing::error!(path = asset.as_str(), error = %e, "cannot open the upload folder");
+            return error(StatusCode::INTERNAL_SERVER_ERROR, "cannot open the folder");
+        }
+        Err(why) => {
+            tracing::warn!(target: "audit", who, action = "replace", path = asset.as_str(), outcome = "refused", reason = %why);
+            return error(StatusCode::BAD_REQUEST, &format!("path: {why}"));
+        }
     };
-    let name = asset
-        .as_str()
-        .rsplit('/')
-        .next()
-        .unwrap_or("asset")
-        .to_owned();
-    let target = folder.join(&name);
-    if tokio::fs::metadata(&target).await.is_ok_and(|m| m.is_dir()) {
-        return error(StatusCode::CONFLICT, "path is a folder");
-    }
-    let existed = tokio::fs::symlink_metadata(&target).await.is_ok();
-    let tmp_path = folder.join(format!(
-        ".{name}.upload-{}",
-        &crate::http::multipart::random_boundary()[..12]
-    ));
-    let mut guard = TempFile(Some(tmp_path.clone()));
-    let mut file = match tokio::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&tmp_path)
-        .await
-    {
+    let name = folder.name.clone();
+    let existed = match folder.kind(&name) {
+        Some(rustix::fs::FileType::Directory) => {
+            return error(StatusCode::CONFLICT, "path is a folder")
+        }
+        Some(_) => true,
+        None => false,
+    };
+    let tmp_name = upload_temp_name(&name);
+    let file = match folder.create_locked(&tmp_name) {
         Ok(f) => f,
         Err(e) => {
             tracing::error!(path = asset.as_str(), error = %e, "cannot create upload file");
@@ -105,6 +98,11 @@ pub async fn put(
             );
         }
     };
+    let mut guard = TempFile {
+        folder: &folder,
+        name: Some(tmp_name.clone()),
+    };
+    let mut file = tokio::fs::File::from_std(file);
     let limit = app.settings.admin.max_upload_bytes;
     let mut size = 0u64;
     let mut body = body;
@@ -140,11 +138,9 @@ pub async fn put(
     if let Err(e) = async {
         file.flush().await?;
         file.sync_all().await?;
+        // The lock goes with the descriptor; the rename makes the file visible.
         drop(file);
-        tokio::fs::rename(&tmp_path, &target).await?;
-        // The rename is durable only once the folder itself is synced.
-        let dir = tokio::fs::File::open(&folder).await?;
-        dir.sync_all().await
+        folder.commit(&tmp_name, &name)
     }
     .await
     {
@@ -154,7 +150,8 @@ pub async fn put(
             "cannot commit the upload; the old file is unchanged",
         );
     }
-    guard.0 = None; // renamed: nothing to clean up
+    guard.name = None; // renamed: nothing to clean up
+    drop(guard);
     app.store.evict(asset.as_str()).await;
     let meta = match app.store.open(&asset).await {
         Ok(opened) => opened.meta,
@@ -205,27 +202,23 @@ pub async fn delete(
         Ok(a) => a,
         Err(why) => return error(StatusCode::BAD_REQUEST, &why),
     };
-    let root = app.store.root.clone();
-    let a = asset.clone();
-    // Prove the path is an existing file inside the root before removing anything.
-    match tokio::task::spawn_blocking(move || open_under_root(&root, &a)).await {
-        Ok(Ok(_)) => {}
-        Ok(Err(OpenError::NotFound)) | Ok(Err(OpenError::Escapes(_))) => {
-            return error(StatusCode::NOT_FOUND, "no such asset")
-        }
-        Ok(Err(OpenError::Io(e))) => {
+    // Resolved and removed on one folder descriptor beneath the root: a folder swapped for a
+    // symlink meanwhile cannot redirect the unlink.
+    let removed = match folder(app, &asset, false).await {
+        Ok(f) => tokio::task::spawn_blocking(move || f.remove(&f.name.clone()))
+            .await
+            .unwrap_or_else(|e| Err(WriteRefusal::Io(std::io::Error::other(e)))),
+        Err(e) => Err(e),
+    };
+    match removed {
+        Ok(()) => {}
+        Err(WriteRefusal::Io(e)) => {
             return error(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                &format!("cannot open: {}", e.kind()),
+                &format!("cannot delete: {}", e.kind()),
             )
         }
-        Err(_) => return error(StatusCode::INTERNAL_SERVER_ERROR, "cannot open"),
-    }
-    if let Err(e) = tokio::fs::remove_file(app.store.root.join(asset.as_str())).await {
-        return error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            &format!("cannot delete: {}", e.kind()),
-        );
+        Err(_) => return error(StatusCode::NOT_FOUND, "no such asset"),
     }
     app.store.evict(asset.as_str()).await;
     let mut result =

@@ -105,7 +105,7 @@ pub async fn route(
         return crate::routes::metrics_response(app, req.method()).await;
     }
     let Some(who) = authenticate(app, &req) else {
-        tracing::warn!(target: "audit", %peer, path = %path, outcome = "unauthorized", "admin request refused");
+        tracing::warn!(target: "audit", %peer, path = path.as_str(), outcome = "unauthorized", "admin request refused");
         let mut r = error(StatusCode::UNAUTHORIZED, "missing or invalid bearer token");
         r.headers_mut().insert(
             header::WWW_AUTHENTICATE,
@@ -143,14 +143,16 @@ pub async fn route(
                 .map_or(0, |d| d.as_secs());
             match app.minter.mint(&request, now) {
                 Ok(link) => {
-                    tracing::info!(target: "audit", who = %who, action = "sign", path = %sign.path, prefix = sign.prefix, format = ?sign.format, expires_at = link.expires_at, outcome = "ok");
-                    json(
-                        StatusCode::OK,
-                        serde_json::json!({"url": link.url, "expires_at": link.expires_at}),
-                    )
+                    tracing::info!(target: "audit", who = who.as_str(), action = "sign", path = sign.path.as_str(), prefix = sign.prefix, format = ?sign.format, expires_at = link.expires_at, outcome = "ok");
+                    let mut answer =
+                        serde_json::json!({"url": link.url, "expires_at": link.expires_at});
+                    if let Some(w) = app.unprotected_warning(&sign.path) {
+                        answer["warning"] = w.into();
+                    }
+                    json(StatusCode::OK, answer)
                 }
                 Err(reason) => {
-                    tracing::info!(target: "audit", who = %who, action = "sign", path = %sign.path, outcome = "refused", reason = %reason);
+                    tracing::info!(target: "audit", who = who.as_str(), action = "sign", path = sign.path.as_str(), outcome = "refused", reason = reason.as_str());
                     error(StatusCode::BAD_REQUEST, &reason)
                 }
             }
@@ -171,7 +173,7 @@ pub async fn route(
             };
             match invalidate(app, &paths).await {
                 Ok(Some(inv)) => {
-                    tracing::info!(target: "audit", who = %who, action = "invalidate", paths = ?paths, id = %inv.id, outcome = "ok");
+                    tracing::info!(target: "audit", who = who.as_str(), action = "invalidate", paths = ?paths, id = inv.id.as_str(), outcome = "ok");
                     json(
                         StatusCode::OK,
                         serde_json::json!({"id": inv.id, "status": inv.status, "paths": paths}),
@@ -179,7 +181,7 @@ pub async fn route(
                 }
                 Ok(None) => disabled(),
                 Err(e) => {
-                    tracing::error!(target: "audit", who = %who, action = "invalidate", paths = ?paths, code = %e.code, message = %e.message, outcome = "aws-error");
+                    tracing::error!(target: "audit", who = who.as_str(), action = "invalidate", paths = ?paths, code = e.code.as_str(), message = e.message.as_str(), outcome = "aws-error");
                     aws_failure(&e, serde_json::json!({}))
                 }
             }
@@ -243,7 +245,7 @@ pub async fn route(
                     }
                 }
             }
-            tracing::info!(target: "audit", who = %who, action = "cache-evict", paths = ?evicted, outcome = "ok");
+            tracing::info!(target: "audit", who = who.as_str(), action = "cache-evict", paths = ?evicted, outcome = "ok");
             json(StatusCode::OK, serde_json::json!({"evicted": evicted}))
         }
         (Method::GET, "/admin/cache/stats") => {

@@ -86,6 +86,27 @@ pub struct ServerStats {
     pub recent_ranges: Vec<String>,
 }
 
+/// Why a presence socket was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The id already has a live socket (409).
+    Duplicate,
+    /// The client address holds `max_sessions_per_client` sockets (429).
+    PerClient,
+    /// `max_sessions` sockets are open (503).
+    Full,
+}
+
+impl Refusal {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::Duplicate => "session already connected",
+            Refusal::PerClient => "too many sessions from this address",
+            Refusal::Full => "too many sessions on this server",
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct Sessions {
     live: Mutex<HashMap<String, Session>>,
@@ -98,22 +119,26 @@ impl Sessions {
         self.live.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Registers a session when its socket opens. Refused when the id is already connected
-    /// or `client` already has `max_per_client` sockets (0 = no cap).
+    /// Registers a session when its socket opens. Refused when the id is already connected,
+    /// `client` already has `max_per_client` sockets, or `max_total` are open (0 = no cap).
     pub fn open(
         &self,
         id: &str,
         client: IpAddr,
         video: &str,
         max_per_client: usize,
-    ) -> Result<(), &'static str> {
+        max_total: usize,
+    ) -> Result<(), Refusal> {
         let mut m = self.map();
         if m.contains_key(id) {
-            return Err("session already connected");
+            return Err(Refusal::Duplicate);
+        }
+        if max_total > 0 && m.len() >= max_total {
+            return Err(Refusal::Full);
         }
         if max_per_client > 0 && m.values().filter(|s| s.client == client).count() >= max_per_client
         {
-            return Err("too many sessions from this address");
+            return Err(Refusal::PerClient);
         }
         let now = Instant::now();
         m.insert(
@@ -153,10 +178,12 @@ impl Sessions {
         })
     }
 
-    /// A response for `id` is starting: note its status and range.
-    pub fn response_started(&self, id: &str, status: u16, range: Option<&str>) {
+    /// A response for `id` is starting: note its status and range. Only requests from the
+    /// address that holds the session's socket count (ids are visible in `/admin/sessions`;
+    /// anyone else naming one changes nothing).
+    pub fn response_started(&self, id: &str, client: IpAddr, status: u16, range: Option<&str>) {
         let mut m = self.map();
-        if let Some(s) = m.get_mut(id) {
+        if let Some(s) = m.get_mut(id).filter(|s| s.client == client) {
             s.requests += 1;
             if s.ranges.len() == RECENT_RANGES {
                 s.ranges.pop_front();
@@ -167,8 +194,8 @@ impl Sessions {
     }
 
     /// Body bytes just sent for `id` (counted as they go, so long responses show progress).
-    pub fn add_bytes(&self, id: &str, n: u64) {
-        if let Some(s) = self.map().get_mut(id) {
+    pub fn add_bytes(&self, id: &str, client: IpAddr, n: u64) {
+        if let Some(s) = self.map().get_mut(id).filter(|s| s.client == client) {
             s.bytes += n;
         }
     }
@@ -255,21 +282,34 @@ mod tests {
     fn lifecycle_stats_and_caps() {
         let s = Sessions::default();
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
-        s.open("session-aaaa", ip, "a.mp4", 2).unwrap();
-        assert!(
-            s.open("session-aaaa", ip, "a.mp4", 2).is_err(),
+        let other: IpAddr = "10.0.0.2".parse().unwrap();
+        s.open("session-aaaa", ip, "a.mp4", 2, 3).unwrap();
+        assert_eq!(
+            s.open("session-aaaa", ip, "a.mp4", 2, 3),
+            Err(Refusal::Duplicate),
             "one socket per id"
         );
-        s.open("session-bbbb", ip, "b.mp4", 2).unwrap();
-        assert!(
-            s.open("session-cccc", ip, "c.mp4", 2).is_err(),
+        s.open("session-bbbb", ip, "b.mp4", 2, 3).unwrap();
+        assert_eq!(
+            s.open("session-cccc", ip, "c.mp4", 2, 3),
+            Err(Refusal::PerClient),
             "per-address cap"
         );
-        s.response_started("session-aaaa", 206, Some("bytes=0-999"));
-        s.add_bytes("session-aaaa", 600);
-        s.add_bytes("session-aaaa", 400);
-        s.response_started("nobody-here", 206, None);
-        s.add_bytes("nobody-here", 5);
+        s.open("session-dddd", other, "d.mp4", 2, 3).unwrap();
+        assert_eq!(
+            s.open("session-eeee", "10.0.0.3".parse().unwrap(), "e.mp4", 2, 3),
+            Err(Refusal::Full),
+            "global cap"
+        );
+        s.close("session-dddd");
+        s.response_started("session-aaaa", ip, 206, Some("bytes=0-999"));
+        s.add_bytes("session-aaaa", ip, 600);
+        s.add_bytes("session-aaaa", ip, 400);
+        // Someone else naming the session id changes nothing.
+        s.response_started("session-aaaa", other, 206, Some("bytes=5-6"));
+        s.add_bytes("session-aaaa", other, 1_000_000);
+        s.response_started("nobody-here", ip, 206, None);
+        s.add_bytes("nobody-here", ip, 5);
         let hb = Heartbeat {
             position: 1.0,
             buffered: 2.0,

@@ -18,7 +18,7 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
-use super::sessions::{session_from_query, Heartbeat};
+use super::sessions::{session_from_query, Heartbeat, Refusal};
 use crate::metrics::Metrics;
 use crate::storage::body::OriginBody;
 use crate::App;
@@ -94,17 +94,20 @@ pub fn accept(app: Arc<App>, mut req: Request<Incoming>, client: IpAddr) -> Resp
     };
     let accept_key = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
     let player = &app.settings.player;
-    if let Err(why) = app
-        .sessions
-        .open(&session, client, &video, player.max_sessions_per_client)
-    {
+    if let Err(why) = app.sessions.open(
+        &session,
+        client,
+        &video,
+        player.max_sessions_per_client,
+        player.max_sessions,
+    ) {
         Metrics::count(&app.metrics.ws_closed, "refused");
-        let status = if why.starts_with("too many") {
-            StatusCode::TOO_MANY_REQUESTS
-        } else {
-            StatusCode::CONFLICT
+        let status = match why {
+            Refusal::Duplicate => StatusCode::CONFLICT,
+            Refusal::PerClient => StatusCode::TOO_MANY_REQUESTS,
+            Refusal::Full => StatusCode::SERVICE_UNAVAILABLE,
         };
-        return refuse(status, why);
+        return refuse(status, why.as_str());
     }
     let on_upgrade = hyper::upgrade::on(&mut req);
     let task_app = Arc::clone(&app);
@@ -156,15 +159,21 @@ impl Drop for EndSession {
 }
 
 /// Serves one socket until it closes; returns why it ended.
+///
+/// Only a valid heartbeat (a text frame the page sends) keeps the session alive: pings, pongs
+/// and malformed frames do not move the deadline. A reply the client does not read within
+/// `server.write_stall_timeout_secs` ends the socket.
 async fn run<S>(app: &App, mut ws: WebSocketStream<S>, session: &str) -> &'static str
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     let timeout = Duration::from_secs(app.settings.player.session_timeout_secs);
+    let stall = Duration::from_secs(app.settings.server.write_stall_timeout_secs);
+    let mut deadline = tokio::time::Instant::now() + timeout;
     loop {
-        let msg = match tokio::time::timeout(timeout, ws.next()).await {
+        let msg = match tokio::time::timeout_at(deadline, ws.next()).await {
             Err(_) => {
-                let _ = ws.close(None).await;
+                let _ = tokio::time::timeout(stall, ws.close(None)).await;
                 return "heartbeat_timeout";
             }
             Ok(None) => return "client_closed",
@@ -175,10 +184,13 @@ where
         match msg {
             Message::Text(text) => match Heartbeat::parse(text.as_str()) {
                 Some(hb) => {
+                    deadline = tokio::time::Instant::now() + timeout;
                     if let Some(stats) = app.sessions.heartbeat(session, hb) {
                         let reply = serde_json::to_string(&stats).unwrap_or_default();
-                        if ws.send(Message::text(reply)).await.is_err() {
-                            return "client_closed";
+                        match tokio::time::timeout(stall, ws.send(Message::text(reply))).await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(_)) => return "client_closed",
+                            Err(_) => return "write_stall",
                         }
                     }
                 }
@@ -186,7 +198,7 @@ where
             },
             Message::Binary(_) => app.sessions.bad_frame(),
             Message::Close(_) => return "client_closed",
-            // Pings are answered by tungstenite itself.
+            // Pings are answered by tungstenite itself; they do not count as heartbeats.
             Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
         }
     }

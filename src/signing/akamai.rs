@@ -92,8 +92,7 @@ pub fn verify(
     keys: &[Vec<u8>],
     alg: Algorithm,
     client: Option<&str>,
-    now: u64,
-    skew: u64,
+    clock: super::Clock,
 ) -> Result<(), Rejection> {
     if token.len() > MAX_PARAM {
         return Err(malformed("token too long"));
@@ -148,23 +147,12 @@ pub fn verify(
     if let Some(ip) = ip {
         if client != Some(ip) {
             return Err(Rejection::new(
-                Reason::WrongScope,
+                Reason::WrongIp,
                 "client address differs from ip",
             ));
         }
     }
-    if st.is_some_and(|st| st > now + skew) {
-        return Err(Rejection::new(
-            Reason::NotYetValid,
-            format!("st {st:?}, now {now}"),
-        ));
-    }
-    if exp + skew < now {
-        return Err(Rejection::new(
-            Reason::Expired,
-            format!("exp {exp}, now {now}"),
-        ));
-    }
+    clock.check_window(st, exp)?;
     if let Some(acl) = acl {
         let mut allowed = false;
         for entry in acl.split('!') {
@@ -273,7 +261,12 @@ mod tests {
         let keys = vec![vec![9u8; 32], k.clone()]; // the second plays the transition key
         let ak1 = "st=1700000000~exp=1700000600~acl=/video/private/*~hmac=a248eb6b477efa0ce476de284a94e5b2c85322b104c32617eaa51c12963e5c7f";
         let v = |t: &str, p: &str, client: Option<&str>, now| {
-            verify(t, p, &keys, Algorithm::Sha256, client, now, 10).map_err(|r| r.reason)
+            let clock = crate::signing::Clock {
+                now,
+                skew: 10,
+                max_ttl: 0,
+            };
+            verify(t, p, &keys, Algorithm::Sha256, client, clock).map_err(|r| r.reason)
         };
         assert_eq!(v(ak1, "/video/private/m/seg.ts", None, 1700000100), Ok(()));
         assert_eq!(
@@ -315,7 +308,7 @@ mod tests {
         );
         assert_eq!(
             v(ak3, "/thumbs/a.jpg", Some("203.0.113.8"), 1700000100),
-            Err(WrongScope)
+            Err(WrongIp)
         );
         for bad in [
             "garbage",
@@ -337,5 +330,76 @@ mod tests {
         )
         .unwrap();
         assert_eq!(v(&mid_star, "/v/a/x", None, 1700000000), Err(Malformed));
+    }
+
+    #[test]
+    fn lifetime_is_bounded_and_exp_is_exclusive() {
+        use crate::signing::Clock;
+        let key = vec![7u8; 32];
+        let day = 86_400;
+        let now = 1_700_000_000;
+        let clock = |now| Clock {
+            now,
+            skew: 0,
+            max_ttl: day,
+        };
+        let mint_for = |start: Option<u64>, exp: u64| {
+            mint(
+                &key,
+                Algorithm::Sha256,
+                &Fields {
+                    start,
+                    exp,
+                    acl: vec!["/video/*".into()],
+                    ..Default::default()
+                },
+            )
+            .unwrap()
+        };
+        let ten_years = mint_for(None, now + 10 * 365 * day);
+        let r = verify(
+            &ten_years,
+            "/video/a",
+            std::slice::from_ref(&key),
+            Algorithm::Sha256,
+            None,
+            clock(now),
+        );
+        assert_eq!(
+            r.unwrap_err().reason,
+            Reason::Malformed,
+            "no start time: exp - now is bounded"
+        );
+        let long_window = mint_for(Some(now - 2 * day), now + 60);
+        let r = verify(
+            &long_window,
+            "/video/a",
+            std::slice::from_ref(&key),
+            Algorithm::Sha256,
+            None,
+            clock(now),
+        );
+        assert_eq!(
+            r.unwrap_err().reason,
+            Reason::Malformed,
+            "with a start time: exp - st is bounded"
+        );
+        let hour = mint_for(Some(now), now + 3600);
+        let at = |t| {
+            verify(
+                &hour,
+                "/video/a",
+                std::slice::from_ref(&key),
+                Algorithm::Sha256,
+                None,
+                clock(t),
+            )
+        };
+        assert!(at(now + 3599).is_ok());
+        assert_eq!(
+            at(now + 3600).unwrap_err().reason,
+            Reason::Expired,
+            "exclusive at exp, like VO1"
+        );
     }
 }

@@ -48,8 +48,7 @@ pub fn verify(
     query: &str,
     secrets: &[Vec<u8>],
     rule: &CloudflareRule,
-    now: u64,
-    skew: u64,
+    clock: super::Clock,
 ) -> Result<(), Rejection> {
     if query.len() > MAX_QUERY {
         return Err(malformed("query string too long"));
@@ -111,19 +110,8 @@ pub fn verify(
     {
         return Err(Rejection::new(Reason::BadSignature, "cloudflare token"));
     }
-    if issued > now + skew {
-        return Err(Rejection::new(
-            Reason::NotYetValid,
-            format!("issued {issued}, now {now}"),
-        ));
-    }
-    if now >= issued + rule.ttl {
-        return Err(Rejection::new(
-            Reason::Expired,
-            format!("issued {issued} + ttl {}, now {now}", rule.ttl),
-        ));
-    }
-    Ok(())
+    // The token's window is its issue time plus the rule's TTL (spec signed-urls §1.3).
+    clock.check_window(Some(issued), issued + rule.ttl)
 }
 
 #[cfg(test)]
@@ -174,17 +162,36 @@ mod tests {
     fn vectors_verify() {
         let secrets = vec![b"other-secret-other-secret-other!!".to_vec(), S.to_vec()];
         let ok = |path: &str, q: &str, r: &CloudflareRule, now| {
-            verify(path, q, &secrets, r, now, 30).map_err(|e| e.reason)
+            let clock = crate::signing::Clock {
+                now,
+                skew: 30,
+                max_ttl: 0,
+            };
+            verify(path, q, &secrets, r, clock).map_err(|e| e.reason)
         };
         let q2 = "verify=1484063787-Z77xXCZoGJSBZlsbBhkPPziflaCPsQGz6JjtW16nF%2Fc%3D";
         assert_eq!(
             ok("/video/private/cat.mp4", q2, &rule(3600), 1484063787 + 10),
             Ok(())
         );
+        // The one window rule of every form: exclusive at ts + ttl, widened by the skew.
         assert_eq!(
-            ok("/video/private/cat.mp4", q2, &rule(3600), 1484063787 + 3600),
-            Err(Reason::Expired),
-            "now < ts + ttl, strict"
+            ok(
+                "/video/private/cat.mp4",
+                q2,
+                &rule(3600),
+                1484063787 + 3600 + 29
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            ok(
+                "/video/private/cat.mp4",
+                q2,
+                &rule(3600),
+                1484063787 + 3600 + 30
+            ),
+            Err(Reason::Expired)
         );
         assert_eq!(
             ok("/video/private/cat.mp4", q2, &rule(3600), 1484063787 - 100),

@@ -26,6 +26,8 @@ pub enum Reason {
     UnknownKey,
     BadSignature,
     WrongScope,
+    /// An IP-bound token presented from another client address.
+    WrongIp,
     NotYetValid,
     Expired,
 }
@@ -38,6 +40,7 @@ impl Reason {
             Reason::UnknownKey => "unknown-key",
             Reason::BadSignature => "bad-signature",
             Reason::WrongScope => "wrong-scope",
+            Reason::WrongIp => "wrong-ip",
             Reason::NotYetValid => "not-yet-valid",
             Reason::Expired => "expired",
         }
@@ -71,6 +74,40 @@ pub struct Clock {
     pub skew: u64,
     /// Tokens may not outlive `now + max_ttl` (+skew); 0 disables the check.
     pub max_ttl: u64,
+}
+
+impl Clock {
+    /// The one validity rule of every token form the origin verifies: valid from `start`
+    /// (inclusive, when the form has one) until `exp` (exclusive), each end widened by `skew`;
+    /// and no token may live longer than `max_ttl` (when set): `exp - start` where the form
+    /// carries a start time, and always `exp - now` (so a long token minted elsewhere is refused
+    /// even without a start time).
+    pub fn check_window(&self, start: Option<u64>, exp: u64) -> Result<(), Rejection> {
+        if let Some(st) = start {
+            if self.now + self.skew < st {
+                return Err(Rejection::new(
+                    Reason::NotYetValid,
+                    format!("starts at {st}, now {}", self.now),
+                ));
+            }
+        }
+        if self.now.saturating_sub(self.skew) >= exp {
+            return Err(Rejection::new(
+                Reason::Expired,
+                format!("exp {exp}, now {}", self.now),
+            ));
+        }
+        if self.max_ttl > 0 {
+            let too_far = exp > self.now + self.max_ttl + self.skew;
+            let too_long = start.is_some_and(|st| exp.saturating_sub(st) > self.max_ttl);
+            if too_far || too_long {
+                return Err(malformed(
+                    "token lives longer than signing.max_ttl_secs allows",
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Longest accepted token parameter value and query string (S-2).

@@ -1,5 +1,6 @@
 //! IO at the edge: safe path resolution, file metadata with content digests, and bodies.
 
+pub mod beneath;
 pub mod body;
 pub mod files;
 pub mod metadata;

@@ -439,3 +439,92 @@ pub fn set_mtime(p: &Path, t: std::time::SystemTime) {
         .set_modified(t)
         .unwrap();
 }
+
+// --- WebSocket at the frame level (RFC 6455) ------------------------------------------
+
+/// Opens `/ws` with a raw handshake; returns the socket after the 101 head.
+pub fn ws_open(srv: &Server, query: &str) -> Result<TcpStream, Resp> {
+    ws_open_on(srv.connect(), query, "")
+}
+
+/// [`ws_open`] on a socket of the caller's, with extra header lines (`Name: value\r\n`).
+pub fn ws_open_on(mut s: TcpStream, query: &str, extra: &str) -> Result<TcpStream, Resp> {
+    write!(
+        s,
+        "GET /ws?{query} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{extra}\r\n"
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if s.read(&mut b).unwrap() == 0 {
+            break;
+        }
+        head.push(b[0]);
+    }
+    let r = Resp::parse(&head);
+    if r.status != 101 {
+        let mut rest = vec![0u8; r.content_length()];
+        s.read_exact(&mut rest).unwrap();
+        return Err(Resp { body: rest, ..r });
+    }
+    // RFC 6455 §1.3's example key and answer.
+    assert_eq!(r.h("sec-websocket-accept"), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+    Ok(s)
+}
+
+/// A masked client frame (RFC 6455 §5.2).
+pub fn frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![0x80 | opcode];
+    let len = payload.len();
+    if len < 126 {
+        f.push(0x80 | len as u8);
+    } else if len < 65536 {
+        f.push(0x80 | 126);
+        f.extend_from_slice(&(len as u16).to_be_bytes());
+    } else {
+        f.push(0x80 | 127);
+        f.extend_from_slice(&(len as u64).to_be_bytes());
+    }
+    let mask = [1u8, 2, 3, 4];
+    f.extend_from_slice(&mask);
+    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    f
+}
+
+/// Reads one server frame: (opcode, payload).
+pub fn read_frame(s: &mut TcpStream) -> std::io::Result<(u8, Vec<u8>)> {
+    let mut h = [0u8; 2];
+    s.read_exact(&mut h)?;
+    let mut len = (h[1] & 0x7f) as usize;
+    if len == 126 {
+        let mut l = [0u8; 2];
+        s.read_exact(&mut l)?;
+        len = u16::from_be_bytes(l) as usize;
+    } else if len == 127 {
+        let mut l = [0u8; 8];
+        s.read_exact(&mut l)?;
+        len = u64::from_be_bytes(l) as usize;
+    }
+    let mut p = vec![0u8; len];
+    s.read_exact(&mut p)?;
+    Ok((h[0] & 0x0f, p))
+}
+
+/// Runs the binary with `args` in an empty working directory; (success, stdout, stderr).
+pub fn run_cli(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+    let workdir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(args)
+        .current_dir(workdir.path())
+        .env_remove("RUST_LOG")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
