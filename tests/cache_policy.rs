@@ -164,6 +164,8 @@ fn first_match_order_and_custom_rules_from_a_file() {
         r#"
 [cache]
 cdn = "cloudflare"
+# This file's rules are the whole list (without it they go before the shipped ones).
+replace_rules = true
 [[cache.rules]]
 match = "series/s1/**"
 cache_control = "public, max-age=5"

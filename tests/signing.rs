@@ -372,7 +372,7 @@ fn admin_sign_endpoint() {
     // Audit: who (token id), never the token.
     let log = srv.log_text();
     assert!(
-        log.contains("who=ops") && log.contains("action=\"sign\""),
+        log.contains("who=\"ops\"") && log.contains("action=\"sign\""),
         "{log}"
     );
     assert!(!log.contains(ADMIN));
@@ -404,7 +404,7 @@ fn admin_sign_endpoint() {
     }
     let audit = two.log_text();
     assert!(
-        audit.contains("who=old") && audit.contains("who=new"),
+        audit.contains("who=\"old\"") && audit.contains("who=\"new\""),
         "{audit}"
     );
     // The admin API is not on the public port.
@@ -434,7 +434,7 @@ fn ip_bound_links() {
         format!("{p}?{q}")
     };
     assert_eq!(srv.get(&mint("127.0.0.1"), &[]).status, 200);
-    assert_eq!(srv.get(&mint("203.0.113.9"), &[]).body, b"wrong-scope\n");
+    assert_eq!(srv.get(&mint("203.0.113.9"), &[]).body, b"wrong-ip\n");
 }
 
 #[test]
