@@ -1,259 +1,27 @@
 //! video-origin: a CDN origin server for video.
 //!
-//! Flow of a request, one way only: `routes` → `serve` (pipeline) → `storage::path` (safe
-//! path) → `storage::metadata` (moka cache, content-hash ETag) → `http` (pure decision and
-//! headers) → `storage::body` (bounded stream). `http` depends on nothing else in the crate.
+//! One way down, as the folders read: `server` (listeners, connections, timeouts, TLS, client
+//! address) → `routes` (one tower `Service` per listener: which handler answers) → `pipeline`
+//! (the public video pipeline) | `admin` | `player` → `app` (the shared state) → `signing`
+//! (access rules, tokens, links) → `storage` (the seam; `local` is the file-system backend) →
+//! `http` (pure decisions, imports nothing else of the crate). Beside them: `config` (settings,
+//! read by all), `observe` (metrics and the access log, written by all), `reply` (the shared
+//! short replies), `cdn` (invalidations).
 
-pub mod access;
 pub mod admin;
+pub mod app;
 pub mod cdn;
 pub mod config;
-pub mod conn;
 pub mod http;
 pub mod limits;
-pub mod links;
-pub mod logbuf;
-pub mod metrics;
+pub mod observe;
+pub mod pipeline;
 pub mod player;
-pub mod proxy;
+pub mod reply;
 pub mod routes;
-pub mod serve;
 pub mod server;
 pub mod signing;
 pub mod storage;
-pub mod tls;
 
-use std::sync::Arc;
-use std::time::Duration;
-
-use crate::config::Settings;
-use crate::http::cache_policy::CachePolicy;
-use crate::storage::files::AssetStore;
-use crate::storage::metadata::{load_index, MetadataCache};
-
-/// Everything a request needs, built once from validated settings and shared as an `Arc`.
-pub struct App {
-    pub settings: Arc<Settings>,
-    /// Open files and their metadata, under the canonical asset root.
-    pub store: AssetStore,
-    pub policy: CachePolicy,
-    /// Which paths need a signed link, and the verifiers.
-    pub access: access::AccessPolicy,
-    /// Mints signed links (CLI, admin API, library users).
-    pub minter: links::LinkMinter,
-    /// Caps concurrent streaming responses (load shedding).
-    pub streams: limits::StreamLimiter,
-    /// Set when shutdown begins: /readyz answers 503 so load balancers drain.
-    pub draining: std::sync::atomic::AtomicBool,
-    /// CloudFront client, built on first use (never at startup).
-    pub cloudfront: tokio::sync::OnceCell<cdn::cloudfront::CloudFront>,
-    /// Counters and histograms behind `/metrics`.
-    pub metrics: Arc<metrics::Metrics>,
-    /// Who the client is behind trusted proxies.
-    pub clients: proxy::ClientResolver,
-    /// Open connections on the public listener (for server.max_connections).
-    pub public_connections: std::sync::atomic::AtomicUsize,
-    /// Live player sessions (presence sockets).
-    pub sessions: player::sessions::Sessions,
-    /// The player page, rendered for this mount.
-    pub player_page: bytes::Bytes,
-    /// Problems that do not stop the server (logged at start, printed by `check-config`).
-    pub warnings: Vec<String>,
-}
-
-impl App {
-    /// Builds the app; fails when the asset root is unusable or the digest index is corrupt.
-    pub fn new(settings: Arc<Settings>) -> anyhow::Result<App> {
-        let root = std::fs::canonicalize(&settings.assets.root).map_err(|e| {
-            anyhow::anyhow!(
-                "invalid configuration: key `assets.root`: cannot use {}: {e}",
-                settings.assets.root.display()
-            )
-        })?;
-        if !root.is_dir() {
-            anyhow::bail!(
-                "invalid configuration: key `assets.root`: {} is not a directory",
-                root.display()
-            );
-        }
-        let index_path = settings.index_path(&root);
-        let index = load_index(&index_path).map_err(|e| {
-            anyhow::anyhow!("cannot read digest index {}: {e}", index_path.display())
-        })?;
-        if !index.is_empty() {
-            tracing::info!(entries = index.len(), path = %index_path.display(), "digest index loaded");
-        }
-        let policy = settings.cache_policy().map_err(|e| {
-            anyhow::anyhow!(
-                "invalid configuration: key `cache.rules[{}].{}`: {}",
-                e.index,
-                e.field,
-                e.reason
-            )
-        })?;
-        let mut warnings: Vec<String> = settings.provenance.replaced.clone();
-        warnings.extend(
-            policy
-                .warnings()
-                .iter()
-                .map(|w| format!("cache policy: {w}")),
-        );
-        let metadata = MetadataCache::new(
-            settings.metadata.capacity,
-            Duration::from_secs(settings.metadata.ttl_secs),
-            index,
-        );
-        let parts = settings.signing_parts().map_err(|(key, reason)| {
-            anyhow::anyhow!("invalid configuration: key `{key}`: {reason}")
-        })?;
-        let access = access::AccessPolicy::compile(
-            &settings.access.rules,
-            parts.keys.clone(),
-            parts
-                .cloudflare
-                .as_ref()
-                .map(|(secrets, rule)| access::CloudflareCheck {
-                    secrets: secrets.clone(),
-                    rule: rule.clone(),
-                }),
-            parts
-                .akamai
-                .as_ref()
-                .map(|(keys, alg, param)| access::AkamaiCheck {
-                    keys: keys.clone(),
-                    algorithm: *alg,
-                    param: param.clone(),
-                }),
-            settings.signing.skew_secs,
-            settings.signing.max_ttl_secs,
-        )
-        .map_err(|(i, reason)| {
-            anyhow::anyhow!("invalid configuration: key `access.rules[{i}]`: {reason}")
-        })?;
-        warnings.extend(access.warnings().iter().cloned());
-        let minter = links::LinkMinter {
-            keys: parts.keys,
-            base_url: settings.public_base_url(),
-            mount: settings.assets.mount.clone(),
-            max_ttl: settings.signing.max_ttl_secs,
-            cloudflare: parts
-                .cloudflare
-                .map(|(secrets, rule)| links::CloudflareMint {
-                    secret: secrets[0].clone(),
-                    rule,
-                }),
-            akamai: parts
-                .akamai
-                .map(|(keys, algorithm, param)| links::AkamaiMint {
-                    key: keys[0].clone(),
-                    algorithm,
-                    param,
-                }),
-            cloudfront: parts
-                .cloudfront
-                .map(|(signer, base_url)| links::CloudfrontMint { signer, base_url }),
-        };
-        let trusted = proxy::parse_ranges(&settings.proxy.trusted)
-            .map_err(|r| anyhow::anyhow!("invalid configuration: key `proxy.trusted`: {r}"))?;
-        let client_headers = settings
-            .proxy
-            .client_headers
-            .iter()
-            .map(|h| proxy::ClientHeader::parse(h))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|r| {
-                anyhow::anyhow!("invalid configuration: key `proxy.client_headers`: {r}")
-            })?;
-        Ok(App {
-            streams: limits::StreamLimiter::with_queue(
-                settings.limits.max_streams,
-                settings.limits.max_streams_per_client,
-                settings.limits.queue_max,
-                Duration::from_millis(settings.limits.queue_wait_ms),
-            ),
-            metrics: Arc::new(metrics::Metrics::new()),
-            clients: proxy::ClientResolver::new(trusted, client_headers),
-            public_connections: std::sync::atomic::AtomicUsize::new(0),
-            sessions: player::sessions::Sessions::default(),
-            player_page: player::page(&settings.assets.mount),
-            draining: std::sync::atomic::AtomicBool::new(false),
-            cloudfront: tokio::sync::OnceCell::new(),
-            access,
-            minter,
-            store: AssetStore::new(
-                root,
-                metadata,
-                settings.metadata.open_files,
-                Duration::from_secs(settings.metadata.open_file_idle_secs),
-            ),
-            policy,
-            warnings,
-            settings,
-        })
-    }
-
-    /// A warning when no access rule protects `path` (a link for it works, but so does the
-    /// bare URL): `sign` prints it and `POST /admin/sign` returns it.
-    pub fn unprotected_warning(&self, path: &str) -> Option<String> {
-        let asset = self.minter.asset_path(path)?;
-        (!self.access.protects(&asset)).then(|| {
-            format!(
-                "no access rule protects `{asset}`: it plays without a link too (see access.rules)"
-            )
-        })
-    }
-
-    /// Ready to take traffic: not draining, and the asset root is readable.
-    pub fn is_ready(&self) -> bool {
-        !self.draining.load(std::sync::atomic::Ordering::Relaxed)
-            && std::fs::read_dir(self.store.root.as_path()).is_ok()
-    }
-
-    /// The `/metrics` text, with live values read now.
-    pub async fn render_metrics(&self) -> String {
-        let cache = self.store.stats().await;
-        self.metrics.render(&metrics::Live {
-            active_streams: self.streams.active(),
-            queued_streams: self.streams.waiting(),
-            cache_hits: cache.hits,
-            cache_misses: cache.misses,
-            cache_entries: cache.entries,
-            open_files: self.store.open_entries(),
-            digests: cache.digests_computed,
-            digest_seconds: cache.digest_seconds,
-            open_fds: metrics::open_fds(),
-            max_fds: metrics::max_fds(),
-            ready: self.is_ready(),
-            viewers_live: self.sessions.live(),
-            player_stalls: self.sessions.stalls_total(),
-            ws_bad_frames: self.sessions.bad_frames_total(),
-        })
-    }
-
-    /// Hashes every servable file in the background (metadata.warm_up).
-    pub fn spawn_warm_up(self: &Arc<Self>) {
-        let app = Arc::clone(self);
-        tokio::spawn(async move {
-            let started = std::time::Instant::now();
-            let root = Arc::clone(&app.store.root);
-            let files = tokio::task::spawn_blocking(move || storage::walk_files(&root))
-                .await
-                .unwrap_or_default();
-            let mut warmed = 0usize;
-            for rel in files {
-                // normalize() decodes percent-escapes, so a literal `%` in a name is escaped first.
-                let Ok(asset) = storage::path::normalize(&rel.replace('%', "%25")) else {
-                    continue;
-                };
-                if app.store.open(&asset).await.is_ok() {
-                    warmed += 1;
-                }
-            }
-            tracing::info!(
-                files = warmed,
-                secs = started.elapsed().as_secs_f64(),
-                "metadata warm-up done"
-            );
-        });
-    }
-}
+pub use app::App;
+pub use routes::{admin::AdminService, public::PublicService, ClientAddr};

@@ -49,7 +49,7 @@ enum Command {
         ip: Option<std::net::IpAddr>,
         /// Token format: native, cloudflare, akamai or cloudfront.
         #[arg(long, default_value = "native", value_parser = parse_format)]
-        format: video_origin::links::LinkFormat,
+        format: video_origin::signing::links::LinkFormat,
         /// Print JSON {url, expires_at} instead of the bare URL.
         #[arg(long)]
         json: bool,
@@ -105,7 +105,7 @@ fn init_logging(settings: &Settings) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(video_origin::logbuf::ThreadBufferedStderr);
+        .with_writer(video_origin::observe::logbuf::ThreadBufferedStderr);
     match settings.log.format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Text => builder.init(),
@@ -160,7 +160,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(warning) = app.unprotected_warning(&path) {
                 eprintln!("video-origin: warning: {warning}");
             }
-            let request = video_origin::links::LinkRequest {
+            let request = video_origin::signing::links::LinkRequest {
                 path,
                 ttl_secs: ttl.unwrap_or(settings.signing.default_ttl_secs),
                 prefix,
@@ -192,7 +192,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let root = std::fs::canonicalize(&settings.assets.root)
                 .with_context(|| format!("asset root {}", settings.assets.root.display()))?;
             let out = settings.index_path(&root);
-            let n = video_origin::storage::metadata::build_index(&root, &out)
+            let n = video_origin::storage::local::metadata::build_index(&root, &out)
                 .with_context(|| format!("building index {}", out.display()))?;
             println!("indexed {n} files into {}", out.display());
             Ok(())
@@ -220,7 +220,7 @@ fn parse_ttl(s: &str) -> Result<u64, String> {
         .ok_or_else(|| "duration too large".to_string())
 }
 
-fn parse_format(s: &str) -> Result<video_origin::links::LinkFormat, String> {
+fn parse_format(s: &str) -> Result<video_origin::signing::links::LinkFormat, String> {
     serde_json::from_value(serde_json::Value::String(s.to_owned()))
         .map_err(|_| format!("`{s}`: use native, cloudflare, akamai or cloudfront"))
 }
@@ -344,13 +344,13 @@ fn serve(settings: Arc<Settings>) -> anyhow::Result<()> {
         n => n,
     };
     let cert = if settings.tls.enabled {
-        let cert =
-            video_origin::tls::ReloadingCert::load(&settings.tls.cert_file, &settings.tls.key_file)
-                .map_err(|e| {
-                    anyhow::anyhow!(
-                        "invalid configuration: key `tls.cert_file`/`tls.key_file`: {e}"
-                    )
-                })?;
+        let cert = video_origin::server::tls::ReloadingCert::load(
+            &settings.tls.cert_file,
+            &settings.tls.key_file,
+        )
+        .map_err(|e| {
+            anyhow::anyhow!("invalid configuration: key `tls.cert_file`/`tls.key_file`: {e}")
+        })?;
         Some(cert)
     } else {
         None
@@ -358,7 +358,7 @@ fn serve(settings: Arc<Settings>) -> anyhow::Result<()> {
     let public = video_origin::server::ListenerSpec {
         which: video_origin::server::Listener::Public,
         tls: cert.as_ref().map(|c| {
-            tokio_rustls::TlsAcceptor::from(video_origin::tls::server_config(
+            tokio_rustls::TlsAcceptor::from(video_origin::server::tls::server_config(
                 Arc::clone(c),
                 settings.tls.http2,
             ))
@@ -406,7 +406,7 @@ fn serve(settings: Arc<Settings>) -> anyhow::Result<()> {
     std::thread::Builder::new()
         .name("upload-sweep".into())
         .spawn(move || {
-            let n = video_origin::storage::beneath::remove_abandoned_uploads(
+            let n = video_origin::storage::local::beneath::remove_abandoned_uploads(
                 &root,
                 Duration::from_secs(600),
             );

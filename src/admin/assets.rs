@@ -12,10 +12,11 @@ use http_body_util::BodyExt;
 use tokio::io::AsyncWriteExt;
 
 use super::{aws_failure, error, invalidate, json};
-use crate::storage::beneath::{upload_temp_name, Beneath, Folder, WriteRefusal};
+use crate::app::App;
 use crate::storage::body::OriginBody;
-use crate::storage::path::{normalize, AssetPath, OpenError, PathRejection};
-use crate::App;
+use crate::storage::local::beneath::{upload_temp_name, Beneath, Folder, WriteRefusal};
+use crate::storage::local::open::OpenError;
+use crate::storage::path::{normalize, AssetPath, PathRejection};
 
 /// Removes the temporary file unless the upload completed (covers early returns and a request
 /// future dropped when the client goes away).
@@ -62,7 +63,7 @@ pub async fn put(
     who: &str,
     raw: &str,
     do_invalidate: bool,
-    body: hyper::body::Incoming,
+    body: super::AdminBody,
 ) -> http::Response<OriginBody> {
     let asset = match asset_path(raw) {
         Ok(a) => a,

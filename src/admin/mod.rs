@@ -16,35 +16,15 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use serde::Deserialize;
 
-use crate::links::{LinkFormat, LinkRequest};
+use crate::app::App;
+use crate::reply::{json, json_error as error};
+use crate::signing::links::{LinkFormat, LinkRequest};
 use crate::storage::body::OriginBody;
-use crate::App;
 
-static PRIVATE_NO_STORE: HeaderValue = HeaderValue::from_static("private, no-store");
-
-pub(crate) fn json(status: StatusCode, value: serde_json::Value) -> Response<OriginBody> {
-    let body = Bytes::from(format!("{value}\n"));
-    let mut r = Response::new(OriginBody::Bytes(None));
-    *r.status_mut() = status;
-    let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    h.insert(header::CACHE_CONTROL, PRIVATE_NO_STORE.clone());
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
-    h.insert(
-        header::DATE,
-        HeaderValue::from_str(&httpdate::fmt_http_date(SystemTime::now()))
-            .unwrap_or(HeaderValue::from_static("")),
-    );
-    *r.body_mut() = OriginBody::Bytes(Some(body));
-    r
-}
-
-pub(crate) fn error(status: StatusCode, message: &str) -> Response<OriginBody> {
-    json(status, serde_json::json!({ "error": message }))
-}
+/// The request body the admin API reads (any body, boxed by `routes::admin`; its errors become
+/// `io::Error`s, a concrete type the body combinators take without lifetime trouble).
+pub type AdminBody = http_body_util::combinators::UnsyncBoxBody<Bytes, std::io::Error>;
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The id of the bearer token presented, if it matches a configured one.
 fn authenticate<B>(app: &App, req: &Request<B>) -> Option<String> {
@@ -82,28 +62,10 @@ struct SignBody {
     format: LinkFormat,
 }
 
-/// Routes one request on the admin listener.
-pub async fn route(
-    app: &App,
-    req: Request<hyper::body::Incoming>,
-    peer: IpAddr,
-) -> Response<OriginBody> {
+/// Answers one admin API request (everything on the admin listener but health, readiness
+/// and metrics, which `routes::admin` answers without a token).
+pub async fn api(app: &App, req: Request<AdminBody>, peer: IpAddr) -> Response<OriginBody> {
     let path = req.uri().path().to_owned();
-    if path == "/healthz" {
-        return json(StatusCode::OK, serde_json::json!({"status": "ok"}));
-    }
-    if path == "/readyz" {
-        return match app.is_ready() {
-            true => json(StatusCode::OK, serde_json::json!({"status": "ready"})),
-            false => json(
-                StatusCode::SERVICE_UNAVAILABLE,
-                serde_json::json!({"status": "not ready"}),
-            ),
-        };
-    }
-    if path == "/metrics" && app.settings.metrics.admin {
-        return crate::routes::metrics_response(app, req.method()).await;
-    }
     let Some(who) = authenticate(app, &req) else {
         tracing::warn!(target: "audit", %peer, path = path.as_str(), outcome = "unauthorized", "admin request refused");
         let mut r = error(StatusCode::UNAUTHORIZED, "missing or invalid bearer token");
@@ -303,7 +265,7 @@ fn aws_failure(
 
 async fn read_json<T: serde::de::DeserializeOwned>(
     app: &App,
-    req: Request<hyper::body::Incoming>,
+    req: Request<AdminBody>,
 ) -> Result<T, Response<OriginBody>> {
     let limit = app.settings.admin.max_body_bytes;
     let body = match http_body_util::Limited::new(req.into_body(), limit)
@@ -350,7 +312,7 @@ async fn invalidate(
         &crate::http::multipart::random_boundary()[..8]
     );
     let result = cf.create(paths, &reference).await;
-    crate::metrics::Metrics::count_outcome(
+    crate::observe::metrics::Metrics::count_outcome(
         &app.metrics.invalidations,
         if result.is_ok() { "ok" } else { "error" },
     );

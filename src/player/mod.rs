@@ -13,7 +13,6 @@ use http::header::{self, HeaderValue};
 use http::{Method, Response, StatusCode};
 
 use crate::storage::body::OriginBody;
-use crate::App;
 
 const PAGE: &str = include_str!("page.html");
 
@@ -33,9 +32,9 @@ pub fn page(mount: &str) -> bytes::Bytes {
     PAGE.replace("{{MOUNT}}", &escaped).into()
 }
 
-/// The player page for any `/player/...` path (the page reads its own URL).
-pub fn page_response(app: &App, method: &Method) -> Response<OriginBody> {
-    let page = &app.player_page;
+/// The player page (built once by [`page`]) for any `/player/...` path (the page reads its
+/// own URL).
+pub fn page_response(page: &bytes::Bytes, method: &Method) -> Response<OriginBody> {
     let mut head = crate::http::response::error_head(
         std::str::from_utf8(page).unwrap_or(""),
         &HeaderValue::from_static("no-cache"),

@@ -12,19 +12,18 @@ use std::time::{Duration, SystemTime};
 use futures_util::{SinkExt, StreamExt};
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
-use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
 use super::sessions::{session_from_query, Heartbeat, Refusal};
-use crate::metrics::Metrics;
+use crate::app::App;
+use crate::observe::metrics::Metrics;
 use crate::storage::body::OriginBody;
-use crate::App;
 
 fn refuse(status: StatusCode, why: &str) -> Response<OriginBody> {
-    crate::serve::error_response(
+    crate::reply::error_response(
         status,
         &format!("{why}\n"),
         &HeaderValue::from_static("no-store"),
@@ -32,7 +31,7 @@ fn refuse(status: StatusCode, why: &str) -> Response<OriginBody> {
     )
 }
 
-fn header_has(req: &Request<Incoming>, name: header::HeaderName, token: &str) -> bool {
+fn header_has<B>(req: &Request<B>, name: header::HeaderName, token: &str) -> bool {
     req.headers().get_all(name).iter().any(|v| {
         v.to_str()
             .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
@@ -40,7 +39,7 @@ fn header_has(req: &Request<Incoming>, name: header::HeaderName, token: &str) ->
 }
 
 /// Answers the upgrade request and spawns the socket task.
-pub fn accept(app: Arc<App>, mut req: Request<Incoming>, client: IpAddr) -> Response<OriginBody> {
+pub fn accept<B>(app: Arc<App>, mut req: Request<B>, client: IpAddr) -> Response<OriginBody> {
     if req.method() != http::Method::GET {
         let mut r = refuse(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
         r.headers_mut()

@@ -10,10 +10,12 @@
 //! - `akamai`: EdgeAuth (Auth Token 2.0) tokens.
 //! - `cloudfront`: CloudFront signed URLs (minting only; CloudFront verifies at the edge).
 
+pub mod access;
 pub mod akamai;
 pub mod cloudflare;
 pub mod cloudfront;
 pub mod keys;
+pub mod links;
 pub mod native;
 
 use std::net::IpAddr;

@@ -1,59 +1,87 @@
-//! Method + path → handler. Knows handlers, not their internals.
+//! The public listener's service: health and readiness, origin protection, metrics, the
+//! player page and its `/ws` socket, CORS, and the video mount (`pipeline`).
 
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::SystemTime;
 
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 
-use crate::http::response::error_text;
-use crate::serve::{error_response, not_found, serve_asset};
+use super::{answer, client_of, metrics_response, readiness, RouteFuture};
+use crate::app::App;
+use crate::pipeline::serve_asset;
+use crate::reply::{self, NO_STORE};
 use crate::storage::body::OriginBody;
-use crate::App;
 
-static NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
+/// The public listener's routes as a tower service (any request body type: the video routes
+/// read none, and `/ws` takes the connection over through hyper's upgrade extension).
+#[derive(Clone)]
+pub struct PublicService {
+    app: Arc<App>,
+}
+
+impl PublicService {
+    pub fn new(app: Arc<App>) -> PublicService {
+        PublicService { app }
+    }
+}
+
+impl<B: Send + 'static> tower::Service<Request<B>> for PublicService {
+    type Response = Response<OriginBody>;
+    type Error = Infallible;
+    type Future = RouteFuture;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> RouteFuture {
+        let app = Arc::clone(&self.app);
+        answer(async move { route(&app, req).await })
+    }
+}
 
 /// Routes one request on the public listener.
-pub async fn route<B>(
-    app: &App,
-    req: &Request<B>,
-    client: std::net::IpAddr,
-) -> Response<OriginBody> {
+pub async fn route<B>(app: &Arc<App>, req: Request<B>) -> Response<OriginBody> {
     let now = SystemTime::now();
+    let client = client_of(&req);
     let path = req.uri().path();
     if path == "/healthz" {
-        return simple(req.method(), StatusCode::OK, "ok\n", now);
+        return reply::text(req.method(), StatusCode::OK, "ok\n", now);
     }
     if path == "/readyz" {
-        return match app.is_ready() {
-            true => simple(req.method(), StatusCode::OK, "ready\n", now),
-            false => simple(
-                req.method(),
-                StatusCode::SERVICE_UNAVAILABLE,
-                "not ready\n",
-                now,
-            ),
-        };
+        let (status, text) = readiness(app);
+        return reply::text(req.method(), status, &format!("{text}\n"), now);
     }
     // Origin protection comes before any other work (spec http-origin F-14).
-    if let Some(refused) = origin_refusal(app, req, client) {
+    if let Some(refused) = origin_refusal(app, &req, client) {
         return refused;
     }
     if path == "/metrics" && app.settings.metrics.public {
         return metrics_response(app, req.method()).await;
     }
-    if path.starts_with("/player/") && app.settings.player.enabled {
-        return match *req.method() {
-            Method::GET | Method::HEAD => crate::player::page_response(app, req.method()),
-            _ => method_not_allowed(now),
-        };
+    if app.settings.player.enabled {
+        if path == "/ws" {
+            return crate::player::ws::accept(Arc::clone(app), req, client);
+        }
+        if path.starts_with("/player/") {
+            return match *req.method() {
+                Method::GET | Method::HEAD => {
+                    crate::player::page_response(&app.player_page, req.method())
+                }
+                _ => reply::method_not_allowed("GET, HEAD", now),
+            };
+        }
     }
     let Some(rest) = path
         .strip_prefix(app.settings.assets.mount.as_str())
         .and_then(|r| r.strip_prefix('/'))
     else {
-        return not_found(app, path, now);
+        return reply::not_found(&app.policy, path, now);
     };
-    let origin = cors_origin(app, req);
+    let origin = cors_origin(app, &req);
     if *req.method() == Method::OPTIONS
         && origin.is_some()
         && req
@@ -64,7 +92,7 @@ pub async fn route<B>(
     }
     match *req.method() {
         Method::GET | Method::HEAD => {
-            let target = crate::serve::Target {
+            let target = crate::pipeline::Target {
                 raw_path: path,
                 query: req.uri().query().unwrap_or(""),
                 asset: rest,
@@ -74,21 +102,8 @@ pub async fn route<B>(
             add_cors(app, origin, resp.headers_mut());
             resp
         }
-        _ => method_not_allowed(now),
+        _ => reply::method_not_allowed("GET, HEAD", now),
     }
-}
-
-/// 405 for anything but GET/HEAD.
-fn method_not_allowed(now: SystemTime) -> Response<OriginBody> {
-    let mut r = error_response(
-        StatusCode::METHOD_NOT_ALLOWED,
-        error_text(StatusCode::METHOD_NOT_ALLOWED),
-        &NO_STORE,
-        now,
-    );
-    r.headers_mut()
-        .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-    r
 }
 
 /// 403 (logged) when origin protection is on and the request lacks the CDN's secret.
@@ -102,9 +117,9 @@ pub fn origin_refusal<B>(
     }
     let path = req.uri().path();
     tracing::info!(%client, path, "origin protection: request without the CDN's secret header");
-    Some(error_response(
+    Some(reply::error_response(
         StatusCode::FORBIDDEN,
-        error_text(StatusCode::FORBIDDEN),
+        crate::http::response::error_text(StatusCode::FORBIDDEN),
         &NO_STORE,
         SystemTime::now(),
     ))
@@ -164,7 +179,7 @@ fn add_cors(app: &App, origin: Option<HeaderValue>, h: &mut http::HeaderMap) {
 }
 
 fn preflight(app: &App, origin: Option<HeaderValue>, now: SystemTime) -> Response<OriginBody> {
-    let mut r = simple(&Method::OPTIONS, StatusCode::NO_CONTENT, "", now);
+    let mut r = reply::text(&Method::OPTIONS, StatusCode::NO_CONTENT, "", now);
     *r.body_mut() = OriginBody::Empty;
     let h = r.headers_mut();
     h.remove(header::CONTENT_TYPE);
@@ -184,35 +199,5 @@ fn preflight(app: &App, origin: Option<HeaderValue>, now: SystemTime) -> Respons
         HeaderValue::from(app.settings.cors.max_age_secs),
     );
     add_cors(app, origin, h);
-    r
-}
-
-/// `GET /metrics` (both listeners): OpenMetrics text, never cached.
-pub async fn metrics_response(app: &App, method: &Method) -> Response<OriginBody> {
-    if method != Method::GET && method != Method::HEAD {
-        return method_not_allowed(SystemTime::now());
-    }
-    let text = app.render_metrics().await;
-    let mut r = error_response(StatusCode::OK, &text, &NO_STORE, SystemTime::now());
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
-    );
-    if method == Method::HEAD {
-        *r.body_mut() = OriginBody::Empty;
-    }
-    r
-}
-
-fn simple(
-    method: &Method,
-    status: StatusCode,
-    text: &'static str,
-    now: SystemTime,
-) -> Response<OriginBody> {
-    let mut r = error_response(status, text, &NO_STORE, now);
-    if method == Method::HEAD {
-        *r.body_mut() = OriginBody::Empty;
-    }
     r
 }

@@ -15,7 +15,7 @@ use std::path::Path;
 
 use rustix::fs::{AtFlags, FileType, FlockOperation, Mode, OFlags, ResolveFlags};
 
-use super::path::AssetPath;
+use crate::storage::path::AssetPath;
 
 /// Why a folder or file under the root cannot be used for a write (answered with 400/404).
 #[derive(Debug)]

@@ -19,8 +19,14 @@ use std::time::Duration;
 
 use moka::future::Cache;
 
-use super::metadata::{FileIdentity, FileMeta, MetadataCache};
-use super::path::{self, AssetPath, OpenError};
+pub mod beneath;
+pub mod metadata;
+pub mod open;
+pub mod read;
+
+use self::metadata::{FileIdentity, FileMeta, MetadataCache};
+use self::open::{is_fd_exhaustion, open_under_root, OpenError};
+use super::path::AssetPath;
 
 #[derive(Clone)]
 pub struct OpenAsset {
@@ -34,6 +40,58 @@ pub struct AssetStore {
     pub metadata: MetadataCache,
     open: Option<Cache<String, OpenAsset>>,
     open_hits: std::sync::atomic::AtomicU64,
+    /// Bytes per disk read of a body (after the small first chunks).
+    read_size: usize,
+}
+
+impl super::Stored for OpenAsset {
+    fn len(&self) -> u64 {
+        self.meta.len()
+    }
+
+    fn modified(&self) -> std::time::SystemTime {
+        self.meta.modified()
+    }
+
+    fn etag(&self) -> &crate::http::etag::EntityTag {
+        &self.meta.etag
+    }
+
+    fn content_type(&self) -> &'static str {
+        self.meta.content_type
+    }
+}
+
+impl super::Backend for AssetStore {
+    type Resource = OpenAsset;
+
+    async fn lookup(&self, asset: &AssetPath) -> Result<OpenAsset, super::LookupError> {
+        use super::LookupError;
+        match self.open(asset).await {
+            Ok(opened) => Ok(opened),
+            Err(OpenError::NotFound) => Err(LookupError::NotFound),
+            Err(OpenError::Escapes(real)) => {
+                tracing::warn!(path = asset.as_str(), real = %real.display(), "path resolves outside the asset root");
+                Err(LookupError::NotFound)
+            }
+            Err(OpenError::Io(e)) if is_fd_exhaustion(&e) => Err(LookupError::Exhausted(e)),
+            // A file that keeps changing under us, or a real IO fault: ours, not the client's.
+            Err(OpenError::Io(e)) => Err(LookupError::Failed(e)),
+        }
+    }
+
+    fn body(&self, resource: &OpenAsset, segments: Vec<super::Segment>) -> super::OriginBody {
+        super::OriginBody::File(read::FileStream::new(
+            Arc::clone(&resource.file),
+            resource.meta.identity,
+            segments,
+            self.read_size,
+        ))
+    }
+
+    async fn evict(&self, asset: &str) {
+        AssetStore::evict(self, asset).await
+    }
 }
 
 impl AssetStore {
@@ -43,6 +101,7 @@ impl AssetStore {
         metadata: MetadataCache,
         open_files: u64,
         open_idle: Duration,
+        read_size: usize,
     ) -> Self {
         let open = (open_files > 0).then(|| {
             Cache::builder()
@@ -55,6 +114,7 @@ impl AssetStore {
             metadata,
             open,
             open_hits: std::sync::atomic::AtomicU64::new(0),
+            read_size,
         }
     }
 
@@ -69,10 +129,9 @@ impl AssetStore {
             attempt += 1;
             let root = Arc::clone(&self.root);
             let a = asset.clone();
-            let (file, fs_meta) =
-                tokio::task::spawn_blocking(move || path::open_under_root(&root, &a))
-                    .await
-                    .map_err(|e| OpenError::Io(io::Error::other(e)))??;
+            let (file, fs_meta) = tokio::task::spawn_blocking(move || open_under_root(&root, &a))
+                .await
+                .map_err(|e| OpenError::Io(io::Error::other(e)))??;
             let file = Arc::new(file);
             let identity = FileIdentity::of(&fs_meta);
             match self.metadata.get(asset.as_str(), &file, identity).await {
@@ -120,7 +179,7 @@ impl AssetStore {
     }
 
     /// Cache statistics: metadata lookups plus requests answered by the open-file cache.
-    pub async fn stats(&self) -> crate::storage::metadata::CacheStats {
+    pub async fn stats(&self) -> crate::storage::local::metadata::CacheStats {
         self.metadata.run_pending().await;
         let mut st = self.metadata.stats();
         st.hits += self.open_hits.load(std::sync::atomic::Ordering::Relaxed);
@@ -144,11 +203,12 @@ mod tests {
             MetadataCache::new(100, Duration::from_secs(60), HashMap::new()),
             open_files,
             Duration::from_secs(30),
+            256 * 1024,
         )
     }
 
     fn asset(p: &str) -> AssetPath {
-        path::normalize(p).unwrap()
+        crate::storage::path::normalize(p).unwrap()
     }
 
     #[tokio::test]

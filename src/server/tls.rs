@@ -102,7 +102,7 @@ pub fn server_config(cert: Arc<ReloadingCert>, http2: bool) -> Arc<rustls::Serve
 pub async fn watch(
     cert: Arc<ReloadingCert>,
     check: Duration,
-    metrics: Arc<crate::metrics::Metrics>,
+    metrics: Arc<crate::observe::metrics::Metrics>,
 ) {
     use tokio::signal::unix::{signal, SignalKind};
     let mut hup = match signal(SignalKind::hangup()) {
@@ -136,11 +136,11 @@ pub async fn watch(
         };
         match reloaded {
             Ok(_) => {
-                crate::metrics::Metrics::count_outcome(&metrics.tls_reloads, "ok");
+                crate::observe::metrics::Metrics::count_outcome(&metrics.tls_reloads, "ok");
                 tracing::info!(trigger = why, "TLS certificate reloaded");
             }
             Err(e) => {
-                crate::metrics::Metrics::count_outcome(&metrics.tls_reloads, "error");
+                crate::observe::metrics::Metrics::count_outcome(&metrics.tls_reloads, "error");
                 tracing::error!(trigger = why, error = %e, "TLS certificate reload failed; keeping the current one");
             }
         }

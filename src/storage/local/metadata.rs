@@ -269,7 +269,7 @@ pub fn load_index(path: &Path) -> io::Result<HashMap<String, IndexEntry>> {
 /// atomically (temp file + rename). Returns the number of files indexed.
 pub fn build_index(root: &Path, out: &Path) -> io::Result<usize> {
     let mut entries = HashMap::new();
-    for key in super::walk_files(root) {
+    for key in crate::storage::walk_files(root) {
         let file = File::open(root.join(&key))?;
         let identity = FileIdentity::of(&file.metadata()?);
         let digest = hash_file(&file, identity)?;

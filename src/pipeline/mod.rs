@@ -1,0 +1,293 @@
+//! The public video pipeline: [`serve_asset`] is one call per step, in the order of the
+//! product picture.
+//!
+//! 1. [`resolve`]: decode the path once, refuse climbing paths (400) and dotfiles (404).
+//! 2. [`verify`]: signed-link rules, before anything is looked up (403; spec http-origin K-3).
+//! 3. [`lookup`]: the storage backend's resource: size, mtime, content-hash ETag (404/503).
+//! 4. [`decide`]: preconditions, then Range (pure, `http::response::decide`).
+//! 5. [`head`]: status and headers with the resource's cache policy.
+//! 6. [`stream`]: a shedding slot and the bounded body (nothing for HEAD, 304 or errors).
+
+#![allow(clippy::result_large_err)]
+
+use std::time::SystemTime;
+
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Response, StatusCode};
+
+use crate::app::App;
+use crate::http::cache_policy::ResponseClass;
+use crate::http::conditional::{effective_last_modified, ConditionalHeaders};
+use crate::http::multipart::random_boundary;
+use crate::http::response::{
+    build_head, decide as decide_pure, error_text, Decision, RangeOptions, Resource,
+};
+use crate::observe::access_log::AccessNote;
+use crate::observe::metrics::Metrics;
+use crate::reply::{error_response, not_found, with_head, NO_STORE, PRIVATE_NO_STORE};
+use crate::signing::access::{Access, TokenRequest};
+use crate::storage::body::{OriginBody, Segment};
+use crate::storage::path::{self, AssetPath, PathRejection};
+use crate::storage::{Backend, LookupError, Store, Stored};
+
+/// Where a request points, as received.
+pub struct Target<'a> {
+    /// The whole URL path, still percent-encoded (what signed links are checked against).
+    pub raw_path: &'a str,
+    /// The raw query string (token parameters live here; never logged, never in cache keys).
+    pub query: &'a str,
+    /// The URL path after the mount prefix, still percent-encoded.
+    pub asset: &'a str,
+    /// The client address (resolved through trusted proxies).
+    pub client: std::net::IpAddr,
+}
+
+/// A step's result, or the early answer that ends the pipeline (a whole response, returned
+/// as is: 404s and 304-free refusals are common enough not to box them).
+type Step<T> = Result<T, Response<OriginBody>>;
+
+/// The resource as the client is told about it.
+type Object = <Store as Backend>::Resource;
+
+/// Serves one GET/HEAD for `target`.
+pub async fn serve_asset(
+    app: &App,
+    method: &Method,
+    headers: &HeaderMap,
+    target: &Target<'_>,
+) -> Response<OriginBody> {
+    let now = SystemTime::now();
+    let answer = async {
+        let asset = resolve(app, target, now)?;
+        let (access, mut note) = verify(app, &asset, target, now)?;
+        let object = lookup(app, &asset, now).await?;
+        let decision = decide(app, method, headers, &object, now);
+        let (status, head) = head(app, &asset, access, &decision, &object, &mut note, now);
+        let body = stream(app, method, &decision, &object, status, target.client, now).await?;
+        let mut resp = with_head(status, head, body);
+        resp.extensions_mut().insert(note);
+        Ok(resp)
+    };
+    answer
+        .await
+        .unwrap_or_else(|early: Response<OriginBody>| early)
+}
+
+/// Step 1: the normalized asset path.
+fn resolve(app: &App, target: &Target<'_>, now: SystemTime) -> Step<AssetPath> {
+    path::normalize(target.asset).map_err(|rejection| match rejection {
+        PathRejection::BadRequest(reason) => {
+            tracing::debug!(path = target.asset, reason, "path rejected");
+            error_response(
+                StatusCode::BAD_REQUEST,
+                &format!("bad request: {reason}\n"),
+                &NO_STORE,
+                now,
+            )
+        }
+        PathRejection::NotFound => not_found(&app.policy, target.asset, now),
+    })
+}
+
+/// Step 2: the signed-link check, before the file is looked up, so a refused request learns
+/// nothing about what exists (spec http-origin §2.3 step 0, K-3).
+fn verify(
+    app: &App,
+    asset: &AssetPath,
+    target: &Target<'_>,
+    now: SystemTime,
+) -> Step<(Access, AccessNote)> {
+    let token_request = TokenRequest {
+        raw_path: target.raw_path,
+        query: target.query,
+        client: Some(target.client),
+        now: now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    };
+    let mut note = AccessNote::default();
+    match app.access.check(asset.as_str(), &token_request) {
+        Ok(access) => {
+            if matches!(access, Access::Granted { .. }) {
+                note.token = Some("ok");
+                Metrics::count_result(&app.metrics.tokens, "ok");
+            }
+            Ok((access, note))
+        }
+        Err(rejection) => {
+            let reason = rejection.reason.as_str();
+            Metrics::count_result(&app.metrics.tokens, reason);
+            tracing::info!(
+                path = asset.as_str(),
+                reason,
+                detail = rejection.detail.as_str(),
+                "signed link refused"
+            );
+            let mut r = error_response(
+                StatusCode::FORBIDDEN,
+                &format!("{reason}\n"),
+                &NO_STORE,
+                now,
+            );
+            note.token = Some(reason);
+            r.extensions_mut().insert(note);
+            Err(r)
+        }
+    }
+}
+
+/// Step 3: the resource, from the storage backend.
+async fn lookup(app: &App, asset: &AssetPath, now: SystemTime) -> Step<Object> {
+    app.store.lookup(asset).await.map_err(|e| match e {
+        LookupError::NotFound => not_found(&app.policy, asset.as_str(), now),
+        LookupError::Exhausted(e) => {
+            app.metrics.fd_exhaustion.inc();
+            tracing::error!(error = %e, "out of file descriptors");
+            crate::reply::unavailable(1, now)
+        }
+        LookupError::Failed(e) => {
+            tracing::error!(path = asset.as_str(), error = %e, "cannot open asset");
+            crate::reply::unavailable(1, now)
+        }
+    })
+}
+
+/// What the client is told about `object` at `now`.
+fn resource(object: &Object, now: SystemTime) -> Resource<'_> {
+    Resource {
+        len: object.len(),
+        etag: object.etag(),
+        last_modified: effective_last_modified(object.modified(), now),
+        content_type: object.content_type(),
+    }
+}
+
+/// Step 4: preconditions, then Range (pure).
+fn decide(
+    app: &App,
+    method: &Method,
+    headers: &HeaderMap,
+    object: &Object,
+    now: SystemTime,
+) -> Decision {
+    let ranges: Vec<&[u8]> = headers
+        .get_all(header::RANGE)
+        .iter()
+        .map(HeaderValue::as_bytes)
+        .collect();
+    let opts = RangeOptions {
+        max_ranges: app.settings.ranges.max_ranges,
+        coalesce_gap: app.settings.ranges.coalesce_gap,
+    };
+    decide_pure(
+        method == Method::GET,
+        &ranges,
+        &conditional_headers(headers),
+        &resource(object, now),
+        opts,
+        now,
+        random_boundary,
+    )
+}
+
+/// Step 5: status and headers, with the cache policy (or `private, no-store` for a response
+/// the origin verified: no shared cache may store it, K-1, H-19).
+fn head(
+    app: &App,
+    asset: &AssetPath,
+    access: Access,
+    decision: &Decision,
+    object: &Object,
+    note: &mut AccessNote,
+    now: SystemTime,
+) -> (StatusCode, HeaderMap) {
+    let policy = match access {
+        Access::Granted {
+            edge_verified: false,
+        } => vec![(header::CACHE_CONTROL, PRIVATE_NO_STORE.clone())],
+        _ => {
+            let (headers, rule) = app.policy.apply(asset.as_str(), ResponseClass::Success);
+            note.cache_rule = rule.cloned();
+            headers
+        }
+    };
+    build_head(decision, &resource(object, now), &policy, now)
+}
+
+/// The byte ranges of the object a GET's body is made of, if any.
+fn segments(decision: &Decision, object: &Object) -> Option<Vec<Segment>> {
+    match decision {
+        Decision::Full if !object.is_empty() => Some(vec![Segment::File {
+            start: 0,
+            end: object.len(),
+        }]),
+        Decision::Partial(r) => Some(vec![Segment::File {
+            start: r.start,
+            end: r.end + 1,
+        }]),
+        Decision::Multipart(plan) => {
+            let mut segs = Vec::with_capacity(plan.parts.len() * 2 + 1);
+            for part in &plan.parts {
+                segs.push(Segment::Bytes(part.head.clone()));
+                segs.push(Segment::File {
+                    start: part.range.start,
+                    end: part.range.end + 1,
+                });
+            }
+            segs.push(Segment::Bytes(plan.tail.clone()));
+            Some(segs)
+        }
+        _ => None,
+    }
+}
+
+/// Step 6: the body. Only responses that stream stored bytes take a shedding slot; a refused
+/// one is a 503 with `Retry-After` (nothing was sent yet).
+async fn stream(
+    app: &App,
+    method: &Method,
+    decision: &Decision,
+    object: &Object,
+    status: StatusCode,
+    client: std::net::IpAddr,
+    now: SystemTime,
+) -> Step<OriginBody> {
+    if method != Method::GET {
+        return Ok(OriginBody::Empty);
+    }
+    let Some(segs) = segments(decision, object) else {
+        return Ok(match decision {
+            Decision::PreconditionFailed | Decision::RangeNotSatisfiable => {
+                OriginBody::text(error_text(status))
+            }
+            _ => OriginBody::Empty,
+        });
+    };
+    match app.streams.acquire_or_wait(client).await {
+        Ok(permit) => Ok(app.store.body(object, segs).holding(permit)),
+        Err(shed) => {
+            Metrics::count(&app.metrics.shed, shed.as_str());
+            tracing::warn!(%client, reason = shed.as_str(), active = app.streams.active(), "stream shed");
+            Err(crate::reply::unavailable(
+                app.settings.limits.retry_after_secs,
+                now,
+            ))
+        }
+    }
+}
+
+fn conditional_headers(h: &HeaderMap) -> ConditionalHeaders {
+    let all = |name: header::HeaderName| -> Vec<String> {
+        h.get_all(name)
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .collect()
+    };
+    ConditionalHeaders {
+        if_match: all(header::IF_MATCH),
+        if_none_match: all(header::IF_NONE_MATCH),
+        if_modified_since: all(header::IF_MODIFIED_SINCE),
+        if_unmodified_since: all(header::IF_UNMODIFIED_SINCE),
+        if_range: all(header::IF_RANGE),
+    }
+}

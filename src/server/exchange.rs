@@ -1,0 +1,249 @@
+//! One request on a connection: resolve the client, bound the head, ask the listener's tower
+//! service for the response, and wrap its body so that bytes, the first byte, the end (or the
+//! client going away) reach the connection state, the metrics and the access log.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use tower::ServiceExt;
+
+use super::conn::ConnState;
+use crate::app::App;
+use crate::config::AccessFormat;
+use crate::observe::access_log::{self, AccessNote, AccessRecord};
+use crate::observe::metrics::Route;
+use crate::routes::{AdminService, ClientAddr, PublicService};
+use crate::storage::body::OriginBody;
+
+/// Which route table a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    Public,
+    Admin,
+}
+
+/// The tower service a listener runs its requests through.
+#[derive(Clone)]
+pub enum Routes {
+    Public(PublicService),
+    Admin(AdminService),
+}
+
+impl Routes {
+    pub fn new(app: &Arc<App>, which: Listener) -> Routes {
+        match which {
+            Listener::Public => Routes::Public(PublicService::new(Arc::clone(app))),
+            Listener::Admin => Routes::Admin(AdminService::new(Arc::clone(app))),
+        }
+    }
+
+    fn which(&self) -> Listener {
+        match self {
+            Routes::Public(_) => Listener::Public,
+            Routes::Admin(_) => Listener::Admin,
+        }
+    }
+}
+
+/// The response body as sent: counts bytes, notes the first byte, and on finish or drop writes
+/// the access-log line, counts the response, and tells the connection its request is done.
+pub struct LoggedBody {
+    inner: OriginBody,
+    /// Counted in the connection's bodies in progress (non-empty bodies only).
+    streaming: bool,
+    sent: u64,
+    failed: bool,
+    first_byte: bool,
+    record: AccessRecord,
+    app: Arc<App>,
+    conn: Arc<ConnState>,
+}
+
+impl Body for LoggedBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(d) = frame.data_ref() {
+                    this.conn.body_frame();
+                    if !this.first_byte {
+                        this.first_byte = true;
+                        this.app
+                            .metrics
+                            .first_byte(this.record.started.elapsed().as_secs_f64());
+                    }
+                    this.sent += d.len() as u64;
+                    if let Some(id) = &this.record.session {
+                        this.app
+                            .sessions
+                            .add_bytes(id, this.record.client, d.len() as u64);
+                    }
+                }
+            }
+            Poll::Ready(Some(Err(e))) => {
+                this.failed = true;
+                tracing::warn!(path = this.record.path.as_str(), error = %e, "response body aborted");
+            }
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for LoggedBody {
+    fn drop(&mut self) {
+        if self.streaming {
+            self.conn.body_finished();
+        }
+        self.conn.request_finished();
+        let r = &self.record;
+        self.app.metrics.response(r.route, r.status, self.sent);
+
+        let complete = !self.failed && self.inner.is_end_stream();
+        access_log::write(self.app.settings.log.access_format, r, self.sent, complete);
+    }
+}
+
+fn route_label(app: &App, which: Listener, path: &str) -> Route {
+    match path {
+        "/healthz" | "/readyz" => Route::Health,
+        "/metrics" => Route::Metrics,
+        _ if which == Listener::Admin => Route::Admin,
+        _ if path
+            .strip_prefix(app.settings.assets.mount.as_str())
+            .is_some_and(|r| r.starts_with('/')) =>
+        {
+            Route::Asset
+        }
+        _ => Route::Other,
+    }
+}
+
+/// Answers one request of a connection from `peer` through `routes`.
+pub async fn handle(
+    app: Arc<App>,
+    routes: Routes,
+    peer: SocketAddr,
+    conn: Arc<ConnState>,
+    mut req: Request<Incoming>,
+) -> Result<Response<LoggedBody>, std::convert::Infallible> {
+    let which = routes.which();
+    conn.request_started();
+    let started = Instant::now();
+    let h = req.headers();
+    let client = app.clients.client(peer.ip(), h);
+    let text = |name: http::header::HeaderName| {
+        h.get(name).map(|v| {
+            String::from_utf8_lossy(v.as_bytes())
+                .chars()
+                .take(200)
+                .collect::<String>()
+        })
+    };
+    let combined = app.settings.log.access_format == AccessFormat::Combined;
+    let route_kind = route_label(&app, which, req.uri().path());
+    let mut record = AccessRecord {
+        method: req.method().clone(),
+        version: req.version(),
+        // The path only: query strings may carry signed-URL tokens and never reach the log.
+        path: req.uri().path().to_owned(),
+        status: 0,
+        peer,
+        client,
+        range: text(http::header::RANGE),
+        started,
+        route: route_kind,
+        note: AccessNote::default(),
+        cdn: crate::server::client::detect_cdn(h).map(|c| (c.cdn, c.pop.map(str::to_owned))),
+        session: (route_kind == Route::Asset)
+            .then(|| req.uri().query())
+            .flatten()
+            .and_then(crate::player::sessions::session_from_query)
+            .map(str::to_owned),
+        user_agent: combined.then(|| text(http::header::USER_AGENT)).flatten(),
+        referer: combined.then(|| text(http::header::REFERER)).flatten(),
+    };
+    let resp = if head_size(&req) > app.settings.server.max_header_bytes {
+        head_too_large()
+    } else {
+        req.extensions_mut().insert(ClientAddr(client));
+        let answered = match routes {
+            Routes::Public(svc) => svc.oneshot(req).await,
+            Routes::Admin(svc) => svc.oneshot(req).await,
+        };
+        match answered {
+            Ok(r) => r,
+            Err(never) => match never {},
+        }
+    };
+    let (mut parts, inner) = resp.into_parts();
+    if let Some(note) = parts.extensions.remove::<AccessNote>() {
+        record.note = note;
+    }
+    record.status = parts.status.as_u16();
+    if let Some(id) = &record.session {
+        app.sessions
+            .response_started(id, client, record.status, record.range.as_deref());
+    }
+    let first_byte = inner.is_end_stream();
+    if first_byte {
+        app.metrics.first_byte(started.elapsed().as_secs_f64());
+    } else {
+        conn.body_started();
+    }
+    Ok(Response::from_parts(
+        parts,
+        LoggedBody {
+            inner,
+            streaming: !first_byte,
+            sent: 0,
+            failed: false,
+            first_byte,
+            record,
+            app,
+            conn,
+        },
+    ))
+}
+
+/// hyper's max_buf_size is checked only while a head is still incomplete, so a big head that
+/// arrives in one read would pass it; this bounds the parsed head itself (HTTP/1 and HTTP/2).
+fn head_size<B>(req: &Request<B>) -> usize {
+    req.uri().path_and_query().map_or(0, |p| p.as_str().len())
+        + req
+            .headers()
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len() + 4)
+            .sum::<usize>()
+}
+
+fn head_too_large() -> Response<OriginBody> {
+    crate::reply::error_response(
+        http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        "request header fields too large\n",
+        &http::HeaderValue::from_static("no-store"),
+        std::time::SystemTime::now(),
+    )
+}

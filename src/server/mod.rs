@@ -1,0 +1,394 @@
+//! The connection layer: listeners, connections, their timeouts and caps, TLS, the client
+//! address, and graceful shutdown. Each request is handed to the listener's tower service
+//! (`routes`) by `exchange`.
+//!
+//! Workers: one thread per core, each running its own single-threaded tokio runtime with its
+//! own `SO_REUSEPORT` listening socket on the same address (nginx's model). The kernel spreads
+//! connections over the sockets, and a request never hops between threads, which on a loaded
+//! origin costs more than the work itself (wakeups between work-stealing workers). Shared state
+//! (`App`: caches, settings) is behind `Arc`s and thread-safe.
+//!
+//! Shutdown: when `shutdown` resolves we stop accepting, ask every connection to finish
+//! (hyper closes idle keep-alives and lets in-flight responses complete), and wait up to the
+//! grace period before returning; whatever is still running then is cut off.
+
+pub mod client;
+pub mod conn;
+pub mod exchange;
+pub mod listener;
+pub mod tls;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+
+use self::conn::{verdict, ConnState, Timeouts, TrackedIo, Verdict};
+pub use self::exchange::Listener;
+use self::exchange::{handle, Routes};
+pub use self::listener::bind_listeners;
+use self::listener::{h2_preface, refuse_connection};
+use crate::app::App;
+
+/// How one listener talks: TLS or not, HTTP/2 or not, connection cap.
+#[derive(Clone)]
+pub struct ListenerSpec {
+    pub which: Listener,
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Serve HTTP/2 (by ALPN with TLS, by prior knowledge without).
+    pub http2: bool,
+    /// 0 = unlimited.
+    pub max_connections: usize,
+}
+
+fn timeouts(app: &App) -> Timeouts {
+    let s = &app.settings.server;
+    Timeouts {
+        header: Duration::from_secs(s.header_read_timeout_secs),
+        idle: Duration::from_secs(s.idle_timeout_secs),
+        stall: Duration::from_secs(s.write_stall_timeout_secs),
+    }
+}
+
+/// Counts an open connection for as long as it lives.
+struct ConnGuard {
+    app: Arc<App>,
+    public: bool,
+}
+
+impl ConnGuard {
+    fn new(app: &Arc<App>, which: Listener) -> ConnGuard {
+        app.metrics.connections.fetch_add(1, Ordering::Relaxed);
+        let public = which == Listener::Public;
+        if public {
+            app.public_connections.fetch_add(1, Ordering::AcqRel);
+        }
+        ConnGuard {
+            app: Arc::clone(app),
+            public,
+        }
+    }
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.app.metrics.connections.fetch_sub(1, Ordering::Relaxed);
+        if self.public {
+            self.app.public_connections.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// Serves `listener` until `shutdown` resolves, then drains for at most `grace`.
+pub async fn serve(
+    app: Arc<App>,
+    spec: ListenerSpec,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+    grace: Duration,
+) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // hyper queues up to ~400 KiB of body per connection by default before it stops asking
+    // for more; for thousands of stalled viewers that is the memory bill. 64 KiB still fills
+    // any socket buffer (and bounds request headers to 64 KiB). Header, idle and stall
+    // timeouts are ours (`conn`), not hyper's.
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        // hyper's default 30 s header timer also runs between keep-alive requests; ours
+        // (`conn`) distinguishes the two.
+        .header_read_timeout(None)
+        // Also bounds an incomplete head; must be able to hold the largest one allowed.
+        .max_buf_size((64 * 1024).max(app.settings.server.max_header_bytes + 8192))
+        .max_headers(app.settings.server.max_headers);
+    builder
+        .http2()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .max_concurrent_streams(256)
+        .max_header_list_size(64 * 1024);
+    let builder = Arc::new(builder);
+    let routes = Routes::new(&app, spec.which);
+    let limits = timeouts(&app);
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        if e.raw_os_error().is_some_and(|c| c == libc::EMFILE || c == libc::ENFILE) {
+                            app.metrics.fd_exhaustion.inc();
+                        }
+                        // EMFILE and friends: back off briefly instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                if spec.max_connections > 0
+                    && app.public_connections.load(Ordering::Acquire) >= spec.max_connections
+                {
+                    crate::observe::metrics::Metrics::count(&app.metrics.connections_closed, "over_limit");
+                    tokio::spawn(refuse_connection(stream, app.settings.limits.retry_after_secs));
+                    continue;
+                }
+                // Counted for as long as the socket lives, past a WebSocket upgrade too.
+                let state = Arc::new(ConnState::holding(ConnGuard::new(&app, spec.which)));
+                let io = TrackedIo::new(stream, Arc::clone(&state));
+                let task = Connection {
+                    refuse_h2: !spec.http2,
+                    app: Arc::clone(&app),
+                    routes: routes.clone(),
+                    peer,
+                    state,
+                    builder: Arc::clone(&builder),
+                    watcher: graceful.watcher(),
+                    limits,
+                };
+                match spec.tls.clone() {
+                    None => {
+                        tokio::spawn(async move {
+                            if !task.refuse_h2 || !h2_preface(&io, limits).await {
+                                task.run(io).await;
+                            }
+                        });
+                    }
+                    Some(acceptor) => {
+                        tokio::spawn(async move {
+                            // The handshake is bounded by the header timeout (TLS slowloris).
+                            match tokio::time::timeout(limits.header, acceptor.accept(io)).await {
+                                Ok(Ok(tls)) => task.run(tls).await,
+                                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                                Err(_) => {
+                                    crate::observe::metrics::Metrics::count(&task.app.metrics.connections_closed, "header_timeout");
+                                    tracing::debug!(%peer, "TLS handshake timed out");
+                                }
+                            }
+                        });
+                    }
+                }
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    tracing::info!(
+        grace_secs = grace.as_secs(),
+        "shutting down: draining connections"
+    );
+    tokio::select! {
+        () = graceful.shutdown() => tracing::info!("all connections drained"),
+        () = tokio::time::sleep(grace) => tracing::warn!("grace period over; closing remaining connections"),
+    }
+}
+
+struct Connection {
+    /// Plain TCP without h2c: an HTTP/2 preface is refused (the upgrade-capable builder would
+    /// otherwise detect and serve it).
+    refuse_h2: bool,
+    app: Arc<App>,
+    routes: Routes,
+    peer: SocketAddr,
+    state: Arc<ConnState>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    watcher: Watcher,
+    limits: Timeouts,
+}
+
+impl Connection {
+    /// Serves HTTP on `io` beside a watchdog that closes it on idle, header or stall timeout.
+    async fn run<S>(self, io: S)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let Connection {
+            refuse_h2: _,
+            app,
+            routes,
+            peer,
+            state,
+            builder,
+            watcher,
+            limits,
+        } = self;
+        let service = {
+            let app = Arc::clone(&app);
+            let state = Arc::clone(&state);
+            service_fn(move |req| {
+                handle(
+                    Arc::clone(&app),
+                    routes.clone(),
+                    peer,
+                    Arc::clone(&state),
+                    req,
+                )
+            })
+        };
+        // With upgrades, for the player's WebSocket (HTTP/1.1 only).
+        let conn = builder
+            .serve_connection_with_upgrades(TokioIo::new(io), service)
+            .into_owned();
+        let conn = watcher.watch(conn);
+        tokio::pin!(conn);
+        loop {
+            let wake = match verdict(state.snapshot(), crate::server::conn::now_ms(), limits) {
+                Verdict::Close(reason) => {
+                    crate::observe::metrics::Metrics::count(
+                        &app.metrics.connections_closed,
+                        reason.as_str(),
+                    );
+                    tracing::debug!(%peer, reason = reason.as_str(), "closing connection");
+                    return;
+                }
+                Verdict::CheckAt(t) => t,
+            };
+            let sleep = Duration::from_millis(wake.saturating_sub(crate::server::conn::now_ms()));
+            tokio::select! {
+                r = &mut conn => {
+                    if let Err(e) = r {
+                        tracing::debug!(error = %e, %peer, "connection ended with error");
+                    }
+                    return;
+                }
+                () = tokio::time::sleep(sleep) => {}
+            }
+        }
+    }
+}
+
+/// Runs one worker per listener, each on its own thread and single-threaded runtime, until
+/// `shutdown` resolves; then every worker drains for at most `grace`. Returns when all are done.
+pub fn run_workers(
+    app: Arc<App>,
+    public: ListenerSpec,
+    listeners: Vec<std::net::TcpListener>,
+    admin: Option<std::net::TcpListener>,
+    cert: Option<Arc<crate::server::tls::ReloadingCert>>,
+    grace: Duration,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let per_worker_blocking =
+        (app.settings.streaming.blocking_threads / listeners.len().max(1)).max(4);
+    let log_buffer = app.settings.log.buffer_bytes;
+    let log_flush = Duration::from_millis(app.settings.log.flush_ms.max(1));
+    let mut threads = Vec::new();
+    for (i, listener) in listeners.into_iter().enumerate() {
+        let app = Arc::clone(&app);
+        let spec = public.clone();
+        let mut rx = rx.clone();
+        let handle = std::thread::Builder::new()
+            .name(format!("worker-{i}"))
+            .spawn(move || -> std::io::Result<()> {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .max_blocking_threads(per_worker_blocking)
+                    .thread_name(format!("worker-{i}-blocking"))
+                    .build()?;
+                crate::observe::logbuf::buffer_this_thread(log_buffer, log_flush);
+                let result = rt.block_on(async move {
+                    let listener = TcpListener::from_std(listener)?;
+                    // Flush idle workers' log buffers so lines never wait long.
+                    tokio::spawn(async move {
+                        let mut tick = tokio::time::interval(log_flush);
+                        loop {
+                            tick.tick().await;
+                            crate::observe::logbuf::flush_this_thread();
+                        }
+                    });
+                    let stop = async move {
+                        let _ = rx.wait_for(|stop| *stop).await;
+                    };
+                    serve(app, spec, listener, stop, grace).await;
+                    Ok(())
+                });
+                crate::observe::logbuf::flush_this_thread();
+                result
+            })?;
+        threads.push(handle);
+    }
+    // The calling thread runs the admin listener (light traffic) and waits for the signal.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        if let Some(cert) = cert {
+            tokio::spawn(crate::server::tls::watch(
+                cert,
+                Duration::from_secs(app.settings.tls.reload_check_secs),
+                Arc::clone(&app.metrics),
+            ));
+        }
+        let admin_task = match admin {
+            Some(l) => {
+                let l = TcpListener::from_std(l)?;
+                let mut rx = rx.clone();
+                let stop = async move {
+                    let _ = rx.wait_for(|stop| *stop).await;
+                };
+                Some(tokio::spawn(serve(
+                    Arc::clone(&app),
+                    ListenerSpec {
+                        which: Listener::Admin,
+                        tls: None,
+                        http2: false,
+                        max_connections: 0,
+                    },
+                    l,
+                    stop,
+                    grace,
+                )))
+            }
+            None => None,
+        };
+        shutdown.await;
+        // Readiness goes first: load balancers see 503 on /readyz and stop sending, then the
+        // listeners close and in-flight responses get the grace period.
+        app.draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let drain = Duration::from_secs(app.settings.server.drain_secs);
+        if !drain.is_zero() {
+            tracing::info!(secs = drain.as_secs(), "draining: /readyz answers 503");
+            tokio::time::sleep(drain).await;
+        }
+        let _ = tx.send(true);
+        if let Some(t) = admin_task {
+            let _ = t.await;
+        }
+        Ok::<(), std::io::Error>(())
+    })?;
+    for t in threads {
+        match t.join() {
+            Ok(result) => result?,
+            Err(_) => return Err(std::io::Error::other("a worker thread panicked")),
+        }
+    }
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM");
+            std::future::pending::<()>().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+}

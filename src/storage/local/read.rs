@@ -1,0 +1,343 @@
+//! The local backend's response body: a bounded stream of file bytes (and multipart framing).
+//!
+//! Memory per response is one chunk (`read_size`) in flight: a read is only started when hyper
+//! polls for more, which it does only when the connection can take it (backpressure).
+//!
+//! Reads are positional. Each is first tried inline with `preadv2(RWF_NOWAIT)`, which succeeds
+//! only when the bytes are already in the page cache and never waits for the disk; otherwise
+//! (cold data, or a filesystem without RWF_NOWAIT) the read goes to the blocking pool. So a hot
+//! file costs no thread hop, and a cold disk still never stalls a runtime worker.
+//!
+//! Consistency: the stream reads from the descriptor whose identity the ETag was computed for.
+//! A replacement by rename leaves that inode intact, so the old bytes finish cleanly. An
+//! in-place rewrite or truncation is noticed by an `fstat` after every read; the stream then
+//! fails, hyper aborts the connection, and the client sees a body shorter than Content-Length
+//! rather than a splice of two versions. Dropping the body (client gone) drops the last
+//! reference to the file, closing it.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::future::Future;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+use tokio::task::JoinHandle;
+
+use super::metadata::FileIdentity;
+use crate::storage::segment::Segment;
+
+/// Chunk size for the start of every response, and how far the start reaches.
+///
+/// A viewer that stops reading stalls once the kernel's socket buffers (a few hundred KiB)
+/// are full; whatever chunk is then in flight stays in our memory for as long as the viewer
+/// dawdles. Small chunks at the start keep that to 32 KiB per stalled viewer, and a client
+/// that reads at full speed reaches full-size chunks after half a megabyte.
+const START_CHUNK: u64 = 32 * 1024;
+const START_BYTES: u64 = 512 * 1024;
+
+/// Inline (page-cache) reads never return Pending, and a fast socket rarely does, so one
+/// response could stream a whole file in a single poll while every other connection on the
+/// worker waits. After this many bytes the stream yields once (like nginx's
+/// sendfile_max_chunk), which keeps per-connection latency fair.
+const YIELD_EVERY: u64 = 1024 * 1024;
+
+pub struct FileStream {
+    file: Arc<File>,
+    identity: FileIdentity,
+    segments: VecDeque<Segment>,
+    read_size: usize,
+    pending: Option<JoinHandle<io::Result<Bytes>>>,
+    remaining: u64,
+    sent: u64,
+    since_yield: u64,
+    /// Dropped with the stream (a load-shedding permit): released when the body ends or the
+    /// client goes away.
+    _guard: Option<Box<dyn std::any::Any + Send>>,
+}
+
+impl FileStream {
+    pub fn new(
+        file: Arc<File>,
+        identity: FileIdentity,
+        segments: Vec<Segment>,
+        read_size: usize,
+    ) -> Self {
+        let remaining = segments.iter().map(Segment::len).sum();
+        FileStream {
+            file,
+            identity,
+            segments: segments.into(),
+            read_size: read_size.max(1),
+            pending: None,
+            remaining,
+            sent: 0,
+            since_yield: 0,
+            _guard: None,
+        }
+    }
+
+    /// Keeps `guard` alive exactly as long as this stream.
+    pub fn holding(mut self, guard: impl std::any::Any + Send) -> Self {
+        self._guard = Some(Box::new(guard));
+        self
+    }
+
+    fn fail(&mut self, e: io::Error) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        self.segments.clear();
+        self.remaining = 0;
+        Poll::Ready(Some(Err(e)))
+    }
+}
+
+/// Reads exactly `len` bytes at `offset` only if they are all in the page cache.
+/// `None` means "would have to wait for the disk (or unsupported)": use the blocking pool.
+fn read_cached(
+    file: &File,
+    identity: FileIdentity,
+    offset: u64,
+    len: usize,
+) -> Option<io::Result<Bytes>> {
+    use std::os::fd::AsRawFd;
+    let mut buf = vec![0u8; len];
+    let iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: len,
+    };
+    let offset = i64::try_from(offset).ok()?;
+    // SAFETY: `iov` points at `buf`, which is valid for writes of `len` bytes and outlives the
+    // call; the fd is owned by `file` and stays open for the duration of the call.
+    let n = unsafe { libc::preadv2(file.as_raw_fd(), &iov, 1, offset, libc::RWF_NOWAIT) };
+    if n < 0 || n as usize != len {
+        // EAGAIN (not cached), EOPNOTSUPP/ENOSYS/EINVAL (no RWF_NOWAIT), a short read (partly
+        // cached, or truncated): the blocking path retries and reports truncation properly.
+        return None;
+    }
+    Some(check_unchanged(file, identity).map(|()| Bytes::from(buf)))
+}
+
+fn check_unchanged(file: &File, identity: FileIdentity) -> io::Result<()> {
+    if identity.content_changed(&FileIdentity::of(&file.metadata()?)) {
+        return Err(io::Error::other("file changed while streaming"));
+    }
+    Ok(())
+}
+
+/// One positional read of exactly `len` bytes, then a check that the file is unchanged.
+fn read_chunk(file: &File, identity: FileIdentity, offset: u64, len: usize) -> io::Result<Bytes> {
+    let mut buf = vec![0u8; len];
+    file.read_exact_at(&mut buf, offset).map_err(|e| {
+        if e.kind() == io::ErrorKind::UnexpectedEof {
+            io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "file truncated while streaming",
+            )
+        } else {
+            e
+        }
+    })?;
+    check_unchanged(file, identity)?;
+    Ok(Bytes::from(buf))
+}
+
+impl http_body::Body for FileStream {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        loop {
+            if let Some(handle) = self.pending.as_mut() {
+                let joined = ready!(Pin::new(handle).poll(cx));
+                self.pending = None;
+                return match joined {
+                    Ok(Ok(bytes)) => {
+                        self.remaining -= bytes.len() as u64;
+                        self.sent += bytes.len() as u64;
+                        Poll::Ready(Some(Ok(Frame::data(bytes))))
+                    }
+                    Ok(Err(e)) => self.fail(e),
+                    Err(e) => self.fail(io::Error::other(e)),
+                };
+            }
+            let read_size = if self.sent < START_BYTES {
+                START_CHUNK.min(self.read_size as u64)
+            } else {
+                self.read_size as u64
+            };
+            if self.since_yield >= YIELD_EVERY
+                && matches!(self.segments.front(), Some(Segment::File { .. }))
+            {
+                self.since_yield = 0;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            match self.segments.front_mut() {
+                None => return Poll::Ready(None),
+                Some(Segment::Bytes(_)) => {
+                    let Some(Segment::Bytes(b)) = self.segments.pop_front() else {
+                        unreachable!("front was Bytes")
+                    };
+                    self.remaining -= b.len() as u64;
+                    return Poll::Ready(Some(Ok(Frame::data(b))));
+                }
+                Some(Segment::File { start, end }) if *start >= *end => {
+                    self.segments.pop_front();
+                }
+                Some(Segment::File { start, end }) => {
+                    let offset = *start;
+                    let len = (*end - *start).min(read_size);
+                    *start += len;
+                    self.since_yield += len;
+                    if let Some(done) = read_cached(&self.file, self.identity, offset, len as usize)
+                    {
+                        return match done {
+                            Ok(bytes) => {
+                                self.remaining -= bytes.len() as u64;
+                                self.sent += bytes.len() as u64;
+                                Poll::Ready(Some(Ok(Frame::data(bytes))))
+                            }
+                            Err(e) => self.fail(e),
+                        };
+                    }
+                    let (file, identity) = (Arc::clone(&self.file), self.identity);
+                    self.pending = Some(tokio::task::spawn_blocking(move || {
+                        read_chunk(&file, identity, offset, len as usize)
+                    }));
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.remaining == 0 && self.pending.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.remaining)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body::Body as _;
+    use http_body_util::BodyExt;
+
+    fn stream(path: &std::path::Path, segs: Vec<Segment>, read_size: usize) -> FileStream {
+        let f = File::open(path).unwrap();
+        let id = FileIdentity::of(&f.metadata().unwrap());
+        FileStream::new(Arc::new(f), id, segs, read_size)
+    }
+
+    #[tokio::test]
+    async fn chunks_start_small_then_reach_read_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        std::fs::write(&p, vec![1u8; 2 << 20]).unwrap();
+        let mut s = stream(
+            &p,
+            vec![Segment::File {
+                start: 0,
+                end: 2 << 20,
+            }],
+            256 * 1024,
+        );
+        let mut sizes = Vec::new();
+        while let Some(frame) = s.frame().await {
+            sizes.push(frame.unwrap().into_data().unwrap().len());
+        }
+        assert_eq!(sizes.iter().sum::<usize>(), 2 << 20);
+        assert!(sizes[..16].iter().all(|&n| n == 32 * 1024), "{sizes:?}");
+        assert!(sizes[16..].iter().all(|&n| n == 256 * 1024), "{sizes:?}");
+    }
+
+    #[tokio::test]
+    async fn streams_segments_in_bounded_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&p, &data).unwrap();
+        let mut s = stream(
+            &p,
+            vec![
+                Segment::Bytes(Bytes::from_static(b"<head>")),
+                Segment::File {
+                    start: 100,
+                    end: 5100,
+                },
+                Segment::Bytes(Bytes::from_static(b"<tail>")),
+            ],
+            1024,
+        );
+        assert_eq!(s.size_hint().exact(), Some(5012));
+        let mut out = Vec::new();
+        while let Some(frame) = s.frame().await {
+            let chunk = frame.unwrap().into_data().unwrap();
+            assert!(chunk.len() <= 1024, "chunk of {} bytes", chunk.len());
+            out.extend_from_slice(&chunk);
+        }
+        let mut want = b"<head>".to_vec();
+        want.extend_from_slice(&data[100..5100]);
+        want.extend_from_slice(b"<tail>");
+        assert_eq!(out, want);
+        assert!(s.is_end_stream());
+    }
+
+    #[tokio::test]
+    async fn truncation_mid_stream_is_an_error_not_a_splice() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        std::fs::write(&p, vec![b'a'; 4096]).unwrap();
+        let mut s = stream(
+            &p,
+            vec![Segment::File {
+                start: 0,
+                end: 4096,
+            }],
+            1024,
+        );
+        let first = s.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(&first[..], &[b'a'; 1024][..]);
+        // Rewrite in place with different bytes of the same length.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(&p, vec![b'b'; 4096]).unwrap();
+        let next = s.frame().await.unwrap();
+        assert!(next.is_err(), "a changed file must end the stream");
+        assert!(s.frame().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn shrinking_file_falls_back_and_reports_truncation() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        std::fs::write(&p, vec![b'a'; 8192]).unwrap();
+        let mut s = stream(
+            &p,
+            vec![Segment::File {
+                start: 0,
+                end: 8192,
+            }],
+            4096,
+        );
+        assert_eq!(
+            s.frame().await.unwrap().unwrap().into_data().unwrap().len(),
+            4096
+        );
+        // Shrink: the inline read comes back short, so the blocking path runs and names it.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&p)
+            .unwrap()
+            .set_len(5000)
+            .unwrap();
+        let err = s.frame().await.unwrap().unwrap_err();
+        assert!(err.to_string().contains("truncated"), "{err}");
+    }
+}
