@@ -77,10 +77,12 @@ impl App {
                 .iter()
                 .map(|w| format!("cache policy: {w}")),
         );
-        let metadata = MetadataCache::new(
+        let metadata = MetadataCache::with_hashers(
             settings.metadata.capacity,
             Duration::from_secs(settings.metadata.ttl_secs),
             index,
+            settings.metadata.inline_hash_max_bytes,
+            settings.metadata.hash_threads,
         );
         let parts = settings.signing_parts().map_err(|(key, reason)| {
             anyhow::anyhow!("invalid configuration: key `{key}`: {reason}")
@@ -224,7 +226,7 @@ impl App {
                 let Ok(asset) = crate::storage::path::normalize(&rel.replace('%', "%25")) else {
                     continue;
                 };
-                if app.store.open(&asset).await.is_ok() {
+                if app.store.open(&asset, true).await.is_ok() {
                     warmed += 1;
                 }
             }

@@ -494,7 +494,12 @@ fn hashing_a_large_file_does_not_stall_other_requests() {
     let dir = assets(&[("big.mp4", &vec![3u8; 256 << 20]), ("small.mp4", b"small")]);
     let srv = std::sync::Arc::new(Server::start(
         dir.path(),
-        &[("VIDEO_ORIGIN_SERVER__WORKERS", "1")],
+        &[
+            ("VIDEO_ORIGIN_SERVER__WORKERS", "1"),
+            // Inline hashing of large files, the case this test is about (the default hashes
+            // them in the background; tests/digests.rs).
+            ("VIDEO_ORIGIN_METADATA__INLINE_HASH_MAX_BYTES", "1073741824"),
+        ],
     ));
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (s2, d2) = (srv.clone(), done.clone());

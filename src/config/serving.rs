@@ -30,6 +30,11 @@ pub struct MetadataSettings {
     pub open_file_idle_secs: u64,
     pub warm_up: bool,
     pub index_file: PathBuf,
+    /// Files up to this size are hashed on their first request; larger ones are served at
+    /// once (without an ETag) and hashed in the background.
+    pub inline_hash_max_bytes: u64,
+    /// Background hashers (low CPU and IO priority).
+    pub hash_threads: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -78,6 +83,9 @@ impl Section for MetadataSettings {
                 "metadata.open_file_idle_secs",
                 "must be at least 1 when open_files > 0".into(),
             ));
+        }
+        if !(1..=64).contains(&self.hash_threads) {
+            return Err(("metadata.hash_threads", "must be between 1 and 64".into()));
         }
         if self.capacity == 0 {
             return Err(("metadata.capacity", "must be at least 1".into()));

@@ -118,19 +118,22 @@ impl TagList {
         TagList::Tags(tags)
     }
 
-    /// If-Match semantics: `*` or any member strongly equal to `current`.
-    pub fn matches_strong(&self, current: &EntityTag) -> bool {
-        match self {
-            TagList::Any => true,
-            TagList::Tags(tags) => tags.iter().any(|t| t.strong_eq(current)),
+    /// If-Match semantics: `*` (a representation exists) or any member strongly equal to
+    /// `current`. A representation without an entity-tag yet matches no listed tag.
+    pub fn matches_strong(&self, current: Option<&EntityTag>) -> bool {
+        match (self, current) {
+            (TagList::Any, _) => true,
+            (TagList::Tags(tags), Some(c)) => tags.iter().any(|t| t.strong_eq(c)),
+            (TagList::Tags(_), None) => false,
         }
     }
 
     /// If-None-Match semantics: `*` or any member weakly equal to `current`.
-    pub fn matches_weak(&self, current: &EntityTag) -> bool {
-        match self {
-            TagList::Any => true,
-            TagList::Tags(tags) => tags.iter().any(|t| t.weak_eq(current)),
+    pub fn matches_weak(&self, current: Option<&EntityTag>) -> bool {
+        match (self, current) {
+            (TagList::Any, _) => true,
+            (TagList::Tags(tags), Some(c)) => tags.iter().any(|t| t.weak_eq(c)),
+            (TagList::Tags(_), None) => false,
         }
     }
 }
@@ -179,15 +182,19 @@ mod tests {
     #[test]
     fn list_parsing() {
         let cur = t("\"A\"");
-        assert!(TagList::parse("\"Z\", \"A\"").matches_strong(&cur));
-        assert!(TagList::parse("*").matches_strong(&cur));
-        assert!(!TagList::parse("\"B\"").matches_strong(&cur));
-        assert!(!TagList::parse("W/\"A\"").matches_strong(&cur));
-        assert!(TagList::parse("W/\"A\"").matches_weak(&cur));
-        assert!(TagList::parse("\"baz\", W/\"A\"").matches_weak(&cur));
+        assert!(TagList::parse("\"Z\", \"A\"").matches_strong(Some(&cur)));
+        assert!(TagList::parse("*").matches_strong(Some(&cur)));
+        assert!(!TagList::parse("\"B\"").matches_strong(Some(&cur)));
+        assert!(!TagList::parse("W/\"A\"").matches_strong(Some(&cur)));
+        assert!(TagList::parse("W/\"A\"").matches_weak(Some(&cur)));
+        assert!(TagList::parse("\"baz\", W/\"A\"").matches_weak(Some(&cur)));
         // Malformed list (`,`) matches nothing (Go: If-None-Match `,` → 200).
         assert_eq!(TagList::parse(","), TagList::Tags(vec![]));
-        assert!(!TagList::parse(",").matches_weak(&cur));
+        assert!(!TagList::parse(",").matches_weak(Some(&cur)));
+        // Not hashed yet: no tag matches, `*` still does (the file exists).
+        assert!(!TagList::parse("\"A\"").matches_strong(None));
+        assert!(TagList::parse("*").matches_strong(None));
+        assert!(!TagList::parse("W/\"A\"").matches_weak(None));
         // Commas inside quotes belong to the tag.
         assert_eq!(
             TagList::parse("\"a,b\", \"c\""),

@@ -18,7 +18,8 @@ use super::range::{parse_range, plan_ranges, ByteRange, RangePlan};
 #[derive(Debug, Clone)]
 pub struct Resource<'a> {
     pub len: u64,
-    pub etag: &'a EntityTag,
+    /// `None` while the content digest is not known yet: the response then carries no ETag.
+    pub etag: Option<&'a EntityTag>,
     /// Already truncated to seconds and clamped to `now` (C-4).
     pub last_modified: SystemTime,
     pub content_type: &'a str,
@@ -107,7 +108,9 @@ pub fn build_head(
     h.insert(header::X_CONTENT_TYPE_OPTIONS, NOSNIFF.clone());
     let status = match decision {
         Decision::Full | Decision::Partial(_) | Decision::Multipart(_) | Decision::NotModified => {
-            h.insert(header::ETAG, header_value(&res.etag.to_string()));
+            if let Some(tag) = res.etag {
+                h.insert(header::ETAG, header_value(&tag.to_string()));
+            }
             h.insert(header::LAST_MODIFIED, http_date(res.last_modified));
             for (name, value) in policy {
                 h.append(name.clone(), value.clone());
@@ -216,7 +219,7 @@ mod tests {
     fn res(tag: &EntityTag) -> Resource<'_> {
         Resource {
             len: 1000,
-            etag: tag,
+            etag: Some(tag),
             last_modified: UNIX_EPOCH + Duration::from_secs(1_600_000_000),
             content_type: "video/mp4",
         }

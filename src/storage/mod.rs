@@ -31,8 +31,9 @@ pub trait Stored {
         self.len() == 0
     }
     fn modified(&self) -> SystemTime;
-    /// The strong validator: the content digest as an ETag.
-    fn etag(&self) -> &EntityTag;
+    /// The strong validator: the content digest as an ETag; `None` while the digest is not
+    /// known yet (the response then carries no ETag).
+    fn etag(&self) -> Option<&EntityTag>;
     fn content_type(&self) -> &'static str;
 }
 

@@ -6,9 +6,13 @@
 //! inode, size, mtime and ctime; ctime cannot be set from user space, so a file rewritten with
 //! the same size and a restored mtime still gets a new digest (spec http-origin CT-18).
 //!
-//! Hashing reads the whole file, so it runs on the blocking pool, and concurrent misses for the
-//! same path are coalesced through moka's per-key compute lock (single-flight). Digests can be
-//! precomputed (`video-origin index`) into an index file that is consulted before hashing.
+//! No viewer waits long for a hash. A file up to `inline_max` bytes (a few MiB: milliseconds)
+//! is hashed on first request on the blocking pool, concurrent misses coalesced through moka's
+//! per-key compute lock (single-flight). A larger one is answered at once with an entry that
+//! has no digest yet (the response then carries no ETag, see README *ETags*), and is hashed by
+//! a background hasher: `hash_threads` threads at low CPU and IO priority, one job per file
+//! version, after which the entry gains its digest and responses their strong ETag. Digests
+//! can be precomputed (`video-origin index`) into an index file consulted before hashing.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -28,7 +32,7 @@ use crate::http::content_type::content_type_for;
 use crate::http::etag::EntityTag;
 
 /// What identifies one version of a file on this machine.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct FileIdentity {
     pub dev: u64,
     pub ino: u64,
@@ -69,12 +73,23 @@ impl FileIdentity {
 pub struct FileMeta {
     /// Size, mtime and the rest of what this version was read under.
     pub identity: FileIdentity,
-    pub digest: [u8; 32],
-    pub etag: EntityTag,
+    /// SHA-256 of the bytes; `None` while a background hash is pending.
+    pub digest: Option<[u8; 32]>,
+    /// The strong ETag from the digest, when known.
+    pub etag: Option<EntityTag>,
     pub content_type: &'static str,
 }
 
 impl FileMeta {
+    fn hashed(identity: FileIdentity, digest: [u8; 32], content_type: &'static str) -> FileMeta {
+        FileMeta {
+            identity,
+            digest: Some(digest),
+            etag: Some(EntityTag::from_digest(&digest)),
+            content_type,
+        }
+    }
+
     pub fn len(&self) -> u64 {
         self.identity.len
     }
@@ -96,6 +111,147 @@ pub struct CacheCounters {
     pub digest_micros: AtomicU64,
 }
 
+impl CacheCounters {
+    fn count_digest(&self, started: Instant) {
+        self.digests_computed.fetch_add(1, Ordering::Relaxed);
+        self.digest_micros
+            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+    }
+}
+
+/// One file version to hash in the background.
+struct Job {
+    key: String,
+    file: Arc<File>,
+    identity: FileIdentity,
+}
+
+/// Background hashers: a bounded queue, one job per file version, threads at low CPU and IO
+/// priority so hashing a library never competes with serving it.
+struct Hasher {
+    tx: Option<std::sync::mpsc::SyncSender<Job>>,
+    queued: Arc<std::sync::Mutex<std::collections::HashSet<(String, FileIdentity)>>>,
+}
+
+/// Jobs waiting at most; beyond it a job is dropped and asked for again by the next request.
+const HASH_QUEUE: usize = 4096;
+
+impl Hasher {
+    fn spawn(
+        threads: usize,
+        cache: Cache<String, Arc<FileMeta>>,
+        counters: Arc<CacheCounters>,
+    ) -> Hasher {
+        let queued = Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
+        if threads == 0 {
+            return Hasher { tx: None, queued };
+        }
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(HASH_QUEUE);
+        let rx = Arc::new(std::sync::Mutex::new(rx));
+        for i in 0..threads {
+            let (rx, cache, counters, queued) = (
+                Arc::clone(&rx),
+                cache.clone(),
+                Arc::clone(&counters),
+                Arc::clone(&queued),
+            );
+            let spawned = std::thread::Builder::new()
+                .name(format!("hasher-{i}"))
+                .spawn(move || hash_jobs(&rx, &cache, &counters, &queued));
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "cannot start a background hasher");
+            }
+        }
+        Hasher {
+            tx: Some(tx),
+            queued,
+        }
+    }
+
+    /// Queues `identity` of `key` unless it is queued already.
+    fn enqueue(&self, key: &str, file: &Arc<File>, identity: FileIdentity) {
+        let Some(tx) = &self.tx else { return };
+        let id = (key.to_owned(), identity);
+        {
+            let mut q = self.queued.lock().unwrap_or_else(|e| e.into_inner());
+            if !q.insert(id.clone()) {
+                return;
+            }
+        }
+        let job = Job {
+            key: key.to_owned(),
+            file: Arc::clone(file),
+            identity,
+        };
+        if tx.try_send(job).is_err() {
+            self.queued
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&id);
+        }
+    }
+}
+
+/// A hasher thread: lowers its own priority, then hashes jobs until the queue goes away.
+fn hash_jobs(
+    rx: &std::sync::Mutex<std::sync::mpsc::Receiver<Job>>,
+    cache: &Cache<String, Arc<FileMeta>>,
+    counters: &CacheCounters,
+    queued: &std::sync::Mutex<std::collections::HashSet<(String, FileIdentity)>>,
+) {
+    lower_this_threads_priority();
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread().build() else {
+        return;
+    };
+    loop {
+        let job = match rx.lock().unwrap_or_else(|e| e.into_inner()).recv() {
+            Ok(job) => job,
+            Err(_) => return,
+        };
+        let started = Instant::now();
+        let hashed = hash_file(&job.file, job.identity);
+        queued
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&(job.key.clone(), job.identity));
+        let digest = match hashed {
+            Ok(d) => d,
+            Err(e) => {
+                // Changed while hashing: the next request sees the new version and asks again.
+                tracing::debug!(path = job.key.as_str(), error = %e, "background hash abandoned");
+                continue;
+            }
+        };
+        counters.count_digest(started);
+        let content_type = content_type_for(&job.key);
+        let meta = Arc::new(FileMeta::hashed(job.identity, digest, content_type));
+        rt.block_on(cache.entry(job.key).and_compute_with(|current| {
+            let op = match current {
+                // A newer version is in the cache by now: leave it.
+                Some(e) if e.value().identity != job.identity => Op::Nop,
+                _ => Op::Put(meta),
+            };
+            std::future::ready(op)
+        }));
+    }
+}
+
+/// Nice 10 and the idle IO class, for this thread only (Linux applies both per thread).
+fn lower_this_threads_priority() {
+    // SAFETY: both calls only change this thread's scheduling attributes.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, 0, 10);
+        const IOPRIO_WHO_PROCESS: libc::c_long = 1;
+        const IOPRIO_CLASS_IDLE: libc::c_long = 3;
+        libc::syscall(
+            libc::SYS_ioprio_set,
+            IOPRIO_WHO_PROCESS,
+            0,
+            IOPRIO_CLASS_IDLE << 13,
+        );
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct CacheStats {
     pub entries: u64,
@@ -107,50 +263,105 @@ pub struct CacheStats {
 
 pub struct MetadataCache {
     cache: Cache<String, Arc<FileMeta>>,
-    counters: CacheCounters,
+    counters: Arc<CacheCounters>,
     index: HashMap<String, IndexEntry>,
+    /// Files larger than this are hashed in the background, not on the request path.
+    inline_max: u64,
+    hasher: Hasher,
 }
 
 impl MetadataCache {
+    /// Every file hashed inline (tests, tools); see [`MetadataCache::with_hashers`].
     pub fn new(capacity: u64, ttl: Duration, index: HashMap<String, IndexEntry>) -> Self {
+        Self::with_hashers(capacity, ttl, index, u64::MAX, 0)
+    }
+
+    /// Files over `inline_max` bytes are hashed by `threads` background hashers.
+    pub fn with_hashers(
+        capacity: u64,
+        ttl: Duration,
+        index: HashMap<String, IndexEntry>,
+        inline_max: u64,
+        threads: usize,
+    ) -> Self {
+        let cache = Cache::builder()
+            .max_capacity(capacity)
+            .time_to_live(ttl)
+            .build();
+        let counters = Arc::new(CacheCounters::default());
         MetadataCache {
-            cache: Cache::builder()
-                .max_capacity(capacity)
-                .time_to_live(ttl)
-                .build(),
-            counters: CacheCounters::default(),
+            hasher: Hasher::spawn(threads, cache.clone(), Arc::clone(&counters)),
+            cache,
+            counters,
             index,
+            inline_max,
         }
     }
 
-    /// Metadata for `key` as it is in `file` right now (`identity` from its fstat).
+    /// Metadata for `key` as it is in `file` right now (`identity` from its fstat). With
+    /// `wait_for_digest` (admin replace, warm-up) a large file is hashed before returning too.
     pub async fn get(
         &self,
         key: &str,
         file: &Arc<File>,
         identity: FileIdentity,
+        wait_for_digest: bool,
     ) -> io::Result<Arc<FileMeta>> {
         if let Some(meta) = self.cache.get(key).await {
-            if meta.identity == identity {
+            if meta.identity == identity && (meta.digest.is_some() || !wait_for_digest) {
                 self.counters.hits.fetch_add(1, Ordering::Relaxed);
+                if meta.digest.is_none() {
+                    // A job dropped from a full queue is asked for again.
+                    self.hasher.enqueue(key, file, identity);
+                }
                 return Ok(meta);
             }
         }
         self.counters.misses.fetch_add(1, Ordering::Relaxed);
-        let file = Arc::clone(file);
         let hint = self
             .index
             .get(key)
             .filter(|e| e.identity == identity)
             .map(|e| e.digest);
         let content_type = content_type_for(key);
+        if hint.is_none() && !wait_for_digest && identity.len > self.inline_max {
+            // Answer now, hash in the background: no viewer waits for a large file's hash.
+            let pending = Arc::new(FileMeta {
+                identity,
+                digest: None,
+                etag: None,
+                content_type,
+            });
+            let result = self
+                .cache
+                .entry(key.to_owned())
+                .and_compute_with(|current| {
+                    let op = match current {
+                        Some(e) if e.value().identity == identity => Op::Nop,
+                        _ => Op::Put(Arc::clone(&pending)),
+                    };
+                    std::future::ready(op)
+                })
+                .await;
+            let meta = match result {
+                CompResult::Inserted(e)
+                | CompResult::ReplacedWith(e)
+                | CompResult::Unchanged(e) => e.into_value(),
+                _ => pending,
+            };
+            if meta.digest.is_none() {
+                self.hasher.enqueue(key, file, identity);
+            }
+            return Ok(meta);
+        }
+        let file = Arc::clone(file);
         let counters = &self.counters;
         let result = self
             .cache
             .entry(key.to_owned())
             .and_try_compute_with(|current| async move {
                 if let Some(entry) = current {
-                    if entry.value().identity == identity {
+                    if entry.value().identity == identity && entry.value().digest.is_some() {
                         // Someone else hashed this version while we waited for the key lock.
                         return Ok::<_, io::Error>(Op::Nop);
                     }
@@ -162,19 +373,15 @@ impl MetadataCache {
                         let d = tokio::task::spawn_blocking(move || hash_file(&file, identity))
                             .await
                             .map_err(io::Error::other)??;
-                        counters.digests_computed.fetch_add(1, Ordering::Relaxed);
-                        counters
-                            .digest_micros
-                            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+                        counters.count_digest(started);
                         d
                     }
                 };
-                Ok(Op::Put(Arc::new(FileMeta {
+                Ok(Op::Put(Arc::new(FileMeta::hashed(
                     identity,
                     digest,
-                    etag: EntityTag::from_digest(&digest),
                     content_type,
-                })))
+                ))))
             })
             .await?;
         match result {
@@ -319,9 +526,9 @@ mod tests {
         std::fs::write(&p, b"version one").unwrap();
         let cache = MetadataCache::new(100, Duration::from_secs(60), HashMap::new());
         let (f, id) = open(&p);
-        let m1 = cache.get("a.mp4", &f, id).await.unwrap();
+        let m1 = cache.get("a.mp4", &f, id, false).await.unwrap();
         assert_eq!(m1.content_type, "video/mp4");
-        let m1b = cache.get("a.mp4", &f, id).await.unwrap();
+        let m1b = cache.get("a.mp4", &f, id, false).await.unwrap();
         assert_eq!(m1.etag, m1b.etag);
         assert_eq!(cache.stats().hits, 1);
         assert_eq!(cache.stats().digests_computed, 1);
@@ -339,7 +546,7 @@ mod tests {
         let (f2, id2) = open(&p);
         assert_eq!(id2.len, id.len);
         assert_eq!(id2.mtime_ns, id.mtime_ns);
-        let m2 = cache.get("a.mp4", &f2, id2).await.unwrap();
+        let m2 = cache.get("a.mp4", &f2, id2, false).await.unwrap();
         assert_ne!(m1.etag, m2.etag);
         assert_eq!(cache.stats().digests_computed, 2);
     }
@@ -358,9 +565,14 @@ mod tests {
         let tasks: Vec<_> = (0..16)
             .map(|_| {
                 let (cache, f) = (Arc::clone(&cache), Arc::clone(&f));
-                tokio::spawn(
-                    async move { cache.get("big.bin", &f, id).await.unwrap().etag.clone() },
-                )
+                tokio::spawn(async move {
+                    cache
+                        .get("big.bin", &f, id, false)
+                        .await
+                        .unwrap()
+                        .etag
+                        .clone()
+                })
             })
             .collect();
         let mut tags = Vec::new();
@@ -383,12 +595,49 @@ mod tests {
         let index = load_index(&idx_path).unwrap();
         let cache = MetadataCache::new(100, Duration::from_secs(60), index);
         let (f, id) = open(&root.join("s/a.mp4"));
-        let meta = cache.get("s/a.mp4", &f, id).await.unwrap();
+        let meta = cache.get("s/a.mp4", &f, id, false).await.unwrap();
         assert_eq!(cache.stats().digests_computed, 0);
         let expected: [u8; 32] = Sha256::digest(b"hello").into();
-        assert_eq!(meta.digest, expected);
+        assert_eq!(meta.digest, Some(expected));
         // A corrupt index is an error, not silently ignored.
         std::fs::write(&idx_path, b"{not json").unwrap();
         assert!(load_index(&idx_path).is_err());
+    }
+
+    #[tokio::test]
+    async fn large_files_are_answered_at_once_and_hashed_in_the_background() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("big.bin");
+        std::fs::write(&p, vec![9u8; 2 << 20]).unwrap();
+        let cache =
+            MetadataCache::with_hashers(100, Duration::from_secs(60), HashMap::new(), 1 << 20, 1);
+        let (f, id) = open(&p);
+        let first = cache.get("big.bin", &f, id, false).await.unwrap();
+        assert!(first.digest.is_none() && first.etag.is_none(), "no waiting");
+        let expected: [u8; 32] = Sha256::digest(vec![9u8; 2 << 20]).into();
+        let mut hashed = None;
+        for _ in 0..200 {
+            let m = cache.get("big.bin", &f, id, false).await.unwrap();
+            if m.digest.is_some() {
+                hashed = Some(m);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        assert_eq!(
+            hashed.expect("hashed in the background").digest,
+            Some(expected)
+        );
+        assert_eq!(cache.stats().digests_computed, 1);
+        // Waiting for the digest (admin replace) hashes on the spot.
+        let p2 = dir.path().join("other.bin");
+        std::fs::write(&p2, vec![1u8; 2 << 20]).unwrap();
+        let (f2, id2) = open(&p2);
+        assert!(cache
+            .get("other.bin", &f2, id2, true)
+            .await
+            .unwrap()
+            .digest
+            .is_some());
     }
 }

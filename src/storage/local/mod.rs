@@ -53,8 +53,8 @@ impl super::Stored for OpenAsset {
         self.meta.modified()
     }
 
-    fn etag(&self) -> &crate::http::etag::EntityTag {
-        &self.meta.etag
+    fn etag(&self) -> Option<&crate::http::etag::EntityTag> {
+        self.meta.etag.as_ref()
     }
 
     fn content_type(&self) -> &'static str {
@@ -67,7 +67,7 @@ impl super::Backend for AssetStore {
 
     async fn lookup(&self, asset: &AssetPath) -> Result<OpenAsset, super::LookupError> {
         use super::LookupError;
-        match self.open(asset).await {
+        match self.open(asset, false).await {
             Ok(opened) => Ok(opened),
             Err(OpenError::NotFound) => Err(LookupError::NotFound),
             Err(OpenError::Escapes(real)) => {
@@ -118,10 +118,36 @@ impl AssetStore {
         }
     }
 
-    /// Opens `asset` and returns it with its metadata.
-    pub async fn open(&self, asset: &AssetPath) -> Result<OpenAsset, OpenError> {
+    /// Opens `asset` and returns it with its metadata. With `wait_for_digest` (admin replace,
+    /// warm-up) a large file's digest is computed before returning instead of in the background.
+    pub async fn open(
+        &self,
+        asset: &AssetPath,
+        wait_for_digest: bool,
+    ) -> Result<OpenAsset, OpenError> {
         if let Some(hit) = self.cached(asset).await {
-            return Ok(hit);
+            if hit.meta.digest.is_some() {
+                return Ok(hit);
+            }
+            // Held open while its digest was pending: the background hasher may be done.
+            let meta = self
+                .metadata
+                .get(
+                    asset.as_str(),
+                    &hit.file,
+                    hit.meta.identity,
+                    wait_for_digest,
+                )
+                .await
+                .map_err(OpenError::Io)?;
+            let fresh = OpenAsset {
+                file: hit.file,
+                meta,
+            };
+            if let (Some(open), true) = (&self.open, fresh.meta.digest.is_some()) {
+                open.insert(asset.as_str().to_owned(), fresh.clone()).await;
+            }
+            return Ok(fresh);
         }
         // The file may change between open and hashing; a reopen settles it.
         let mut attempt = 0;
@@ -134,7 +160,11 @@ impl AssetStore {
                 .map_err(|e| OpenError::Io(io::Error::other(e)))??;
             let file = Arc::new(file);
             let identity = FileIdentity::of(&fs_meta);
-            match self.metadata.get(asset.as_str(), &file, identity).await {
+            match self
+                .metadata
+                .get(asset.as_str(), &file, identity, wait_for_digest)
+                .await
+            {
                 Ok(meta) => {
                     let opened = OpenAsset { file, meta };
                     if let Some(open) = &self.open {
@@ -216,8 +246,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("a.mp4"), b"one").unwrap();
         let s = store(dir.path(), 16);
-        let first = s.open(&asset("a.mp4")).await.unwrap();
-        let second = s.open(&asset("a.mp4")).await.unwrap();
+        let first = s.open(&asset("a.mp4"), false).await.unwrap();
+        let second = s.open(&asset("a.mp4"), false).await.unwrap();
         assert!(
             Arc::ptr_eq(&first.file, &second.file),
             "cached descriptor reused"
@@ -225,7 +255,7 @@ mod tests {
         // Replace by rename: new inode, the cache must not serve the old file.
         std::fs::write(dir.path().join(".tmp"), b"two!").unwrap();
         std::fs::rename(dir.path().join(".tmp"), dir.path().join("a.mp4")).unwrap();
-        let third = s.open(&asset("a.mp4")).await.unwrap();
+        let third = s.open(&asset("a.mp4"), false).await.unwrap();
         assert!(!Arc::ptr_eq(&first.file, &third.file));
         assert_eq!(third.meta.len(), 4);
         assert_ne!(first.meta.etag, third.meta.etag);
@@ -239,12 +269,12 @@ mod tests {
         std::fs::write(dir.path().join("in.mp4"), b"inside").unwrap();
         std::os::unix::fs::symlink("in.mp4", dir.path().join("link.mp4")).unwrap();
         let s = store(dir.path(), 16);
-        assert!(s.open(&asset("link.mp4")).await.is_ok());
+        assert!(s.open(&asset("link.mp4"), false).await.is_ok());
         std::fs::remove_file(dir.path().join("link.mp4")).unwrap();
         std::os::unix::fs::symlink(outside.path().join("secret"), dir.path().join("link.mp4"))
             .unwrap();
         assert!(matches!(
-            s.open(&asset("link.mp4")).await,
+            s.open(&asset("link.mp4"), false).await,
             Err(OpenError::Escapes(_))
         ));
     }
@@ -254,8 +284,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("a.mp4"), b"one").unwrap();
         let s = store(dir.path(), 0);
-        let a = s.open(&asset("a.mp4")).await.unwrap();
-        let b = s.open(&asset("a.mp4")).await.unwrap();
+        let a = s.open(&asset("a.mp4"), false).await.unwrap();
+        let b = s.open(&asset("a.mp4"), false).await.unwrap();
         assert!(!Arc::ptr_eq(&a.file, &b.file));
         assert_eq!(s.open_entries(), 0);
     }
