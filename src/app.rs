@@ -211,6 +211,41 @@ impl App {
         })
     }
 
+    /// Watches the digest index file and puts a rewritten one in service (checked every few
+    /// seconds: a stat), so `video-origin index` after publishing helps a running server.
+    pub fn spawn_index_reload(self: &Arc<Self>, every: Duration) {
+        let app = Arc::clone(self);
+        let path = app.settings.index_path(&app.store.root);
+        let stamp = |p: &std::path::Path| {
+            std::fs::metadata(p)
+                .ok()
+                .map(|m| crate::storage::local::metadata::FileIdentity::of(&m))
+        };
+        let mut seen = stamp(&path);
+        let spawned = std::thread::Builder::new()
+            .name("index-reload".into())
+            .spawn(move || loop {
+                std::thread::sleep(every);
+                let now = stamp(&path);
+                if now == seen {
+                    continue;
+                }
+                seen = now;
+                match load_index(&path) {
+                    Ok(index) => {
+                        tracing::info!(entries = index.len(), path = %path.display(), "digest index reloaded");
+                        app.store.metadata.replace_index(index);
+                    }
+                    Err(e) => {
+                        tracing::warn!(path = %path.display(), error = %e, "digest index unreadable; keeping the one in service")
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "cannot watch the digest index");
+        }
+    }
+
     /// Hashes every servable file in the background (metadata.warm_up).
     pub fn spawn_warm_up(self: &Arc<Self>) {
         let app = Arc::clone(self);

@@ -27,10 +27,14 @@ enum Command {
         #[arg(long, value_name = "ADDR:PORT")]
         listen: Option<SocketAddr>,
     },
-    /// Precompute content digests (ETags) for every file into the index file.
+    /// Precompute content digests (ETags) for every file into the index file; a running
+    /// server picks it up within seconds.
     Index {
         #[command(flatten)]
         common: Common,
+        /// Print each file with its size and digest.
+        #[arg(long)]
+        verbose: bool,
     },
     /// Mint a signed playback link and print the full URL.
     Sign {
@@ -187,12 +191,37 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", explain(&settings, &path)?);
             Ok(())
         }
-        Command::Index { common } => {
+        Command::Index { common, verbose } => {
             let settings = load(&common, None)?;
             let root = std::fs::canonicalize(&settings.assets.root)
                 .with_context(|| format!("asset root {}", settings.assets.root.display()))?;
             let out = settings.index_path(&root);
-            let n = video_origin::storage::local::metadata::build_index(&root, &out)
+            let started = std::time::Instant::now();
+            let mut last_report = started;
+            let mut report = |p: &video_origin::storage::local::metadata::IndexProgress<'_>| {
+                if verbose {
+                    eprintln!(
+                        "{}  {} bytes  {}",
+                        p.path,
+                        p.bytes_done,
+                        hex::encode(p.digest)
+                    );
+                }
+                let done = p.files_done == p.files_total;
+                if done || last_report.elapsed() >= Duration::from_secs(1) {
+                    last_report = std::time::Instant::now();
+                    let secs = started.elapsed().as_secs_f64().max(1e-3);
+                    eprintln!(
+                        "indexed {}/{} files, {:.1}/{:.1} MiB, {:.0} MB/s",
+                        p.files_done,
+                        p.files_total,
+                        p.bytes_done as f64 / 1048576.0,
+                        p.bytes_total as f64 / 1048576.0,
+                        p.bytes_done as f64 / 1e6 / secs
+                    );
+                }
+            };
+            let n = video_origin::storage::local::metadata::build_index(&root, &out, &mut report)
                 .with_context(|| format!("building index {}", out.display()))?;
             println!("indexed {n} files into {}", out.display());
             Ok(())
@@ -418,6 +447,7 @@ fn serve(settings: Arc<Settings>) -> anyhow::Result<()> {
             }
         })?;
     let grace = Duration::from_secs(settings.server.shutdown_grace_secs);
+    app.spawn_index_reload(Duration::from_secs(2));
     let warm = settings.metadata.warm_up.then(|| Arc::clone(&app));
     let shutdown = async move {
         if let Some(app) = warm {

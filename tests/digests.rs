@@ -87,3 +87,87 @@ fn a_replaced_file_gets_its_new_etag_from_the_background_hasher() {
         .header("etag")
         == Some(content_etag(&two).as_str())));
 }
+
+// --- Issue #14 point 4: the index works where the README says it does ----------------------
+
+fn index_cli(dir: &std::path::Path, verbose: bool) -> (String, String) {
+    let a = dir.display().to_string();
+    let mut args = vec!["index", "--assets", &a];
+    if verbose {
+        args.push("--verbose");
+    }
+    let (ok, out, err) = run_cli(&args, &[]);
+    assert!(ok, "{err}");
+    (out, err)
+}
+
+const BACKGROUND: &[(&str, &str)] = &[("VIDEO_ORIGIN_METADATA__INLINE_HASH_MAX_BYTES", "1024")];
+
+#[test]
+fn a_running_server_picks_up_a_rewritten_index() {
+    let data = vec![5u8; 3 << 20];
+    let dir = assets(&[("a.mp4", &data), ("b.mp4", b"bee")]);
+    let srv = Server::start(dir.path(), BACKGROUND);
+    let (out, err) = index_cli(dir.path(), true);
+    assert!(out.starts_with("indexed 2 files into"), "{out}");
+    assert!(err.contains("indexed 2/2 files"), "progress: {err}");
+    assert!(
+        err.contains("a.mp4  3145728 bytes"),
+        "--verbose names each file: {err}"
+    );
+    assert!(
+        eventually(Duration::from_secs(15), || srv
+            .log_text()
+            .contains("digest index reloaded")),
+        "{}",
+        srv.log_text()
+    );
+    // Never requested before, larger than the inline limit, yet the first answer has its ETag.
+    let r = srv.get("/video/a.mp4", &[("Range", "bytes=0-0")]);
+    assert_eq!(r.header("etag"), Some(content_etag(&data).as_str()));
+    assert_eq!(
+        metric(&scrape(&srv), "video_origin_digest_computations_total"),
+        Some(0.0),
+        "the index answered; nothing was hashed"
+    );
+}
+
+#[test]
+fn index_entries_carry_over_to_copies_and_rewrites_are_confirmed() {
+    let data = vec![6u8; 3 << 20];
+    let original = assets(&[("s/a.mp4", &data), ("s/c.mp4", &vec![7u8; 3 << 20])]);
+    index_cli(original.path(), false);
+    let copy = tempfile::tempdir().unwrap();
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", original.path().display()))
+        .arg(copy.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // A rewrite in the copy that keeps the size and restores the modification time.
+    let c = copy.path().join("s/c.mp4");
+    let mtime = std::fs::metadata(&c).unwrap().modified().unwrap();
+    let rewritten = vec![8u8; 3 << 20];
+    std::fs::write(&c, &rewritten).unwrap();
+    set_mtime(&c, mtime);
+    let srv = Server::start(copy.path(), BACKGROUND);
+    // The copy (new inode, same size and mtime) gets the index's ETag at once.
+    let r = srv.get("/video/s/a.mp4", &[("Range", "bytes=0-0")]);
+    assert_eq!(r.header("etag"), Some(content_etag(&data).as_str()));
+    // Both are confirmed in the background; the rewrite's ETag then follows its bytes.
+    srv.get("/video/s/c.mp4", &[("Range", "bytes=0-0")]);
+    assert!(eventually(Duration::from_secs(30), || srv
+        .head("/video/s/c.mp4", &[])
+        .header("etag")
+        == Some(content_etag(&rewritten).as_str())));
+    assert_eq!(
+        srv.head("/video/s/a.mp4", &[]).header("etag"),
+        Some(content_etag(&data).as_str()),
+        "a true copy keeps its ETag after confirmation"
+    );
+    assert!(eventually(Duration::from_secs(30), || metric(
+        &scrape(&srv),
+        "video_origin_digest_computations_total"
+    ) == Some(2.0)));
+}

@@ -169,7 +169,7 @@ pub async fn put(
     };
     let mut result = serde_json::json!({
         "path": asset.as_str(),
-        "etag": meta.etag.as_ref().map(ToString::to_string),
+        "etag": meta.etag().map(ToString::to_string),
         "size": meta.len(),
         "invalidation": null,
     });
@@ -182,7 +182,7 @@ pub async fn put(
             }
         }
     }
-    tracing::info!(target: "audit", who, action = "replace", path = asset.as_str(), size, etag = meta.etag.as_ref().map(ToString::to_string).unwrap_or_default(), outcome = "ok");
+    tracing::info!(target: "audit", who, action = "replace", path = asset.as_str(), size, etag = meta.etag().map(ToString::to_string).unwrap_or_default(), outcome = "ok");
     json(
         if existed {
             StatusCode::OK

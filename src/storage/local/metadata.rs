@@ -69,25 +69,62 @@ impl FileIdentity {
 }
 
 /// Cached facts about one version of one file.
-#[derive(Debug, Clone)]
+///
+/// The digest can arrive after the entry is made: a background hash completes the entry in
+/// place (every holder of it, the open-file cache included, sees it at once). A digest taken
+/// from the index for a copy (size and mtime match, not the inode) is provisional until the
+/// background hash confirms or replaces it.
+#[derive(Debug)]
 pub struct FileMeta {
     /// Size, mtime and the rest of what this version was read under.
     pub identity: FileIdentity,
-    /// SHA-256 of the bytes; `None` while a background hash is pending.
-    pub digest: Option<[u8; 32]>,
-    /// The strong ETag from the digest, when known.
-    pub etag: Option<EntityTag>,
+    hashed: std::sync::OnceLock<([u8; 32], EntityTag)>,
+    provisional: Option<([u8; 32], EntityTag)>,
     pub content_type: &'static str,
 }
 
 impl FileMeta {
-    fn hashed(identity: FileIdentity, digest: [u8; 32], content_type: &'static str) -> FileMeta {
+    fn new(
+        identity: FileIdentity,
+        hashed: Option<[u8; 32]>,
+        provisional: Option<[u8; 32]>,
+        content_type: &'static str,
+    ) -> FileMeta {
+        let tagged = |d: [u8; 32]| (d, EntityTag::from_digest(&d));
+        let cell = std::sync::OnceLock::new();
+        if let Some(d) = hashed {
+            let _ = cell.set(tagged(d));
+        }
         FileMeta {
             identity,
-            digest: Some(digest),
-            etag: Some(EntityTag::from_digest(&digest)),
+            hashed: cell,
+            provisional: provisional.map(tagged),
             content_type,
         }
+    }
+
+    /// Records the digest a hash of this very version gave (first one wins).
+    fn complete(&self, digest: [u8; 32]) {
+        let _ = self.hashed.set((digest, EntityTag::from_digest(&digest)));
+    }
+
+    fn known(&self) -> Option<&([u8; 32], EntityTag)> {
+        self.hashed.get().or(self.provisional.as_ref())
+    }
+
+    /// The SHA-256 of the bytes, when known.
+    pub fn digest(&self) -> Option<[u8; 32]> {
+        self.known().map(|(d, _)| *d)
+    }
+
+    /// The strong ETag from the digest, when known.
+    pub fn etag(&self) -> Option<&EntityTag> {
+        self.known().map(|(_, t)| t)
+    }
+
+    /// Whether this version was hashed here (not only taken from the index by size and mtime).
+    pub fn is_hashed(&self) -> bool {
+        self.hashed.get().is_some()
     }
 
     pub fn len(&self) -> u64 {
@@ -119,11 +156,11 @@ impl CacheCounters {
     }
 }
 
-/// One file version to hash in the background.
+/// One file version to hash in the background, and the cache entry its digest completes.
 struct Job {
     key: String,
     file: Arc<File>,
-    identity: FileIdentity,
+    meta: Arc<FileMeta>,
 }
 
 /// Background hashers: a bounded queue, one job per file version, threads at low CPU and IO
@@ -137,11 +174,7 @@ struct Hasher {
 const HASH_QUEUE: usize = 4096;
 
 impl Hasher {
-    fn spawn(
-        threads: usize,
-        cache: Cache<String, Arc<FileMeta>>,
-        counters: Arc<CacheCounters>,
-    ) -> Hasher {
+    fn spawn(threads: usize, counters: Arc<CacheCounters>) -> Hasher {
         let queued = Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
         if threads == 0 {
             return Hasher { tx: None, queued };
@@ -149,15 +182,11 @@ impl Hasher {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(HASH_QUEUE);
         let rx = Arc::new(std::sync::Mutex::new(rx));
         for i in 0..threads {
-            let (rx, cache, counters, queued) = (
-                Arc::clone(&rx),
-                cache.clone(),
-                Arc::clone(&counters),
-                Arc::clone(&queued),
-            );
+            let (rx, counters, queued) =
+                (Arc::clone(&rx), Arc::clone(&counters), Arc::clone(&queued));
             let spawned = std::thread::Builder::new()
                 .name(format!("hasher-{i}"))
-                .spawn(move || hash_jobs(&rx, &cache, &counters, &queued));
+                .spawn(move || hash_jobs(&rx, &counters, &queued));
             if let Err(e) = spawned {
                 tracing::error!(error = %e, "cannot start a background hasher");
             }
@@ -168,10 +197,10 @@ impl Hasher {
         }
     }
 
-    /// Queues `identity` of `key` unless it is queued already.
-    fn enqueue(&self, key: &str, file: &Arc<File>, identity: FileIdentity) {
+    /// Queues the version `meta` of `key` unless it is queued already.
+    fn enqueue(&self, key: &str, file: &Arc<File>, meta: &Arc<FileMeta>) {
         let Some(tx) = &self.tx else { return };
-        let id = (key.to_owned(), identity);
+        let id = (key.to_owned(), meta.identity);
         {
             let mut q = self.queued.lock().unwrap_or_else(|e| e.into_inner());
             if !q.insert(id.clone()) {
@@ -181,7 +210,7 @@ impl Hasher {
         let job = Job {
             key: key.to_owned(),
             file: Arc::clone(file),
-            identity,
+            meta: Arc::clone(meta),
         };
         if tx.try_send(job).is_err() {
             self.queued
@@ -195,44 +224,31 @@ impl Hasher {
 /// A hasher thread: lowers its own priority, then hashes jobs until the queue goes away.
 fn hash_jobs(
     rx: &std::sync::Mutex<std::sync::mpsc::Receiver<Job>>,
-    cache: &Cache<String, Arc<FileMeta>>,
     counters: &CacheCounters,
     queued: &std::sync::Mutex<std::collections::HashSet<(String, FileIdentity)>>,
 ) {
     lower_this_threads_priority();
-    let Ok(rt) = tokio::runtime::Builder::new_current_thread().build() else {
-        return;
-    };
     loop {
         let job = match rx.lock().unwrap_or_else(|e| e.into_inner()).recv() {
             Ok(job) => job,
             Err(_) => return,
         };
         let started = Instant::now();
-        let hashed = hash_file(&job.file, job.identity);
+        let hashed = hash_file(&job.file, job.meta.identity);
         queued
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(&(job.key.clone(), job.identity));
-        let digest = match hashed {
-            Ok(d) => d,
-            Err(e) => {
-                // Changed while hashing: the next request sees the new version and asks again.
-                tracing::debug!(path = job.key.as_str(), error = %e, "background hash abandoned");
-                continue;
+            .remove(&(job.key.clone(), job.meta.identity));
+        match hashed {
+            Ok(digest) => {
+                counters.count_digest(started);
+                job.meta.complete(digest);
             }
-        };
-        counters.count_digest(started);
-        let content_type = content_type_for(&job.key);
-        let meta = Arc::new(FileMeta::hashed(job.identity, digest, content_type));
-        rt.block_on(cache.entry(job.key).and_compute_with(|current| {
-            let op = match current {
-                // A newer version is in the cache by now: leave it.
-                Some(e) if e.value().identity != job.identity => Op::Nop,
-                _ => Op::Put(meta),
-            };
-            std::future::ready(op)
-        }));
+            // Changed while hashing: the next request sees the new version and asks again.
+            Err(e) => {
+                tracing::debug!(path = job.key.as_str(), error = %e, "background hash abandoned")
+            }
+        }
     }
 }
 
@@ -264,7 +280,8 @@ pub struct CacheStats {
 pub struct MetadataCache {
     cache: Cache<String, Arc<FileMeta>>,
     counters: Arc<CacheCounters>,
-    index: HashMap<String, IndexEntry>,
+    /// The digest index (`video-origin index`), swapped whole when the file is rewritten.
+    index: std::sync::RwLock<Arc<HashMap<String, IndexEntry>>>,
     /// Files larger than this are hashed in the background, not on the request path.
     inline_max: u64,
     hasher: Hasher,
@@ -290,12 +307,32 @@ impl MetadataCache {
             .build();
         let counters = Arc::new(CacheCounters::default());
         MetadataCache {
-            hasher: Hasher::spawn(threads, cache.clone(), Arc::clone(&counters)),
+            hasher: Hasher::spawn(threads, Arc::clone(&counters)),
             cache,
             counters,
-            index,
+            index: std::sync::RwLock::new(Arc::new(index)),
             inline_max,
         }
+    }
+
+    /// Puts a rewritten digest index in service (entries already cached stay as they are).
+    pub fn replace_index(&self, index: HashMap<String, IndexEntry>) {
+        *self.index.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(index);
+    }
+
+    /// The index's digest for this version of `key`, if the index knows it: certain when the
+    /// entry was made on this very file (same device, inode, ctime); provisional when it
+    /// matches only by size and modification time (a copy made with `cp -a`, rsync or on
+    /// another NFS client), to be confirmed by a background hash, which replaces it if the
+    /// bytes differ (a rewrite that kept size and mtime).
+    fn index_hint(&self, key: &str, identity: FileIdentity) -> Option<([u8; 32], bool)> {
+        let index = Arc::clone(&self.index.read().unwrap_or_else(|e| e.into_inner()));
+        let entry = index.get(key)?;
+        if entry.identity == identity {
+            return Some((entry.digest, true));
+        }
+        (entry.identity.len == identity.len && entry.identity.mtime_ns == identity.mtime_ns)
+            .then_some((entry.digest, false))
     }
 
     /// Metadata for `key` as it is in `file` right now (`identity` from its fstat). With
@@ -308,37 +345,35 @@ impl MetadataCache {
         wait_for_digest: bool,
     ) -> io::Result<Arc<FileMeta>> {
         if let Some(meta) = self.cache.get(key).await {
-            if meta.identity == identity && (meta.digest.is_some() || !wait_for_digest) {
+            if meta.identity == identity && (meta.is_hashed() || !wait_for_digest) {
                 self.counters.hits.fetch_add(1, Ordering::Relaxed);
-                if meta.digest.is_none() {
+                if !meta.is_hashed() {
                     // A job dropped from a full queue is asked for again.
-                    self.hasher.enqueue(key, file, identity);
+                    self.hasher.enqueue(key, file, &meta);
                 }
                 return Ok(meta);
             }
         }
         self.counters.misses.fetch_add(1, Ordering::Relaxed);
-        let hint = self
-            .index
-            .get(key)
-            .filter(|e| e.identity == identity)
-            .map(|e| e.digest);
+        let hint = self.index_hint(key, identity);
         let content_type = content_type_for(key);
-        if hint.is_none() && !wait_for_digest && identity.len > self.inline_max {
+        let background = match hint {
+            Some((_, true)) => false,
+            // A provisional digest is served at once and confirmed in the background.
+            Some((_, false)) => !wait_for_digest,
+            None => !wait_for_digest && identity.len > self.inline_max,
+        };
+        if background {
             // Answer now, hash in the background: no viewer waits for a large file's hash.
-            let pending = Arc::new(FileMeta {
-                identity,
-                digest: None,
-                etag: None,
-                content_type,
-            });
+            let provisional = hint.map(|(d, _)| d);
+            let fresh = Arc::new(FileMeta::new(identity, None, provisional, content_type));
             let result = self
                 .cache
                 .entry(key.to_owned())
                 .and_compute_with(|current| {
                     let op = match current {
                         Some(e) if e.value().identity == identity => Op::Nop,
-                        _ => Op::Put(Arc::clone(&pending)),
+                        _ => Op::Put(Arc::clone(&fresh)),
                     };
                     std::future::ready(op)
                 })
@@ -347,10 +382,10 @@ impl MetadataCache {
                 CompResult::Inserted(e)
                 | CompResult::ReplacedWith(e)
                 | CompResult::Unchanged(e) => e.into_value(),
-                _ => pending,
+                _ => fresh,
             };
-            if meta.digest.is_none() {
-                self.hasher.enqueue(key, file, identity);
+            if !meta.is_hashed() {
+                self.hasher.enqueue(key, file, &meta);
             }
             return Ok(meta);
         }
@@ -361,14 +396,14 @@ impl MetadataCache {
             .entry(key.to_owned())
             .and_try_compute_with(|current| async move {
                 if let Some(entry) = current {
-                    if entry.value().identity == identity && entry.value().digest.is_some() {
+                    if entry.value().identity == identity && entry.value().is_hashed() {
                         // Someone else hashed this version while we waited for the key lock.
                         return Ok::<_, io::Error>(Op::Nop);
                     }
                 }
                 let digest = match hint {
-                    Some(d) => d,
-                    None => {
+                    Some((d, true)) => d,
+                    _ => {
                         let started = Instant::now();
                         let d = tokio::task::spawn_blocking(move || hash_file(&file, identity))
                             .await
@@ -377,9 +412,10 @@ impl MetadataCache {
                         d
                     }
                 };
-                Ok(Op::Put(Arc::new(FileMeta::hashed(
+                Ok(Op::Put(Arc::new(FileMeta::new(
                     identity,
-                    digest,
+                    Some(digest),
+                    None,
                     content_type,
                 ))))
             })
@@ -472,15 +508,47 @@ pub fn load_index(path: &Path) -> io::Result<HashMap<String, IndexEntry>> {
     }
 }
 
+/// Where `build_index` is, for progress output: files and bytes done of the totals, and the
+/// file just hashed with its digest.
+pub struct IndexProgress<'a> {
+    pub files_done: usize,
+    pub files_total: usize,
+    pub bytes_done: u64,
+    pub bytes_total: u64,
+    pub path: &'a str,
+    pub digest: &'a [u8; 32],
+}
+
 /// Walks `root` (canonical), hashes every servable regular file, and writes the index
-/// atomically (temp file + rename). Returns the number of files indexed.
-pub fn build_index(root: &Path, out: &Path) -> io::Result<usize> {
+/// atomically (temp file + rename), calling `progress` after each file. Returns the number of
+/// files indexed. A running server picks the new index up without a restart.
+pub fn build_index(
+    root: &Path,
+    out: &Path,
+    progress: &mut dyn FnMut(&IndexProgress<'_>),
+) -> io::Result<usize> {
+    let files = crate::storage::walk_files(root);
+    let sizes: Vec<u64> = files
+        .iter()
+        .map(|k| std::fs::metadata(root.join(k)).map_or(0, |m| m.len()))
+        .collect();
+    let bytes_total = sizes.iter().sum();
     let mut entries = HashMap::new();
-    for key in crate::storage::walk_files(root) {
-        let file = File::open(root.join(&key))?;
+    let mut bytes_done = 0;
+    for (i, key) in files.iter().enumerate() {
+        let file = File::open(root.join(key))?;
         let identity = FileIdentity::of(&file.metadata()?);
         let digest = hash_file(&file, identity)?;
-        entries.insert(key, IndexEntry { identity, digest });
+        bytes_done += identity.len;
+        progress(&IndexProgress {
+            files_done: i + 1,
+            files_total: files.len(),
+            bytes_done,
+            bytes_total,
+            path: key,
+            digest: &digest,
+        });
+        entries.insert(key.clone(), IndexEntry { identity, digest });
     }
     let count = entries.len();
     let body = serde_json::to_vec_pretty(&IndexFile {
@@ -529,7 +597,7 @@ mod tests {
         let m1 = cache.get("a.mp4", &f, id, false).await.unwrap();
         assert_eq!(m1.content_type, "video/mp4");
         let m1b = cache.get("a.mp4", &f, id, false).await.unwrap();
-        assert_eq!(m1.etag, m1b.etag);
+        assert_eq!(m1.etag(), m1b.etag());
         assert_eq!(cache.stats().hits, 1);
         assert_eq!(cache.stats().digests_computed, 1);
 
@@ -547,7 +615,7 @@ mod tests {
         assert_eq!(id2.len, id.len);
         assert_eq!(id2.mtime_ns, id.mtime_ns);
         let m2 = cache.get("a.mp4", &f2, id2, false).await.unwrap();
-        assert_ne!(m1.etag, m2.etag);
+        assert_ne!(m1.etag(), m2.etag());
         assert_eq!(cache.stats().digests_computed, 2);
     }
 
@@ -566,12 +634,8 @@ mod tests {
             .map(|_| {
                 let (cache, f) = (Arc::clone(&cache), Arc::clone(&f));
                 tokio::spawn(async move {
-                    cache
-                        .get("big.bin", &f, id, false)
-                        .await
-                        .unwrap()
-                        .etag
-                        .clone()
+                    let meta = cache.get("big.bin", &f, id, false).await.unwrap();
+                    meta.etag().cloned()
                 })
             })
             .collect();
@@ -591,14 +655,14 @@ mod tests {
         std::fs::write(root.join("s/a.mp4"), b"hello").unwrap();
         std::fs::write(root.join(".hidden"), b"x").unwrap();
         let idx_path = root.join(".video-origin-index.json");
-        assert_eq!(build_index(&root, &idx_path).unwrap(), 1);
+        assert_eq!(build_index(&root, &idx_path, &mut |_| {}).unwrap(), 1);
         let index = load_index(&idx_path).unwrap();
         let cache = MetadataCache::new(100, Duration::from_secs(60), index);
         let (f, id) = open(&root.join("s/a.mp4"));
         let meta = cache.get("s/a.mp4", &f, id, false).await.unwrap();
         assert_eq!(cache.stats().digests_computed, 0);
         let expected: [u8; 32] = Sha256::digest(b"hello").into();
-        assert_eq!(meta.digest, Some(expected));
+        assert_eq!(meta.digest(), Some(expected));
         // A corrupt index is an error, not silently ignored.
         std::fs::write(&idx_path, b"{not json").unwrap();
         assert!(load_index(&idx_path).is_err());
@@ -613,19 +677,22 @@ mod tests {
             MetadataCache::with_hashers(100, Duration::from_secs(60), HashMap::new(), 1 << 20, 1);
         let (f, id) = open(&p);
         let first = cache.get("big.bin", &f, id, false).await.unwrap();
-        assert!(first.digest.is_none() && first.etag.is_none(), "no waiting");
+        assert!(
+            first.digest().is_none() && first.etag().is_none(),
+            "no waiting"
+        );
         let expected: [u8; 32] = Sha256::digest(vec![9u8; 2 << 20]).into();
         let mut hashed = None;
         for _ in 0..200 {
             let m = cache.get("big.bin", &f, id, false).await.unwrap();
-            if m.digest.is_some() {
+            if m.digest().is_some() {
                 hashed = Some(m);
                 break;
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
         assert_eq!(
-            hashed.expect("hashed in the background").digest,
+            hashed.expect("hashed in the background").digest(),
             Some(expected)
         );
         assert_eq!(cache.stats().digests_computed, 1);
@@ -637,7 +704,7 @@ mod tests {
             .get("other.bin", &f2, id2, true)
             .await
             .unwrap()
-            .digest
+            .digest()
             .is_some());
     }
 }
