@@ -448,6 +448,8 @@ fn serve(settings: Arc<Settings>) -> anyhow::Result<()> {
         })?;
     let grace = Duration::from_secs(settings.server.shutdown_grace_secs);
     app.spawn_index_reload(Duration::from_secs(2));
+    // Kept for the life of the server: dropping it stops the notifications.
+    let _watcher = app.spawn_watcher();
     let warm = settings.metadata.warm_up.then(|| Arc::clone(&app));
     let shutdown = async move {
         if let Some(app) = warm {

@@ -171,3 +171,28 @@ fn index_entries_carry_over_to_copies_and_rewrites_are_confirmed() {
         "video_origin_digest_computations_total"
     ) == Some(2.0)));
 }
+
+#[test]
+fn new_and_replaced_files_are_hashed_before_anyone_asks() {
+    let dir = assets(&[("old.mp4", b"old")]);
+    let srv = Server::start(dir.path(), BACKGROUND);
+    // Published by another tool: written in place, and renamed into place.
+    let data = vec![4u8; 3 << 20];
+    std::fs::write(dir.path().join("new.mp4"), &data).unwrap();
+    let renamed = vec![9u8; 2 << 20];
+    std::fs::write(dir.path().join(".incoming"), &renamed).unwrap();
+    std::fs::rename(dir.path().join(".incoming"), dir.path().join("moved.mp4")).unwrap();
+    assert!(
+        eventually(Duration::from_secs(30), || metric(
+            &scrape(&srv),
+            "video_origin_digest_computations_total"
+        ) == Some(2.0)),
+        "both hashed without a request: {}",
+        scrape(&srv)
+    );
+    // The first request of each already carries the content ETag.
+    let r = srv.get("/video/new.mp4", &[("Range", "bytes=0-0")]);
+    assert_eq!(r.header("etag"), Some(content_etag(&data).as_str()));
+    let r = srv.get("/video/moved.mp4", &[("Range", "bytes=0-0")]);
+    assert_eq!(r.header("etag"), Some(content_etag(&renamed).as_str()));
+}
