@@ -427,6 +427,10 @@ fn serve(settings: Arc<Settings>) -> anyhow::Result<()> {
     for line in settings.rule_listing() {
         tracing::info!("{line}");
     }
+    // Watching starts before the listening line, so nothing published after it is missed.
+    app.spawn_index_reload(Duration::from_secs(2));
+    // Kept for the life of the server: dropping it stops the notifications.
+    let _watcher = app.spawn_watcher();
     // Machine-readable line on stdout: tests and scripts learn the ephemeral port from it.
     println!("listening on {scheme}://{addr}");
     tracing::info!(%addr, workers, root = %app.store.root.display(), mount = %settings.assets.mount, "video-origin serving");
@@ -447,9 +451,6 @@ fn serve(settings: Arc<Settings>) -> anyhow::Result<()> {
             }
         })?;
     let grace = Duration::from_secs(settings.server.shutdown_grace_secs);
-    app.spawn_index_reload(Duration::from_secs(2));
-    // Kept for the life of the server: dropping it stops the notifications.
-    let _watcher = app.spawn_watcher();
     let warm = settings.metadata.warm_up.then(|| Arc::clone(&app));
     let shutdown = async move {
         if let Some(app) = warm {
