@@ -150,10 +150,32 @@ impl AssetStore {
             {
                 Ok(meta) => {
                     let opened = OpenAsset { file, meta };
-                    if let Some(open) = &self.open {
-                        open.insert(asset.as_str().to_owned(), opened.clone()).await;
-                    }
-                    return Ok(opened);
+                    let Some(open) = &self.open else {
+                        return Ok(opened);
+                    };
+                    // Two first requests (or a request and the library watcher) may open the
+                    // same new version at once: the first descriptor cached is kept and the
+                    // other closed now, never left to linger in the cache's pending work.
+                    let identity = opened.meta.identity;
+                    let candidate = opened.clone();
+                    let kept = open
+                        .entry(asset.as_str().to_owned())
+                        .and_compute_with(|current| {
+                            std::future::ready(match current {
+                                Some(e) if e.value().meta.identity == identity => {
+                                    moka::ops::compute::Op::Nop
+                                }
+                                _ => moka::ops::compute::Op::Put(candidate),
+                            })
+                        })
+                        .await;
+                    use moka::ops::compute::CompResult;
+                    return Ok(match kept {
+                        CompResult::Inserted(e)
+                        | CompResult::ReplacedWith(e)
+                        | CompResult::Unchanged(e) => e.into_value(),
+                        _ => opened,
+                    });
                 }
                 Err(e) if attempt < 3 => {
                     tracing::debug!(path = asset.as_str(), error = %e, "metadata retry");
