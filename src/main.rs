@@ -260,7 +260,7 @@ fn explain(settings: &Settings, path: &str) -> anyhow::Result<String> {
     let mount = format!("{}/", settings.assets.mount);
     let raw = path.strip_prefix(&mount).unwrap_or(path);
     let asset = video_origin::storage::path::normalize(raw)
-        .map_err(|e| anyhow::anyhow!("`{path}` is not a servable path: {e:?}"))?;
+        .map_err(|e| anyhow::anyhow!("`{path}` is not a servable path: {e}"))?;
     let policy = settings
         .cache_policy()
         .map_err(|e| anyhow::anyhow!("cache.rules[{}].{}: {}", e.index, e.field, e.reason))?;

@@ -280,8 +280,19 @@ async fn read_json<T: serde::de::DeserializeOwned>(
             ))
         }
     };
-    serde_json::from_slice(&body)
-        .map_err(|e| error(StatusCode::BAD_REQUEST, &format!("invalid JSON body: {e}")))
+    // The error names the field path (`paths`, `ttl_secs`, `paths[2]`) before serde's reason.
+    serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(&body)).map_err(
+        |e| {
+            let at = e.path().to_string();
+            let why = e.into_inner();
+            let msg = if at == "." {
+                format!("invalid JSON body: {why}")
+            } else {
+                format!("invalid JSON body: {at}: {why}")
+            };
+            error(StatusCode::BAD_REQUEST, &msg)
+        },
+    )
 }
 
 async fn cloudfront(app: &App) -> Option<&crate::cdn::cloudfront::CloudFront> {

@@ -53,7 +53,8 @@ pub fn write(format: AccessFormat, r: &AccessRecord, sent: u64, complete: bool) 
             bytes = sent,
             range = r.range.as_deref().unwrap_or("-"),
             complete,
-            duration_ms = r.started.elapsed().as_secs_f64() * 1e3,
+            // Whole microseconds: 0.022, not 0.021849999999999998.
+            duration_ms = (r.started.elapsed().as_secs_f64() * 1e6).round() / 1e3,
             cache_rule = r.note.cache_rule.as_deref().unwrap_or("-"),
             token = r.note.token.unwrap_or("-"),
             cdn = r.cdn.as_ref().map_or("-", |c| c.0),

@@ -72,6 +72,30 @@ pub struct OutcomeLabels {
 
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
+/// Label values of the labelled counters, present from start (README *Metrics*).
+pub const SHED_REASONS: [&str; 4] = ["global", "per_client", "queue_full", "queue_timeout"];
+pub const CLOSE_REASONS: [&str; 4] = ["idle", "header_timeout", "write_stall", "over_limit"];
+/// `ok` and every refusal reason of a signed link (`signing::Reason::as_str`).
+pub const TOKEN_RESULTS: [&str; 9] = [
+    "ok",
+    "missing",
+    "malformed",
+    "unknown-key",
+    "bad-signature",
+    "wrong-scope",
+    "wrong-ip",
+    "not-yet-valid",
+    "expired",
+];
+pub const SOCKET_CLOSE_REASONS: [&str; 6] = [
+    "client_closed",
+    "heartbeat_timeout",
+    "write_stall",
+    "oversize",
+    "protocol_error",
+    "refused",
+];
+
 /// Everything `/metrics` shows that is counted as it happens.
 pub struct Metrics {
     registry: Registry,
@@ -161,6 +185,24 @@ impl Metrics {
             "File opens that failed with EMFILE/ENFILE (answered 503)",
             fd_exhaustion.clone(),
         );
+        // Every documented label value exists from the start (zero), so dashboards and alerts
+        // see a series before the first event instead of "no data".
+        for reason in SHED_REASONS {
+            drop(shed.get_or_create(&ReasonLabels { reason }));
+        }
+        for reason in CLOSE_REASONS {
+            drop(connections_closed.get_or_create(&ReasonLabels { reason }));
+        }
+        for result in TOKEN_RESULTS {
+            drop(tokens.get_or_create(&ResultLabels { result }));
+        }
+        for outcome in ["ok", "error"] {
+            drop(invalidations.get_or_create(&OutcomeLabels { outcome }));
+            drop(tls_reloads.get_or_create(&OutcomeLabels { outcome }));
+        }
+        for reason in SOCKET_CLOSE_REASONS {
+            drop(ws_closed.get_or_create(&ReasonLabels { reason }));
+        }
         let requests = Route::ALL
             .iter()
             .map(|r| {

@@ -273,6 +273,26 @@ mod tests {
     }
 
     #[test]
+    fn every_refusal_reason_has_a_metric_series_from_start() {
+        use Reason::*;
+        for r in [
+            Missing,
+            Malformed,
+            UnknownKey,
+            BadSignature,
+            WrongScope,
+            WrongIp,
+            NotYetValid,
+            Expired,
+        ] {
+            assert!(
+                crate::observe::metrics::TOKEN_RESULTS.contains(&r.as_str()),
+                "{r:?}"
+            );
+        }
+    }
+
+    #[test]
     fn mapped_ipv4() {
         let m: IpAddr = "::ffff:203.0.113.7".parse().unwrap();
         assert_eq!(canonical_ip(m).to_string(), "203.0.113.7");

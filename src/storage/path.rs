@@ -12,6 +12,17 @@ pub enum PathRejection {
     NotFound,
 }
 
+impl std::fmt::Display for PathRejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PathRejection::BadRequest(reason) => f.write_str(reason),
+            PathRejection::NotFound => {
+                f.write_str("empty or hidden path (dotfiles are never served)")
+            }
+        }
+    }
+}
+
 /// A normalized relative asset path: `/`-separated, no empty, `.` or `..` segments.
 /// Used as the metadata cache key and for cache-policy matching.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -1,0 +1,119 @@
+//! Issue #18 (operator experience), the points done so far: every documented metric family is
+//! present from start, access-log durations have fixed precision, admin JSON errors name the
+//! field, and `explain` words a refused path plainly.
+
+mod common;
+use common::*;
+
+const ADMIN: &str = "admin-token-0123456789abcdef0123456789";
+
+/// The metric names of the README's *Metrics* table, with their label values where listed.
+fn documented_metrics() -> Vec<(String, Vec<String>)> {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let mut out = Vec::new();
+    for line in readme.lines().filter(|l| l.starts_with("| `video_origin_")) {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        let values: Vec<String> = cells[3]
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_string)
+            .collect();
+        for name in cells[1].split('`').skip(1).step_by(2) {
+            let labelled = name.contains('{');
+            let bare = name.split('{').next().unwrap().to_string();
+            out.push((bare, if labelled { values.clone() } else { vec![] }));
+        }
+    }
+    assert!(out.len() >= 20, "the table was read: {out:?}");
+    out
+}
+
+#[test]
+fn every_documented_metric_is_there_from_start() {
+    let dir = assets(&[("a.mp4", b"x")]);
+    let srv = Server::start(dir.path(), &[]);
+    let text = scrape(&srv);
+    for (name, values) in documented_metrics() {
+        assert!(
+            text.lines().any(|l| l.starts_with(&name)),
+            "`{name}` missing from a fresh /metrics:\n{text}"
+        );
+        for v in values {
+            // Route names are label values of other metrics; only reason/result/outcome rows.
+            if name.ends_with("requests_total") || name.ends_with("response_bytes_total") {
+                continue;
+            }
+            let series = text
+                .lines()
+                .find(|l| l.starts_with(&format!("{name}{{")) && l.contains(&format!("=\"{v}\"")));
+            assert!(
+                series.is_some_and(|l| l.ends_with(" 0")),
+                "`{name}` has no zero sample for `{v}`:\n{text}"
+            );
+        }
+    }
+}
+
+#[test]
+fn durations_have_fixed_precision() {
+    let dir = assets(&[("a.mp4", b"x")]);
+    let srv = Server::start(dir.path(), &[("VIDEO_ORIGIN_LOG__FORMAT", "json")]);
+    for _ in 0..20 {
+        srv.get("/video/a.mp4", &[]);
+    }
+    assert!(eventually(std::time::Duration::from_secs(5), || srv
+        .log_text()
+        .matches("\"target\":\"access\"")
+        .count()
+        >= 20));
+    for line in srv
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("\"target\":\"access\""))
+    {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let ms = v["duration_ms"].to_string();
+        let decimals = ms.split('.').nth(1).map_or(0, str::len);
+        assert!(decimals <= 3, "{ms} in {line}");
+    }
+}
+
+#[test]
+fn admin_json_errors_name_the_field() {
+    let dir = assets(&[("a.mp4", b"x")]);
+    let srv = Server::start(
+        dir.path(),
+        &[
+            ("VIDEO_ORIGIN_ADMIN__TOKENS__OPS", ADMIN),
+            ("VIDEO_ORIGIN_SIGNING__KEYS__K1", TEST_KEY),
+        ],
+    );
+    for (route, body, field) in [
+        ("/admin/cache/evict", r#"{"paths":"x"}"#, "paths"),
+        (
+            "/admin/sign",
+            r#"{"path":"a.mp4","ttl_secs":"soon"}"#,
+            "ttl_secs",
+        ),
+        ("/admin/cache/evict", r#"{"paths":["a",3]}"#, "paths[1]"),
+    ] {
+        let r = srv.admin("POST", route, Some(ADMIN), Some(body));
+        assert_eq!(r.status, 400);
+        let msg: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        let msg = msg["error"].as_str().unwrap().to_string();
+        assert!(msg.contains(&format!("{field}: ")), "{msg}");
+    }
+}
+
+#[test]
+fn explain_words_a_refused_path_plainly() {
+    let (ok, _, err) = run_cli(&["explain", "/video/../etc/passwd"], &[]);
+    assert!(!ok);
+    assert!(
+        err.contains("is not a servable path: dot segment in path"),
+        "{err}"
+    );
+    assert!(!err.contains("BadRequest"), "{err}");
+}
