@@ -341,7 +341,11 @@ fn replace_serves_new_bytes_and_invalidates_on_cloudfront() {
         .parse()
         .unwrap();
     assert!(ok >= 3.0, "{metrics}");
-    assert!(!metrics.contains("outcome=\"error\""));
+    // The error series exists from start (README Metrics) and stays at zero.
+    assert_eq!(
+        metric(&metrics, "video_origin_invalidations_total{outcome=\"error\"}"),
+        Some(0.0)
+    );
 
     // Audit lines: who, what, outcome; never the token.
     let log = srv.log_text();
