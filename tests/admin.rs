@@ -343,7 +343,10 @@ fn replace_serves_new_bytes_and_invalidates_on_cloudfront() {
     assert!(ok >= 3.0, "{metrics}");
     // The error series exists from start (README Metrics) and stays at zero.
     assert_eq!(
-        metric(&metrics, "video_origin_invalidations_total{outcome=\"error\"}"),
+        metric(
+            &metrics,
+            "video_origin_invalidations_total{outcome=\"error\"}"
+        ),
         Some(0.0)
     );
 
