@@ -35,6 +35,18 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Every refusal reason, for tables that must name them all (metrics).
+    pub const ALL: [Reason; 8] = [
+        Reason::Missing,
+        Reason::Malformed,
+        Reason::UnknownKey,
+        Reason::BadSignature,
+        Reason::WrongScope,
+        Reason::WrongIp,
+        Reason::NotYetValid,
+        Reason::Expired,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::Missing => "missing",
@@ -274,17 +286,7 @@ mod tests {
 
     #[test]
     fn every_refusal_reason_has_a_metric_series_from_start() {
-        use Reason::*;
-        for r in [
-            Missing,
-            Malformed,
-            UnknownKey,
-            BadSignature,
-            WrongScope,
-            WrongIp,
-            NotYetValid,
-            Expired,
-        ] {
+        for r in Reason::ALL {
             assert!(
                 crate::observe::metrics::TOKEN_RESULTS.contains(&r.as_str()),
                 "{r:?}"
