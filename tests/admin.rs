@@ -5,7 +5,7 @@
 
 mod common;
 use common::*;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -180,22 +180,8 @@ fn start(dir: &std::path::Path, moto: &Moto, dist: &str) -> Server {
 }
 
 /// A raw admin request with an arbitrary body.
-fn admin_raw(srv: &Server, head: &str, body: &[u8]) -> Resp {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", srv.admin_port.unwrap())).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    s.write_all(head.as_bytes()).unwrap();
-    s.write_all(body).unwrap();
-    let mut buf = Vec::new();
-    let _ = s.read_to_end(&mut buf);
-    Resp::parse(&buf)
-}
-
 fn put(srv: &Server, path: &str, body: &[u8]) -> Resp {
-    let head = format!(
-        "PUT /admin/assets/{path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    admin_raw(srv, &head, body)
+    srv.admin_put(path, ADMIN, body)
 }
 
 fn body_json(r: &Resp) -> serde_json::Value {
@@ -395,7 +381,7 @@ fn failed_uploads_leave_the_old_file_and_no_temp_file() {
     assert!(!dir.path().parent().unwrap().join("escape.mp4").exists());
     // Unauthenticated writes are refused.
     let head = "PUT /admin/assets/a.mp4 HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nConnection: close\r\n\r\n";
-    assert_eq!(admin_raw(&srv, head, b"bad").status, 401);
+    assert_eq!(srv.admin_raw(head, b"bad").status, 401);
     assert_eq!(srv.get("/video/a.mp4", &[]).body, b"original");
 }
 

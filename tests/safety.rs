@@ -5,7 +5,7 @@
 
 mod common;
 use common::*;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::time::Duration;
 
 const ADMIN: &str = "admin-token-0123456789abcdef0123456789";
@@ -427,35 +427,20 @@ fn admin_server(dir: &std::path::Path, env: &[(&str, &str)]) -> Server {
     Server::start(dir, &all)
 }
 
-fn admin_put(srv: &Server, path: &str, body: &[u8]) -> Resp {
-    let port = srv.admin_port.unwrap();
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(
-        s,
-        "PUT /admin/assets/{path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    )
-    .unwrap();
-    s.write_all(body).unwrap();
-    let mut buf = Vec::new();
-    let _ = s.read_to_end(&mut buf);
-    Resp::parse(&buf)
-}
-
 #[test]
 fn put_through_a_symlink_creates_nothing_outside_the_root() {
     let outside = tempfile::tempdir().unwrap();
     let dir = assets(&[("a.mp4", b"x")]);
     std::os::unix::fs::symlink(outside.path(), dir.path().join("out")).unwrap();
     let srv = admin_server(dir.path(), &[]);
-    let r = admin_put(&srv, "out/new/deeper/x.mp4", b"payload");
+    let r = srv.admin_put("out/new/deeper/x.mp4", ADMIN, b"payload");
     assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&r.body));
     assert!(
         std::fs::read_dir(outside.path()).unwrap().next().is_none(),
         "no folder or file was made outside the root"
     );
     // Inside the root, new folders are made as before.
-    assert_eq!(admin_put(&srv, "in/new/x.mp4", b"payload").status, 201);
+    assert_eq!(srv.admin_put("in/new/x.mp4", ADMIN, b"payload").status, 201);
     assert_eq!(
         std::fs::read(dir.path().join("in/new/x.mp4")).unwrap(),
         b"payload"

@@ -17,6 +17,7 @@ use crate::storage::body::OriginBody;
 use crate::storage::local::beneath::{upload_temp_name, Beneath, Folder, WriteRefusal};
 use crate::storage::local::open::OpenError;
 use crate::storage::path::{normalize, AssetPath, PathRejection};
+use crate::storage::Backend;
 
 /// Removes the temporary file unless the upload completed (covers early returns and a request
 /// future dropped when the client goes away).

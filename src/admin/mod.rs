@@ -20,6 +20,7 @@ use crate::app::App;
 use crate::reply::{json, json_error as error};
 use crate::signing::links::{LinkFormat, LinkRequest};
 use crate::storage::body::OriginBody;
+use crate::storage::Backend;
 
 /// The request body the admin API reads (any body, boxed by `routes::admin`; its errors become
 /// `io::Error`s, a concrete type the body combinators take without lifetime trouble).

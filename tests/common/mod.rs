@@ -142,6 +142,27 @@ impl Server {
         Resp::parse(&buf)
     }
 
+    /// Raw bytes to the admin listener (a head and a body); the response when it closes.
+    pub fn admin_raw(&self, head: &str, body: &[u8]) -> Resp {
+        let port = self.admin_port.expect("admin listener not started");
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        s.write_all(head.as_bytes()).unwrap();
+        s.write_all(body).unwrap();
+        let mut buf = Vec::new();
+        let _ = s.read_to_end(&mut buf);
+        Resp::parse(&buf)
+    }
+
+    /// `PUT /admin/assets/{path}` with `body`, authorized by `bearer`.
+    pub fn admin_put(&self, path: &str, bearer: &str, body: &[u8]) -> Resp {
+        let head = format!(
+            "PUT /admin/assets/{path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {bearer}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        self.admin_raw(&head, body)
+    }
+
     pub fn connect(&self) -> TcpStream {
         let s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();

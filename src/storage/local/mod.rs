@@ -90,7 +90,11 @@ impl super::Backend for AssetStore {
     }
 
     async fn evict(&self, asset: &str) {
-        AssetStore::evict(self, asset).await
+        if let Some(open) = &self.open {
+            open.invalidate(asset).await;
+            open.run_pending_tasks().await;
+        }
+        self.metadata.evict(asset).await;
     }
 }
 
@@ -202,15 +206,6 @@ impl AssetStore {
         // descriptor is closed promptly (rare: only when a file changed).
         open.run_pending_tasks().await;
         None
-    }
-
-    /// Forgets everything cached about `key` (replaced or deleted by another tool).
-    pub async fn evict(&self, key: &str) {
-        if let Some(open) = &self.open {
-            open.invalidate(key).await;
-            open.run_pending_tasks().await;
-        }
-        self.metadata.evict(key).await;
     }
 
     /// Cache statistics: metadata lookups plus requests answered by the open-file cache.
