@@ -4,20 +4,13 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::admin::{AdminSettings, InvalidationSettings};
-use super::observe::{LogSettings, MetricsSettings};
 use super::provenance::{rule_source, Provenance};
 use super::section::Section;
-use super::server::{LimitSettings, ProxySettings, ServerSettings, TlsSettings};
-use super::serving::{
-    AssetSettings, CacheSettings, MetadataSettings, RangeSettings, StreamingSettings,
-};
-use super::signing::{AccessSettings, SigningParts, SigningSettings};
-use super::web::{CorsSettings, OriginProtectionSettings, PlayerSettings};
+use super::signing::SigningParts;
 use crate::http::cache_policy::CachePolicy;
 
 /// Each `[section]` is a type in a file of this folder that implements [`Section`]; adding a
-/// section is that file plus one line here.
+/// section is that file, its `mod` line in `config/mod.rs`, and one line here.
 macro_rules! settings {
     ($($(#[$doc:meta])* $field:ident: $ty:ty,)*) => {
         /// The whole configuration, validated.
@@ -40,24 +33,24 @@ macro_rules! settings {
 }
 
 settings! {
-    server: ServerSettings,
-    assets: AssetSettings,
-    ranges: RangeSettings,
-    metadata: MetadataSettings,
-    streaming: StreamingSettings,
-    cache: CacheSettings,
-    log: LogSettings,
-    signing: SigningSettings,
-    access: AccessSettings,
-    admin: AdminSettings,
-    invalidation: InvalidationSettings,
-    limits: LimitSettings,
-    origin_protection: OriginProtectionSettings,
-    cors: CorsSettings,
-    proxy: ProxySettings,
-    metrics: MetricsSettings,
-    tls: TlsSettings,
-    player: PlayerSettings,
+    server: super::server::ServerSettings,
+    assets: super::serving::AssetSettings,
+    ranges: super::serving::RangeSettings,
+    metadata: super::serving::MetadataSettings,
+    streaming: super::serving::StreamingSettings,
+    cache: super::serving::CacheSettings,
+    log: super::observe::LogSettings,
+    signing: super::signing::SigningSettings,
+    access: super::signing::AccessSettings,
+    admin: super::admin::AdminSettings,
+    invalidation: super::admin::InvalidationSettings,
+    limits: super::server::LimitSettings,
+    origin_protection: super::web::OriginProtectionSettings,
+    cors: super::web::CorsSettings,
+    proxy: super::server::ProxySettings,
+    metrics: super::observe::MetricsSettings,
+    tls: super::server::TlsSettings,
+    player: super::web::PlayerSettings,
 }
 
 impl Settings {
