@@ -251,65 +251,17 @@ impl App {
     /// once, so a large one goes to the background hashers before anyone requests it. Where
     /// notifications are unavailable (a watch limit, a network file system that sends none),
     /// files are hashed on first request as before; that is logged.
-    pub fn spawn_watcher(self: &Arc<Self>) -> Option<notify::RecommendedWatcher> {
-        use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
-        use notify::{EventKind, RecursiveMode, Watcher};
-        let (tx, rx) = std::sync::mpsc::channel::<std::path::PathBuf>();
-        let handler = move |res: notify::Result<notify::Event>| {
-            let Ok(event) = res else { return };
-            let written = matches!(
-                event.kind,
-                EventKind::Access(AccessKind::Close(AccessMode::Write))
-                    | EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Both))
-            );
-            if written {
-                for p in event.paths {
-                    let _ = tx.send(p);
-                }
-            }
-        };
-        let mut watcher = match notify::recommended_watcher(handler) {
-            Ok(w) => w,
-            Err(e) => {
-                tracing::warn!(error = %e, "no file-system notifications: files are hashed when first requested");
-                return None;
-            }
-        };
-        if let Err(e) = watcher.watch(&self.store.root, RecursiveMode::Recursive) {
-            tracing::warn!(error = %e, "cannot watch the asset root: files are hashed when first requested");
-            return None;
-        }
+    pub fn spawn_watcher(self: &Arc<Self>) {
         let app = Arc::clone(self);
+        // Watching a large library adds one watch per folder: done on the watcher's own thread
+        // so it never delays startup. Files published before it is in place (the log says when)
+        // are hashed on their first request, as without notifications.
         let spawned = std::thread::Builder::new()
             .name("library-watch".into())
-            .spawn(move || {
-                let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                else {
-                    return;
-                };
-                while let Ok(path) = rx.recv() {
-                    let Some(asset) = path
-                        .strip_prefix(app.store.root.as_path())
-                        .ok()
-                        .and_then(|rel| rel.to_str())
-                        .and_then(|rel| {
-                            crate::storage::path::normalize(&rel.replace('%', "%25")).ok()
-                        })
-                    else {
-                        continue; // dotfiles (uploads in progress, the index), outside, not UTF-8
-                    };
-                    // A lookup is all it takes: small files are hashed now, large ones queued.
-                    let noticed = rt.block_on(app.store.open(&asset, false)).is_ok();
-                    tracing::debug!(path = asset.as_str(), noticed, "library change");
-                }
-            });
+            .spawn(move || watch_library(&app));
         if let Err(e) = spawned {
             tracing::warn!(error = %e, "cannot start the library watcher");
-            return None;
         }
-        Some(watcher)
     }
 
     /// Hashes every servable file in the background (metadata.warm_up).
@@ -337,5 +289,58 @@ impl App {
                 "metadata warm-up done"
             );
         });
+    }
+}
+
+/// The library watcher's thread: installs the watch, then looks up every file written and
+/// closed or renamed into place under the root (small ones are hashed now, large ones queued
+/// for the background hashers).
+fn watch_library(app: &App) {
+    use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
+    use notify::{EventKind, RecursiveMode, Watcher};
+    let (tx, rx) = std::sync::mpsc::channel::<std::path::PathBuf>();
+    let handler = move |res: notify::Result<notify::Event>| {
+        let Ok(event) = res else { return };
+        let written = matches!(
+            event.kind,
+            EventKind::Access(AccessKind::Close(AccessMode::Write))
+                | EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Both))
+        );
+        if written {
+            for p in event.paths {
+                let _ = tx.send(p);
+            }
+        }
+    };
+    // Lives as long as this thread: dropping it would stop the notifications.
+    let mut watcher = match notify::recommended_watcher(handler) {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::warn!(error = %e, "no file-system notifications: files are hashed when first requested");
+            return;
+        }
+    };
+    if let Err(e) = watcher.watch(&app.store.root, RecursiveMode::Recursive) {
+        tracing::warn!(error = %e, "cannot watch the asset root: files are hashed when first requested");
+        return;
+    }
+    tracing::info!(root = %app.store.root.display(), "watching the asset root for new and replaced files");
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return;
+    };
+    while let Ok(path) = rx.recv() {
+        let Some(asset) = path
+            .strip_prefix(app.store.root.as_path())
+            .ok()
+            .and_then(|rel| rel.to_str())
+            .and_then(|rel| crate::storage::path::normalize(&rel.replace('%', "%25")).ok())
+        else {
+            continue; // dotfiles (uploads in progress, the index), outside, not UTF-8
+        };
+        let noticed = rt.block_on(app.store.open(&asset, false)).is_ok();
+        tracing::debug!(path = asset.as_str(), noticed, "library change");
     }
 }

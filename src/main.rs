@@ -427,10 +427,8 @@ fn serve(settings: Arc<Settings>) -> anyhow::Result<()> {
     for line in settings.rule_listing() {
         tracing::info!("{line}");
     }
-    // Watching starts before the listening line, so nothing published after it is missed.
     app.spawn_index_reload(Duration::from_secs(2));
-    // Kept for the life of the server: dropping it stops the notifications.
-    let _watcher = app.spawn_watcher();
+    app.spawn_watcher();
     // Machine-readable line on stdout: tests and scripts learn the ephemeral port from it.
     println!("listening on {scheme}://{addr}");
     tracing::info!(%addr, workers, root = %app.store.root.display(), mount = %settings.assets.mount, "video-origin serving");

@@ -176,6 +176,10 @@ fn index_entries_carry_over_to_copies_and_rewrites_are_confirmed() {
 fn new_and_replaced_files_are_hashed_before_anyone_asks() {
     let dir = assets(&[("old.mp4", b"old")]);
     let srv = Server::start(dir.path(), BACKGROUND);
+    // The watch is installed off the start path; the log says when.
+    assert!(eventually(Duration::from_secs(10), || srv
+        .log_text()
+        .contains("watching the asset root")));
     // Published by another tool: written in place, and renamed into place.
     let data = vec![4u8; 3 << 20];
     std::fs::write(dir.path().join("new.mp4"), &data).unwrap();
