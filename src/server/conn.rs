@@ -92,7 +92,7 @@ impl ConnState {
         }
     }
 
-    fn read_some(&self) {
+    pub(super) fn read_some(&self) {
         if self.in_flight.load(Ordering::Relaxed) == 0
             && self.head_started.load(Ordering::Relaxed) == 0
         {
@@ -115,7 +115,7 @@ impl ConnState {
         self.bodies.fetch_sub(1, Ordering::AcqRel);
     }
 
-    fn write_progress(&self) {
+    pub(super) fn write_progress(&self) {
         if self.bodies.load(Ordering::Relaxed) > 0 {
             self.last_delivery.store(now_ms(), Ordering::Relaxed);
         }
@@ -124,7 +124,7 @@ impl ConnState {
         }
     }
 
-    fn write_pending(&self) {
+    pub(super) fn write_pending(&self) {
         if !self.write_blocked.load(Ordering::Relaxed) {
             self.write_blocked_since.store(now_ms(), Ordering::Relaxed);
             self.write_blocked.store(true, Ordering::Relaxed);

@@ -2,6 +2,7 @@
 //! service for the response, and wrap its body so that bytes, the first byte, the end (or the
 //! client going away) reach the connection state, the metrics and the access log.
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -11,7 +12,6 @@ use std::time::Instant;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use tower::ServiceExt;
 
 use super::conn::ConnState;
@@ -66,6 +66,39 @@ pub struct LoggedBody {
     conn: Arc<ConnState>,
 }
 
+impl LoggedBody {
+    /// The body being sent, for a writer that takes its bytes itself (`plain`).
+    pub(super) fn origin_mut(&mut self) -> &mut OriginBody {
+        &mut self.inner
+    }
+
+    /// `n` more body bytes reached the connection.
+    pub(super) fn delivered(&mut self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        self.conn.body_frame();
+        if !self.first_byte {
+            self.first_byte = true;
+            self.app
+                .metrics
+                .first_byte(self.record.started.elapsed().as_secs_f64());
+        }
+        self.sent += n as u64;
+        if let Some(id) = &self.record.session {
+            self.app
+                .sessions
+                .add_bytes(id, self.record.client, n as u64);
+        }
+    }
+
+    /// The body could not be produced (a storage error): logged, and the line says incomplete.
+    pub(super) fn abort(&mut self, e: &std::io::Error) {
+        self.failed = true;
+        tracing::warn!(path = self.record.path.as_str(), error = %e, "response body aborted");
+    }
+}
+
 impl Body for LoggedBody {
     type Data = Bytes;
     type Error = std::io::Error;
@@ -79,25 +112,10 @@ impl Body for LoggedBody {
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(d) = frame.data_ref() {
-                    this.conn.body_frame();
-                    if !this.first_byte {
-                        this.first_byte = true;
-                        this.app
-                            .metrics
-                            .first_byte(this.record.started.elapsed().as_secs_f64());
-                    }
-                    this.sent += d.len() as u64;
-                    if let Some(id) = &this.record.session {
-                        this.app
-                            .sessions
-                            .add_bytes(id, this.record.client, d.len() as u64);
-                    }
+                    this.delivered(d.len());
                 }
             }
-            Poll::Ready(Some(Err(e))) => {
-                this.failed = true;
-                tracing::warn!(path = this.record.path.as_str(), error = %e, "response body aborted");
-            }
+            Poll::Ready(Some(Err(e))) => this.abort(e),
             _ => {}
         }
         polled
@@ -142,13 +160,19 @@ fn route_label(app: &App, which: Listener, path: &str) -> Route {
 }
 
 /// Answers one request of a connection from `peer` through `routes`.
-pub async fn handle(
+pub async fn handle<B>(
     app: Arc<App>,
     routes: Routes,
     peer: SocketAddr,
     conn: Arc<ConnState>,
-    mut req: Request<Incoming>,
-) -> Result<Response<LoggedBody>, std::convert::Infallible> {
+    mut req: Request<B>,
+) -> Result<Response<LoggedBody>, std::convert::Infallible>
+where
+    PublicService: tower::Service<Request<B>, Response = Response<OriginBody>, Error = Infallible>,
+    AdminService: tower::Service<Request<B>, Response = Response<OriginBody>, Error = Infallible>,
+    <PublicService as tower::Service<Request<B>>>::Future: Send,
+    <AdminService as tower::Service<Request<B>>>::Future: Send,
+{
     let which = routes.which();
     conn.request_started();
     let started = Instant::now();

@@ -16,6 +16,7 @@ pub mod client;
 pub mod conn;
 pub mod exchange;
 pub mod listener;
+pub mod plain;
 pub mod tls;
 
 use std::future::Future;
@@ -29,13 +30,14 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 
 use self::conn::{verdict, ConnState, Timeouts, TrackedIo, Verdict};
 pub use self::exchange::Listener;
 use self::exchange::{handle, Routes};
 pub use self::listener::bind_listeners;
 use self::listener::{h2_preface, refuse_connection};
+use self::plain::{Outcome, Plain, Rewind};
 use crate::app::App;
 
 /// How one listener talks: TLS or not, HTTP/2 or not, connection cap.
@@ -106,8 +108,7 @@ pub async fn serve(
         // hyper's default 30 s header timer also runs between keep-alive requests; ours
         // (`conn`) distinguishes the two.
         .header_read_timeout(None)
-        // Also bounds an incomplete head; must be able to hold the largest one allowed.
-        .max_buf_size((64 * 1024).max(app.settings.server.max_header_bytes + 8192))
+        .max_buf_size(hyper_max_buf(&app))
         .max_headers(app.settings.server.max_headers);
     builder
         .http2()
@@ -118,6 +119,8 @@ pub async fn serve(
     let routes = Routes::new(&app, spec.which);
     let limits = timeouts(&app);
     let graceful = GracefulShutdown::new();
+    // Tells connections on the plain path (not hyper's) to finish their response and close.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -153,9 +156,13 @@ pub async fn serve(
                     state,
                     builder: Arc::clone(&builder),
                     watcher: graceful.watcher(),
+                    stopping: stop_rx.clone(),
                     limits,
                 };
                 match spec.tls.clone() {
+                    None if spec.which == Listener::Public => {
+                        tokio::spawn(task.run_plain(io));
+                    }
                     None => {
                         tokio::spawn(async move {
                             if !task.refuse_h2 || !h2_preface(&io, limits).await {
@@ -182,6 +189,7 @@ pub async fn serve(
         }
     }
     drop(listener);
+    let _ = stop_tx.send(true);
     tracing::info!(
         grace_secs = grace.as_secs(),
         "shutting down: draining connections"
@@ -202,68 +210,130 @@ struct Connection {
     state: Arc<ConnState>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     watcher: Watcher,
+    stopping: tokio::sync::watch::Receiver<bool>,
     limits: Timeouts,
 }
 
 impl Connection {
-    /// Serves HTTP on `io` beside a watchdog that closes it on idle, header or stall timeout.
+    /// Serves HTTP on `io` (hyper) beside a watchdog that closes it on idle, header or stall
+    /// timeout.
     async fn run<S>(self, io: S)
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
+        let (app, peer, state, limits) = (
+            Arc::clone(&self.app),
+            self.peer,
+            Arc::clone(&self.state),
+            self.limits,
+        );
+        watchdog(self.hyper(io), app, peer, state, limits).await;
+    }
+
+    /// Serves a plaintext connection on the plain path until it needs hyper, all under one
+    /// watchdog.
+    async fn run_plain(self, io: TrackedIo<TcpStream>) {
+        let (app, peer, state, limits) = (
+            Arc::clone(&self.app),
+            self.peer,
+            Arc::clone(&self.state),
+            self.limits,
+        );
+        let plain = Plain {
+            app: Arc::clone(&self.app),
+            routes: self.routes.clone(),
+            peer: self.peer,
+            state: Arc::clone(&self.state),
+            stopping: self.stopping.clone(),
+            max_head: hyper_max_buf(&self.app),
+            chunk: self.app.settings.streaming.read_size,
+        };
+        let work = async move {
+            match plain.serve(&io).await {
+                Ok(Outcome::Close) => {
+                    let mut io = io;
+                    let _ = tokio::io::AsyncWriteExt::shutdown(&mut io).await;
+                }
+                Ok(Outcome::Handoff(read)) => {
+                    if self.refuse_h2 && read.starts_with(b"PRI * HTTP/2.0") {
+                        return;
+                    }
+                    // Boxed: only connections handed over pay for hyper's state.
+                    Box::pin(self.hyper(Rewind::new(read, io))).await;
+                }
+                Err(e) => tracing::debug!(error = %e, %peer, "connection ended with error"),
+            }
+        };
+        watchdog(work, app, peer, state, limits).await;
+    }
+
+    /// hyper on `io`, with upgrades (the player's WebSocket, HTTP/1.1 only).
+    fn hyper<S>(self, io: S) -> impl Future<Output = ()> + Send
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let Connection {
-            refuse_h2: _,
             app,
             routes,
             peer,
             state,
             builder,
             watcher,
-            limits,
+            ..
         } = self;
-        let service = {
-            let app = Arc::clone(&app);
-            let state = Arc::clone(&state);
-            service_fn(move |req| {
-                handle(
-                    Arc::clone(&app),
-                    routes.clone(),
-                    peer,
-                    Arc::clone(&state),
-                    req,
-                )
-            })
-        };
-        // With upgrades, for the player's WebSocket (HTTP/1.1 only).
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(io), service)
-            .into_owned();
-        let conn = watcher.watch(conn);
-        tokio::pin!(conn);
-        loop {
-            let wake = match verdict(state.snapshot(), crate::server::conn::now_ms(), limits) {
-                Verdict::Close(reason) => {
-                    crate::observe::metrics::Metrics::count(
-                        &app.metrics.connections_closed,
-                        reason.as_str(),
-                    );
-                    tracing::debug!(%peer, reason = reason.as_str(), "closing connection");
-                    return;
-                }
-                Verdict::CheckAt(t) => t,
-            };
-            let sleep = Duration::from_millis(wake.saturating_sub(crate::server::conn::now_ms()));
-            tokio::select! {
-                r = &mut conn => {
-                    if let Err(e) = r {
-                        tracing::debug!(error = %e, %peer, "connection ended with error");
-                    }
-                    return;
-                }
-                () = tokio::time::sleep(sleep) => {}
+        let service = service_fn(move |req| {
+            handle(
+                Arc::clone(&app),
+                routes.clone(),
+                peer,
+                Arc::clone(&state),
+                req,
+            )
+        });
+        async move {
+            let conn = builder
+                .serve_connection_with_upgrades(TokioIo::new(io), service)
+                .into_owned();
+            if let Err(e) = watcher.watch(conn).await {
+                tracing::debug!(error = %e, %peer, "connection ended with error");
             }
         }
     }
+}
+
+/// Runs `work` (a connection) until it ends or [`verdict`] closes it.
+async fn watchdog(
+    work: impl Future<Output = ()>,
+    app: Arc<App>,
+    peer: SocketAddr,
+    state: Arc<ConnState>,
+    limits: Timeouts,
+) {
+    tokio::pin!(work);
+    loop {
+        let wake = match verdict(state.snapshot(), conn::now_ms(), limits) {
+            Verdict::Close(reason) => {
+                crate::observe::metrics::Metrics::count(
+                    &app.metrics.connections_closed,
+                    reason.as_str(),
+                );
+                tracing::debug!(%peer, reason = reason.as_str(), "closing connection");
+                return;
+            }
+            Verdict::CheckAt(t) => t,
+        };
+        let sleep = Duration::from_millis(wake.saturating_sub(conn::now_ms()));
+        tokio::select! {
+            () = &mut work => return,
+            () = tokio::time::sleep(sleep) => {}
+        }
+    }
+}
+
+/// hyper's read buffer limit, which also bounds an incomplete head: it must hold the largest
+/// head allowed.
+fn hyper_max_buf(app: &App) -> usize {
+    (64 * 1024).max(app.settings.server.max_header_bytes + 8192)
 }
 
 /// Runs one worker per listener, each on its own thread and single-threaded runtime, until

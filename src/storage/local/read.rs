@@ -94,6 +94,102 @@ impl FileStream {
     }
 }
 
+/// What [`FileStream::fill_cached`] placed in the caller's buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fill {
+    /// This many bytes, the body's next ones.
+    Bytes(usize),
+    /// The next file bytes are not in the page cache (or the filesystem cannot say without
+    /// waiting): read them with [`FileStream::read_blocking`] off the runtime.
+    Cold,
+    /// Nothing is left.
+    End,
+}
+
+/// For a writer that copies bytes to its socket itself and takes only what the socket accepts
+/// (`server::plain`): nothing is consumed until [`FileStream::advance`], so the bytes a slow
+/// socket did not take are read again later instead of being held in memory.
+impl FileStream {
+    /// Copies the body's next bytes into `buf` if that needs no disk wait: framing, or file
+    /// bytes already in the page cache (checked unchanged after the read, as every read is).
+    pub fn fill_cached(&self, buf: &mut [u8]) -> io::Result<Fill> {
+        use std::os::fd::AsRawFd;
+        match self.segments.iter().find(|s| !s.is_empty()) {
+            None => Ok(Fill::End),
+            Some(Segment::Bytes(b)) => {
+                let n = b.len().min(buf.len());
+                buf[..n].copy_from_slice(&b[..n]);
+                Ok(Fill::Bytes(n))
+            }
+            Some(Segment::File { start, end }) => {
+                let len = ((end - start) as usize).min(buf.len());
+                let Ok(offset) = i64::try_from(*start) else {
+                    return Ok(Fill::Cold);
+                };
+                let iov = libc::iovec {
+                    iov_base: buf.as_mut_ptr().cast(),
+                    iov_len: len,
+                };
+                // SAFETY: `iov` points at `buf`, valid for writes of `len` (<= buf.len()) bytes
+                // for the whole call; the fd is owned by `self.file`, open for the call.
+                let n = unsafe {
+                    libc::preadv2(self.file.as_raw_fd(), &iov, 1, offset, libc::RWF_NOWAIT)
+                };
+                match n {
+                    // Not cached, or no RWF_NOWAIT here: the blocking read decides.
+                    n if n < 0 => Ok(Fill::Cold),
+                    0 => Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "file truncated while streaming",
+                    )),
+                    n => {
+                        check_unchanged(&self.file, self.identity)?;
+                        Ok(Fill::Bytes(n as usize))
+                    }
+                }
+            }
+        }
+    }
+
+    /// A blocking read of at most `max` of the body's next file bytes (for the blocking pool,
+    /// after [`Fill::Cold`]); framing never needs it.
+    pub fn read_blocking(&self, max: usize) -> impl FnOnce() -> io::Result<Bytes> + Send + 'static {
+        let next = match self.segments.iter().find(|s| !s.is_empty()) {
+            Some(Segment::File { start, end }) => Some((*start, ((end - start) as usize).min(max))),
+            _ => None,
+        };
+        let (file, identity) = (Arc::clone(&self.file), self.identity);
+        move || match next {
+            Some((offset, len)) => read_chunk(&file, identity, offset, len.max(1)),
+            None => Ok(Bytes::new()),
+        }
+    }
+
+    /// Marks the next `n` bytes as sent.
+    pub fn advance(&mut self, mut n: usize) {
+        use bytes::Buf;
+        self.remaining = self.remaining.saturating_sub(n as u64);
+        self.sent += n as u64;
+        while n > 0 {
+            let Some(front) = self.segments.front_mut() else {
+                return;
+            };
+            let take = (front.len() as usize).min(n);
+            match front {
+                Segment::Bytes(b) => b.advance(take),
+                Segment::File { start, .. } => *start += take as u64,
+            }
+            n -= take;
+            if front.is_empty() {
+                self.segments.pop_front();
+            }
+        }
+        while self.segments.front().is_some_and(Segment::is_empty) {
+            self.segments.pop_front();
+        }
+    }
+}
+
 /// Reads exactly `len` bytes at `offset` only if they are all in the page cache.
 /// `None` means "would have to wait for the disk (or unsupported)": use the blocking pool.
 fn read_cached(

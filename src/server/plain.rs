@@ -1,0 +1,626 @@
+//! Plaintext HTTP/1.x for the requests that make up nearly all of an origin's traffic (`GET` and
+//! `HEAD` without a body), without hyper; everything else on the connection goes to hyper.
+//!
+//! Why: hyper keeps polling a response body while its write queue has room, so every stalled
+//! viewer holds a queued chunk plus hyper's buffers (hundreds of KiB each, hundreds of MiB for a
+//! few thousand slow mobile viewers), and an idle keep-alive connection keeps its read and
+//! write buffers. Here a connection holds no buffer it is not using:
+//!
+//! - between requests it waits for readability with nothing allocated; a head is read through a
+//!   per-thread scratch buffer and kept only while incomplete (or pipelined);
+//! - a file body is copied through a per-thread buffer straight into the socket, and only the
+//!   bytes the socket took count as sent: what it refused is read again when it has room (from
+//!   the page cache), so a stalled viewer holds no body bytes at all. Every read is checked
+//!   against the file's identity before its bytes are written, as on the hyper path, so an
+//!   in-place rewrite still ends the response short instead of splicing two versions.
+//!
+//! A request this path does not take (another method, a body, `Expect`, an upgrade, HTTP/2's
+//! preface, an oversized or malformed head) hands the connection to hyper with the bytes read so
+//! far, so hyper's behaviour for everything unusual is unchanged. TLS and HTTP/2 stay on hyper.
+
+use std::cell::RefCell;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, Bytes};
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Method, Request, StatusCode, Version};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use super::conn::{ConnState, TrackedIo};
+use super::exchange::{handle, LoggedBody, Routes};
+use crate::app::App;
+use crate::storage::body::OriginBody;
+use crate::storage::local::read::Fill;
+
+/// Headers parsed on the stack; a head with more goes to hyper (which applies the limit).
+const MAX_PARSED_HEADERS: usize = 128;
+/// Per-thread scratch for reading heads.
+const READ_SCRATCH: usize = 8 * 1024;
+/// Smallest read for a body chunk, however little a slow socket took last time.
+const MIN_CHUNK: usize = 16 * 1024;
+/// A response yields to the other connections of its worker after this many bytes (nginx's
+/// sendfile_max_chunk), so one fast client cannot hold the thread.
+const YIELD_EVERY: u64 = 1024 * 1024;
+
+thread_local! {
+    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; READ_SCRATCH]);
+    static CHUNK: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// How the plain path left the connection.
+pub enum Outcome {
+    /// Done: the caller shuts the socket down.
+    Close,
+    /// A request for hyper: these bytes were read and must be replayed to it first.
+    Handoff(Vec<u8>),
+}
+
+/// What one connection's plain path needs.
+pub struct Plain {
+    pub app: Arc<App>,
+    pub routes: Routes,
+    pub peer: SocketAddr,
+    pub state: Arc<ConnState>,
+    pub stopping: watch::Receiver<bool>,
+    /// Largest head read before handing over (hyper then answers 431).
+    pub max_head: usize,
+    pub chunk: usize,
+}
+
+/// A parsed head this path serves.
+#[derive(Debug)]
+pub struct Simple {
+    pub request: Request<http_body_util::Empty<Bytes>>,
+    /// Bytes of the head, including the blank line.
+    pub len: usize,
+    pub keep_alive: bool,
+}
+
+#[derive(Debug)]
+pub enum Parsed {
+    Partial,
+    Simple(Box<Simple>),
+    /// Not for this path (valid or not): hyper decides.
+    Other,
+}
+
+/// Parses a request head at the start of `buf` (pure).
+pub fn parse(buf: &[u8], max_headers: usize) -> Parsed {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_PARSED_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Parsed::Partial,
+        Err(_) => return Parsed::Other,
+    };
+    let method = match req.method {
+        Some("GET") => Method::GET,
+        Some("HEAD") => Method::HEAD,
+        _ => return Parsed::Other,
+    };
+    let version = match req.version {
+        Some(1) => Version::HTTP_11,
+        Some(0) => Version::HTTP_10,
+        _ => return Parsed::Other,
+    };
+    let Some(path) = req.path.filter(|p| p.starts_with('/')) else {
+        return Parsed::Other;
+    };
+    let Ok(uri) = http::Uri::try_from(path) else {
+        return Parsed::Other;
+    };
+    if req.headers.len() > max_headers {
+        return Parsed::Other;
+    }
+    let mut map = http::HeaderMap::with_capacity(req.headers.len());
+    let (mut close, mut keep) = (false, false);
+    for h in req.headers.iter() {
+        let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(h.name.as_bytes()),
+            HeaderValue::from_bytes(h.value),
+        ) else {
+            return Parsed::Other;
+        };
+        if name == header::CONTENT_LENGTH
+            || name == header::TRANSFER_ENCODING
+            || name == header::EXPECT
+            || name == header::UPGRADE
+        {
+            return Parsed::Other;
+        }
+        if name == header::CONNECTION {
+            for token in h.value.split(|&b| b == b',') {
+                let token = token.trim_ascii();
+                if token.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    keep = true;
+                } else if token.eq_ignore_ascii_case(b"upgrade") {
+                    return Parsed::Other;
+                }
+            }
+        }
+        map.append(name, value);
+    }
+    let mut request = Request::new(http_body_util::Empty::new());
+    *request.method_mut() = method;
+    *request.uri_mut() = uri;
+    *request.version_mut() = version;
+    *request.headers_mut() = map;
+    let keep_alive = !close && (version == Version::HTTP_11 || keep);
+    Parsed::Simple(Box::new(Simple {
+        request,
+        len,
+        keep_alive,
+    }))
+}
+
+/// Whether a response with this status may carry a body (RFC 9110 §6.4.1).
+fn bodiless(status: StatusCode) -> bool {
+    status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+}
+
+/// The response head as sent (pure). `body_len` is the exact body length when known; without
+/// one the body is delimited by closing the connection, so `keep_alive` must then be false.
+pub fn encode_head(
+    parts: &http::response::Parts,
+    version: Version,
+    body_len: Option<u64>,
+    head_request: bool,
+    keep_alive: bool,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(512);
+    out.extend_from_slice(if version == Version::HTTP_10 {
+        b"HTTP/1.0 "
+    } else {
+        b"HTTP/1.1 "
+    });
+    out.extend_from_slice(parts.status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(parts.status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in &parts.headers {
+        if name == header::CONNECTION {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if !parts.headers.contains_key(header::DATE) {
+        out.extend_from_slice(b"date: ");
+        out.extend_from_slice(httpdate::fmt_http_date(std::time::SystemTime::now()).as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if let Some(len) = body_len {
+        if !head_request
+            && !bodiless(parts.status)
+            && !parts.headers.contains_key(header::CONTENT_LENGTH)
+        {
+            out.extend_from_slice(b"content-length: ");
+            out.extend_from_slice(len.to_string().as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    if !keep_alive {
+        out.extend_from_slice(b"connection: close\r\n");
+    } else if version == Version::HTTP_10 {
+        out.extend_from_slice(b"connection: keep-alive\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+impl Plain {
+    /// Serves requests on `io` until the client closes, asks to close, sends something for
+    /// hyper, or the server stops.
+    pub async fn serve(mut self, io: &TrackedIo<TcpStream>) -> io::Result<Outcome> {
+        let sock = io.get_ref();
+        // Bytes of a head not yet complete, or of pipelined requests: empty (no allocation)
+        // while the connection is idle.
+        let mut pending: Vec<u8> = Vec::new();
+        loop {
+            let simple = loop {
+                if !pending.is_empty() {
+                    match parse(&pending, self.app.settings.server.max_headers) {
+                        Parsed::Simple(s) => break s,
+                        Parsed::Other => return Ok(Outcome::Handoff(pending)),
+                        Parsed::Partial if pending.len() > self.max_head => {
+                            return Ok(Outcome::Handoff(pending))
+                        }
+                        Parsed::Partial => {}
+                    }
+                }
+                if *self.stopping.borrow() && pending.is_empty() {
+                    return Ok(Outcome::Close);
+                }
+                tokio::select! {
+                    ready = sock.readable() => ready?,
+                    _ = self.stopping.changed(), if pending.is_empty() => return Ok(Outcome::Close),
+                }
+                let read = SCRATCH.with_borrow_mut(|scratch| match sock.try_read(scratch) {
+                    Ok(n) => {
+                        pending.extend_from_slice(&scratch[..n]);
+                        Ok(n)
+                    }
+                    Err(e) => Err(e),
+                });
+                match read {
+                    Ok(0) => return Ok(Outcome::Close),
+                    Ok(_) => self.state.read_some(),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Err(e),
+                }
+            };
+            pending.drain(..simple.len);
+            if pending.is_empty() {
+                pending = Vec::new();
+            }
+            // Boxed: a connection between requests (most of them, most of the time) then holds
+            // only the small state above, not room for a request in progress.
+            if !Box::pin(self.exchange(sock, *simple)).await? {
+                return Ok(Outcome::Close);
+            }
+        }
+    }
+
+    /// Answers one request; whether the connection stays open.
+    async fn exchange(&self, sock: &TcpStream, simple: Simple) -> io::Result<bool> {
+        let version = simple.request.version();
+        let head_request = simple.request.method() == Method::HEAD;
+        let stopping = *self.stopping.borrow();
+        let answered = handle(
+            Arc::clone(&self.app),
+            self.routes.clone(),
+            self.peer,
+            Arc::clone(&self.state),
+            simple.request,
+        )
+        .await;
+        let response = match answered {
+            Ok(r) => r,
+            Err(never) => match never {},
+        };
+        let (parts, mut body) = response.into_parts();
+        let body_len = http_body::Body::size_hint(&body).exact();
+        let keep_alive = simple.keep_alive
+            && !stopping
+            && body_len.is_some()
+            && !parts
+                .headers
+                .get(header::CONNECTION)
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+        let head = encode_head(&parts, version, body_len, head_request, keep_alive);
+        let send_body = !head_request && !bodiless(parts.status);
+        drop(parts);
+        self.write(sock, head, if send_body { Some(&mut body) } else { None })
+            .await?;
+        Ok(keep_alive)
+    }
+
+    /// Writes `head` and then the body, taking for the body only what the socket accepts.
+    async fn write(
+        &self,
+        sock: &TcpStream,
+        head: Vec<u8>,
+        mut body: Option<&mut LoggedBody>,
+    ) -> io::Result<()> {
+        let mut head = Bytes::from(head);
+        // Bytes of a blocking (cold) read not yet taken by the socket.
+        let mut cold = Bytes::new();
+        let mut want = self.chunk;
+        let mut since_yield = 0u64;
+        loop {
+            let step = CHUNK.with_borrow_mut(|chunk| -> io::Result<Step> {
+                if chunk.len() < self.chunk {
+                    chunk.resize(self.chunk, 0);
+                }
+                let data: &[u8] = match body.as_deref_mut().map(LoggedBody::origin_mut) {
+                    None | Some(OriginBody::Empty) | Some(OriginBody::Bytes(None)) => &[],
+                    Some(OriginBody::Bytes(Some(b))) => &b[..],
+                    Some(OriginBody::File(_)) if !cold.is_empty() => &cold[..],
+                    Some(OriginBody::File(f)) => match f.fill_cached(&mut chunk[..want]) {
+                        Ok(Fill::Bytes(n)) => &chunk[..n],
+                        Ok(Fill::End) => &[],
+                        Ok(Fill::Cold) if head.is_empty() => return Ok(Step::Cold),
+                        // Send the head first; the disk read comes after.
+                        Ok(Fill::Cold) => &[],
+                        Err(e) => return Err(e),
+                    },
+                };
+                if head.is_empty() && data.is_empty() {
+                    return Ok(Step::Done);
+                }
+                let slices = [io::IoSlice::new(&head), io::IoSlice::new(data)];
+                let offered = head.len() + data.len();
+                let n = match sock.try_write_vectored(&slices) {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+                    Err(e) => return Ok(Step::Gone(e)),
+                };
+                Ok(Step::Wrote {
+                    head: n.min(head.len()),
+                    body: n.saturating_sub(head.len()),
+                    full: n == offered,
+                    offered_body: data.len(),
+                })
+            });
+            let step = match step {
+                Ok(step) => step,
+                Err(e) => {
+                    // Storage failed mid-body (truncated, rewritten): cut the connection.
+                    if let Some(b) = body.as_deref_mut() {
+                        b.abort(&e);
+                    }
+                    return Err(e);
+                }
+            };
+            match step {
+                Step::Done => return Ok(()),
+                Step::Gone(e) => return Err(e),
+                Step::Cold => {
+                    let Some(OriginBody::File(f)) = body.as_deref_mut().map(LoggedBody::origin_mut)
+                    else {
+                        unreachable!("only file bodies go cold")
+                    };
+                    match tokio::task::spawn_blocking(f.read_blocking(want)).await {
+                        Ok(Ok(bytes)) => cold = bytes,
+                        Ok(Err(e)) => {
+                            if let Some(b) = body.as_deref_mut() {
+                                b.abort(&e);
+                            }
+                            return Err(e);
+                        }
+                        Err(e) => return Err(io::Error::other(e)),
+                    }
+                }
+                Step::Wrote {
+                    head: h,
+                    body: n,
+                    full,
+                    offered_body,
+                } => {
+                    head.advance(h);
+                    if n > 0 {
+                        if let Some(b) = body.as_deref_mut() {
+                            match b.origin_mut() {
+                                OriginBody::Bytes(Some(bytes)) => {
+                                    bytes.advance(n);
+                                    if bytes.is_empty() {
+                                        *b.origin_mut() = OriginBody::Bytes(None);
+                                    }
+                                }
+                                OriginBody::File(f) => {
+                                    f.advance(n);
+                                    if !cold.is_empty() {
+                                        cold.advance(n);
+                                    }
+                                }
+                                _ => {}
+                            }
+                            b.delivered(n);
+                        }
+                        since_yield += n as u64;
+                    }
+                    if h + n > 0 {
+                        self.state.write_progress();
+                    }
+                    if full {
+                        want = (want * 2).min(self.chunk);
+                        if since_yield >= YIELD_EVERY {
+                            since_yield = 0;
+                            tokio::task::yield_now().await;
+                        }
+                        continue;
+                    }
+                    // The socket is full: next time read about what it took this time.
+                    if offered_body > 0 {
+                        want = n.clamp(MIN_CHUNK, self.chunk);
+                    }
+                    self.state.write_pending();
+                    // A short write leaves tokio's readiness set; clear it so that the wait
+                    // below lasts until the socket has room again.
+                    if n + h > 0 {
+                        let _ = sock.try_io(tokio::io::Interest::WRITABLE, || {
+                            Err::<(), _>(io::ErrorKind::WouldBlock.into())
+                        });
+                    }
+                    sock.writable().await?;
+                }
+            }
+        }
+    }
+}
+
+/// A socket whose first reads replay bytes already taken from it (for the handoff to hyper).
+pub struct Rewind<S> {
+    prefix: Bytes,
+    inner: S,
+}
+
+impl<S> Rewind<S> {
+    pub fn new(prefix: Vec<u8>, inner: S) -> Self {
+        Rewind {
+            prefix: Bytes::from(prefix),
+            inner,
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            buf.put_slice(&self.prefix[..n]);
+            self.prefix.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, data)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+enum Step {
+    Wrote {
+        head: usize,
+        body: usize,
+        full: bool,
+        offered_body: usize,
+    },
+    Cold,
+    Done,
+    Gone(io::Error),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn simple(raw: &[u8]) -> Simple {
+        match parse(raw, 100) {
+            Parsed::Simple(s) => *s,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn plain_gets_and_heads_are_taken() {
+        let raw = b"GET /video/a.mp4?x=1 HTTP/1.1\r\nHost: x\r\nRange: bytes=0-1\r\n\r\nGET /";
+        let s = simple(raw);
+        assert_eq!(s.len, raw.len() - 5);
+        assert_eq!(s.request.uri().path(), "/video/a.mp4");
+        assert_eq!(s.request.uri().query(), Some("x=1"));
+        assert_eq!(s.request.headers()["range"], "bytes=0-1");
+        assert!(s.keep_alive);
+        let s = simple(b"HEAD / HTTP/1.1\r\nConnection: Close\r\n\r\n");
+        assert_eq!(s.request.method(), Method::HEAD);
+        assert!(!s.keep_alive);
+    }
+
+    #[test]
+    fn http_1_0_keeps_alive_only_when_asked() {
+        assert!(!simple(b"GET / HTTP/1.0\r\n\r\n").keep_alive);
+        let s = simple(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+        assert!(s.keep_alive);
+        assert_eq!(s.request.version(), Version::HTTP_10);
+    }
+
+    #[test]
+    fn everything_else_goes_to_hyper() {
+        for raw in [
+            &b"POST /admin HTTP/1.1\r\nContent-Length: 0\r\n\r\n"[..],
+            b"GET / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
+            b"GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"GET /ws HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+            b"GET / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n",
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+            b"GET http://x/ HTTP/1.1\r\n\r\n",
+            b"GET / HTTP/1.1\r\nBad Header: x\r\n\r\n",
+            b"GET /\x01 HTTP/1.1\r\n\r\n",
+        ] {
+            assert!(
+                matches!(parse(raw, 100), Parsed::Other),
+                "{}",
+                String::from_utf8_lossy(raw)
+            );
+        }
+        let many: String = (0..20).map(|i| format!("h{i}: v\r\n")).collect();
+        let raw = format!("GET / HTTP/1.1\r\n{many}\r\n");
+        assert!(matches!(parse(raw.as_bytes(), 10), Parsed::Other));
+        assert!(matches!(parse(raw.as_bytes(), 100), Parsed::Simple(_)));
+        assert!(matches!(
+            parse(b"GET / HTTP/1.1\r\nHost:", 100),
+            Parsed::Partial
+        ));
+    }
+
+    fn parts(
+        status: StatusCode,
+        headers: &[(&'static str, &'static str)],
+    ) -> http::response::Parts {
+        let mut r = http::Response::new(());
+        *r.status_mut() = status;
+        for (k, v) in headers {
+            r.headers_mut().insert(*k, HeaderValue::from_static(v));
+        }
+        r.into_parts().0
+    }
+
+    #[test]
+    fn heads_carry_length_date_and_connection() {
+        let p = parts(StatusCode::PARTIAL_CONTENT, &[("etag", "\"x\"")]);
+        let h =
+            String::from_utf8(encode_head(&p, Version::HTTP_11, Some(10), false, true)).unwrap();
+        assert!(
+            h.starts_with("HTTP/1.1 206 Partial Content\r\netag: \"x\"\r\ndate: "),
+            "{h}"
+        );
+        assert!(h.ends_with("content-length: 10\r\n\r\n"), "{h}");
+        let h =
+            String::from_utf8(encode_head(&p, Version::HTTP_10, Some(10), false, true)).unwrap();
+        assert!(h.starts_with("HTTP/1.0 206"), "{h}");
+        assert!(h.ends_with("connection: keep-alive\r\n\r\n"), "{h}");
+        let h = String::from_utf8(encode_head(&p, Version::HTTP_11, None, false, false)).unwrap();
+        assert!(!h.contains("content-length"), "{h}");
+        assert!(h.ends_with("connection: close\r\n\r\n"), "{h}");
+    }
+
+    #[test]
+    fn bodiless_answers_get_no_added_length() {
+        let p = parts(StatusCode::NOT_MODIFIED, &[("date", "x")]);
+        let h = String::from_utf8(encode_head(&p, Version::HTTP_11, Some(0), false, true)).unwrap();
+        assert_eq!(h, "HTTP/1.1 304 Not Modified\r\ndate: x\r\n\r\n");
+        // HEAD: the service's own Content-Length stands, none is invented.
+        let p = parts(StatusCode::OK, &[("date", "x"), ("content-length", "99")]);
+        let h = String::from_utf8(encode_head(&p, Version::HTTP_11, Some(0), true, true)).unwrap();
+        assert_eq!(
+            h,
+            "HTTP/1.1 200 OK\r\ndate: x\r\ncontent-length: 99\r\n\r\n"
+        );
+        let p = parts(StatusCode::OK, &[("date", "x")]);
+        let h = String::from_utf8(encode_head(&p, Version::HTTP_11, Some(0), true, true)).unwrap();
+        assert_eq!(h, "HTTP/1.1 200 OK\r\ndate: x\r\n\r\n");
+    }
+}

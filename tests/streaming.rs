@@ -1,0 +1,242 @@
+//! The plaintext HTTP/1.x path (`server::plain`) against the real binary: a slow reader still
+//! gets exact bytes (the path drops what the socket refuses and reads it again), pipelining,
+//! HTTP/1.0 keep-alive, the handoff to hyper for anything else on the same connection, and a
+//! client that leaves mid-body. Framing rules: ../shared/specs/http-origin.md (RFC 9112).
+
+mod common;
+use common::*;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 7 + i / 4093) as u8).collect()
+}
+
+/// A client socket with a small receive buffer, so the server's socket fills quickly.
+fn small_window(srv: &Server) -> TcpStream {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", srv.port).parse().unwrap();
+    sock.connect(&addr.into()).unwrap();
+    let s: TcpStream = sock.into();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s
+}
+
+/// Reads `want` bytes in small bites with pauses, as a stalled then recovering viewer would.
+fn read_slowly(s: &mut TcpStream, want: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(want);
+    let mut bite = [0u8; 1500];
+    let mut reads = 0;
+    while out.len() < want {
+        let n = s.read(&mut bite).unwrap();
+        assert!(n > 0, "closed after {} of {want} bytes", out.len());
+        out.extend_from_slice(&bite[..n]);
+        reads += 1;
+        if reads % 40 == 0 && out.len() < 2 << 20 {
+            std::thread::sleep(Duration::from_millis(30));
+        }
+    }
+    out
+}
+
+fn head_end(buf: &[u8]) -> usize {
+    buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4
+}
+
+#[test]
+fn a_slow_reader_gets_every_byte_in_order() {
+    let data = pattern(6 << 20);
+    let dir = assets(&[("v.mp4", &data)]);
+    let srv = Server::start(dir.path(), &[]);
+    let mut s = small_window(&srv);
+    s.write_all(b"GET /video/v.mp4 HTTP/1.1\r\nHost: x\r\nRange: bytes=1000-\r\n\r\n")
+        .unwrap();
+    let mut got = read_slowly(&mut s, 300);
+    let end = head_end(&got);
+    let want = data.len() - 1000;
+    got.extend(read_slowly(&mut s, end + want - got.len()));
+    let r = Resp::parse(&got);
+    assert_eq!(r.status, 206);
+    assert_eq!(r.content_length(), want);
+    assert!(r.body == data[1000..], "bytes differ from the file's");
+    // The same connection still serves (keep-alive after a slow body).
+    s.write_all(b"GET /video/v.mp4 HTTP/1.1\r\nHost: x\r\nRange: bytes=0-9\r\n\r\n")
+        .unwrap();
+    let r = read_response(&mut s);
+    assert_eq!(r.body, data[..10]);
+}
+
+#[test]
+fn a_slow_reader_gets_exact_multipart_framing() {
+    let data = pattern(3 << 20);
+    let dir = assets(&[("v.mp4", &data)]);
+    let srv = Server::start(dir.path(), &[]);
+    let mut s = small_window(&srv);
+    s.write_all(
+        b"GET /video/v.mp4 HTTP/1.1\r\nHost: x\r\nRange: bytes=0-99,1000000-2999999\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let mut got = Vec::new();
+    let mut bite = [0u8; 1000];
+    loop {
+        let n = s.read(&mut bite).unwrap();
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&bite[..n]);
+    }
+    let r = Resp::parse(&got);
+    assert_eq!(r.status, 206);
+    assert_eq!(r.body.len(), r.content_length());
+    let boundary = r
+        .h("content-type")
+        .split("boundary=")
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    let parts = parse_multipart(&r.body, &boundary);
+    assert_eq!(parts.len(), 2);
+    assert!(parts[0].data == data[..100]);
+    assert!(parts[1].data == data[1_000_000..3_000_000]);
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_order() {
+    let data = pattern(100_000);
+    let dir = assets(&[("v.mp4", &data)]);
+    let srv = Server::start(dir.path(), &[]);
+    let mut s = srv.connect();
+    s.write_all(
+        b"GET /video/v.mp4 HTTP/1.1\r\nHost: x\r\nRange: bytes=0-4\r\n\r\n\
+          GET /video/v.mp4 HTTP/1.1\r\nHost: x\r\nRange: bytes=5-9\r\n\r\n\
+          GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .unwrap();
+    let got = read_responses(&mut s, 3);
+    assert_eq!(got[0].body, data[..5]);
+    assert_eq!(got[1].body, data[5..10]);
+    assert_eq!(got[2].body, b"ok\n");
+}
+
+/// `n` responses framed by Content-Length, read from one connection.
+fn read_responses(s: &mut TcpStream, n: usize) -> Vec<Resp> {
+    let mut buf = Vec::new();
+    let mut out = Vec::new();
+    let mut bite = [0u8; 4096];
+    while out.len() < n {
+        let r = s.read(&mut bite).unwrap();
+        assert!(r > 0, "closed after {} responses", out.len());
+        buf.extend_from_slice(&bite[..r]);
+        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let len = Resp::parse(&buf[..end + 4]).content_length();
+            if buf.len() < end + 4 + len {
+                break;
+            }
+            out.push(Resp::parse(&buf[..end + 4 + len]));
+            buf.drain(..end + 4 + len);
+        }
+    }
+    out
+}
+
+#[test]
+fn http_1_0_closes_unless_asked_to_keep_alive() {
+    let dir = assets(&[("v.mp4", b"0123456789")]);
+    let srv = Server::start(dir.path(), &[]);
+    let mut s = srv.connect();
+    s.write_all(b"GET /video/v.mp4 HTTP/1.0\r\n\r\n").unwrap();
+    let mut all = Vec::new();
+    s.read_to_end(&mut all).unwrap();
+    let r = Resp::parse(&all);
+    assert!(
+        all.starts_with(b"HTTP/1.0 200"),
+        "{}",
+        String::from_utf8_lossy(&all)
+    );
+    assert_eq!(r.body, b"0123456789");
+
+    // ab -k: HTTP/1.0 with Connection: keep-alive gets it back and the connection stays.
+    let mut s = srv.connect();
+    for _ in 0..2 {
+        s.write_all(b"HEAD /video/v.mp4 HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n")
+            .unwrap();
+        let mut buf = vec![0u8; 4096];
+        let n = s.read(&mut buf).unwrap();
+        let r = Resp::parse(&buf[..n]);
+        assert_eq!(r.status, 200);
+        assert_eq!(r.h("connection"), "keep-alive");
+        assert_eq!(r.content_length(), 10);
+        assert!(r.body.is_empty(), "HEAD has no body");
+    }
+}
+
+#[test]
+fn other_requests_on_the_same_connection_are_served_too() {
+    let dir = assets(&[("v.mp4", b"0123456789")]);
+    let srv = Server::start(dir.path(), &[]);
+    let mut s = srv.connect();
+    s.write_all(b"GET /video/v.mp4 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_response(&mut s).body, b"0123456789");
+    // A request with a body and another method: answered, the body consumed, and the
+    // connection still in step for the next GET.
+    s.write_all(
+        b"POST /video/v.mp4 HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello\
+          GET /video/v.mp4 HTTP/1.1\r\nHost: x\r\nRange: bytes=2-3\r\n\r\n",
+    )
+    .unwrap();
+    let r = read_response(&mut s);
+    assert_eq!(r.status, 405);
+    let r = read_response(&mut s);
+    assert_eq!(r.status, 206);
+    assert_eq!(r.body, b"23");
+    // A malformed head still gets hyper's 400, not a hang or a reset.
+    s.write_all(b"GET / HTTP/1.1\r\nBad Header: x\r\n\r\n")
+        .unwrap();
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+    assert!(
+        rest.starts_with(b"HTTP/1.1 400"),
+        "{}",
+        String::from_utf8_lossy(&rest)
+    );
+}
+
+#[test]
+fn a_client_leaving_mid_body_is_logged_incomplete() {
+    let data = pattern(32 << 20);
+    let dir = assets(&[("v.mp4", &data)]);
+    let srv = Server::start(
+        dir.path(),
+        &[("VIDEO_ORIGIN_LOG__ACCESS_FORMAT", "combined")],
+    );
+    let mut s = srv.connect();
+    s.write_all(b"GET /video/v.mp4 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut first = vec![0u8; 64 * 1024];
+    s.read_exact(&mut first).unwrap();
+    drop(s);
+    let r = srv.get("/video/v.mp4", &[("range", "bytes=0-0")]);
+    assert_eq!(r.status, 206);
+    let lines = || {
+        srv.log_text()
+            .lines()
+            .filter(|l| l.contains("\"GET /video/v.mp4"))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || lines().len() == 2),
+        "{:?}",
+        lines()
+    );
+    let all = lines();
+    let left = all.iter().find(|l| l.contains(" 200 ")).unwrap();
+    assert!(left.contains("complete=false"), "{left}");
+    let sent: u64 = left.split(' ').nth(9).unwrap().parse().unwrap();
+    assert!(sent >= 64 * 1024 && sent < data.len() as u64, "{left}");
+    let whole = all.iter().find(|l| l.contains(" 206 ")).unwrap();
+    assert!(whole.contains("complete=true"), "{whole}");
+}
