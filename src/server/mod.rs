@@ -227,12 +227,13 @@ impl Connection {
             Arc::clone(&self.state),
             self.limits,
         );
-        watchdog(self.hyper(io), app, peer, state, limits).await;
+        watchdog(Box::pin(self.hyper(io)), app, peer, state, limits).await;
     }
 
     /// Serves a plaintext connection on the plain path until it needs hyper, all under one
-    /// watchdog.
-    async fn run_plain(self, io: TrackedIo<TcpStream>) {
+    /// watchdog. (Not an `async fn`: the task is then the watchdog's future alone, without a
+    /// second copy of what it holds.)
+    fn run_plain(self, io: TrackedIo<TcpStream>) -> impl Future<Output = ()> + Send {
         let (app, peer, state, limits) = (
             Arc::clone(&self.app),
             self.peer,
@@ -258,13 +259,21 @@ impl Connection {
                     if self.refuse_h2 && read.starts_with(b"PRI * HTTP/2.0") {
                         return;
                     }
-                    // Boxed: only connections handed over pay for hyper's state.
-                    Box::pin(self.hyper(Rewind::new(read, io))).await;
+                    self.boxed_hyper(Rewind::new(read, io)).await;
                 }
                 Err(e) => tracing::debug!(error = %e, %peer, "connection ended with error"),
             }
         };
-        watchdog(work, app, peer, state, limits).await;
+        // On the heap: the watchdog's own state then holds a pointer, not a second copy.
+        watchdog(Box::pin(work), app, peer, state, limits)
+    }
+
+    /// [`Connection::hyper`] built on the heap: only connections handed over pay for its state.
+    fn boxed_hyper<S>(self, io: S) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        Box::pin(self.hyper(io))
     }
 
     /// hyper on `io`, with upgrades (the player's WebSocket, HTTP/1.1 only).
@@ -303,13 +312,12 @@ impl Connection {
 
 /// Runs `work` (a connection) until it ends or [`verdict`] closes it.
 async fn watchdog(
-    work: impl Future<Output = ()>,
+    mut work: std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
     app: Arc<App>,
     peer: SocketAddr,
     state: Arc<ConnState>,
     limits: Timeouts,
 ) {
-    tokio::pin!(work);
     loop {
         let wake = match verdict(state.snapshot(), conn::now_ms(), limits) {
             Verdict::Close(reason) => {

@@ -19,6 +19,8 @@
 //! far, so hyper's behaviour for everything unusual is unchanged. TLS and HTTP/2 stay on hyper.
 
 use std::cell::RefCell;
+use std::convert::Infallible;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -220,6 +222,27 @@ pub fn encode_head(
     out
 }
 
+/// The head to send for `response`, its body, whether the connection stays open after it, and
+/// whether the body is sent at all.
+fn prepare(
+    response: http::Response<LoggedBody>,
+    version: Version,
+    head_request: bool,
+    keep_alive: bool,
+) -> (Vec<u8>, LoggedBody, bool, bool) {
+    let (parts, body) = response.into_parts();
+    let body_len = http_body::Body::size_hint(&body).exact();
+    let keep_alive = keep_alive
+        && body_len.is_some()
+        && !parts
+            .headers
+            .get(header::CONNECTION)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+    let head = encode_head(&parts, version, body_len, head_request, keep_alive);
+    let send_body = !head_request && !bodiless(parts.status);
+    (head, body, keep_alive, send_body)
+}
+
 impl Plain {
     /// Serves requests on `io` until the client closes, asks to close, sends something for
     /// hyper, or the server stops.
@@ -267,41 +290,56 @@ impl Plain {
             }
             // Boxed: a connection between requests (most of them, most of the time) then holds
             // only the small state above, not room for a request in progress.
-            if !Box::pin(self.exchange(sock, *simple)).await? {
+            if !self.boxed_exchange(sock, *simple).await? {
                 return Ok(Outcome::Close);
             }
         }
     }
 
-    /// Answers one request; whether the connection stays open.
-    async fn exchange(&self, sock: &TcpStream, simple: Simple) -> io::Result<bool> {
-        let version = simple.request.version();
-        let head_request = simple.request.method() == Method::HEAD;
-        let stopping = *self.stopping.borrow();
-        let answered = handle(
+    /// One request's exchange, built on the heap (a future built inside an `async fn` and then
+    /// boxed still takes room in its state, and so does every local of an `async fn` until
+    /// its scope ends: hence the routing future is made here and the locals below are scoped).
+    fn boxed_exchange<'a>(
+        &'a self,
+        sock: &'a TcpStream,
+        simple: Simple,
+    ) -> Pin<Box<dyn Future<Output = io::Result<bool>> + Send + 'a>> {
+        let Simple {
+            request,
+            keep_alive,
+            ..
+        } = simple;
+        let version = request.version();
+        let head_request = request.method() == Method::HEAD;
+        let keep_alive = keep_alive && !*self.stopping.borrow();
+        let routed = Box::pin(handle(
             Arc::clone(&self.app),
             self.routes.clone(),
             self.peer,
             Arc::clone(&self.state),
-            simple.request,
-        )
-        .await;
-        let response = match answered {
-            Ok(r) => r,
-            Err(never) => match never {},
+            request,
+        ));
+        Box::pin(self.exchange(sock, routed, version, head_request, keep_alive))
+    }
+
+    /// Answers one request; whether the connection stays open.
+    async fn exchange(
+        &self,
+        sock: &TcpStream,
+        routed: Pin<
+            Box<dyn Future<Output = Result<http::Response<LoggedBody>, Infallible>> + Send>,
+        >,
+        version: Version,
+        head_request: bool,
+        keep_alive: bool,
+    ) -> io::Result<bool> {
+        let (head, mut body, keep_alive, send_body) = {
+            let response = match routed.await {
+                Ok(r) => r,
+                Err(never) => match never {},
+            };
+            prepare(response, version, head_request, keep_alive)
         };
-        let (parts, mut body) = response.into_parts();
-        let body_len = http_body::Body::size_hint(&body).exact();
-        let keep_alive = simple.keep_alive
-            && !stopping
-            && body_len.is_some()
-            && !parts
-                .headers
-                .get(header::CONNECTION)
-                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
-        let head = encode_head(&parts, version, body_len, head_request, keep_alive);
-        let send_body = !head_request && !bodiless(parts.status);
-        drop(parts);
         self.write(sock, head, if send_body { Some(&mut body) } else { None })
             .await?;
         Ok(keep_alive)
