@@ -240,3 +240,44 @@ fn a_client_leaving_mid_body_is_logged_incomplete() {
     let whole = all.iter().find(|l| l.contains(" 206 ")).unwrap();
     assert!(whole.contains("complete=true"), "{whole}");
 }
+
+#[test]
+fn sendfile_mode_sends_exact_bytes_and_ends_short_on_a_rewrite() {
+    let data = pattern(16 << 20);
+    let dir = assets(&[("v.mp4", &data)]);
+    let srv = Server::start(dir.path(), &[("VIDEO_ORIGIN_STREAMING__SENDFILE", "true")]);
+    // A slow reader, a range, and multipart framing between file bytes.
+    let mut s = small_window(&srv);
+    s.write_all(b"GET /video/v.mp4 HTTP/1.1\r\nHost: x\r\nRange: bytes=7-\r\n\r\n")
+        .unwrap();
+    let mut got = read_slowly(&mut s, 300);
+    let end = head_end(&got);
+    got.extend(read_slowly(&mut s, end + data.len() - 7 - got.len()));
+    assert!(
+        Resp::parse(&got).body == data[7..],
+        "bytes differ from the file's"
+    );
+    let r = srv.get("/video/v.mp4", &[("range", "bytes=0-9,5000000-5999999")]);
+    let boundary = r
+        .h("content-type")
+        .split("boundary=")
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    let parts = parse_multipart(&r.body, &boundary);
+    assert!(parts[0].data == data[..10] && parts[1].data == data[5_000_000..6_000_000]);
+
+    // An in-place rewrite mid-response: the response ends short of its Content-Length (what
+    // sendfile cannot promise is that no byte of the new version went out; see README).
+    let mut s = small_window(&srv);
+    s.write_all(b"GET /video/v.mp4 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut first = read_slowly(&mut s, 64 * 1024);
+    std::fs::write(dir.path().join("v.mp4"), vec![b'B'; data.len()]).unwrap();
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+    first.extend_from_slice(&rest);
+    let r = Resp::parse(&first);
+    assert_eq!(r.content_length(), data.len());
+    assert!(r.body.len() < data.len(), "the response must end early");
+}

@@ -41,6 +41,8 @@ pub struct MetadataSettings {
 #[serde(deny_unknown_fields)]
 pub struct StreamingSettings {
     pub read_size: usize,
+    /// Plain HTTP/1.x file bodies by `sendfile` (no copy through user space).
+    pub sendfile: bool,
     pub blocking_threads: usize,
 }
 

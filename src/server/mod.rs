@@ -248,6 +248,7 @@ impl Connection {
             stopping: self.stopping.clone(),
             max_head: hyper_max_buf(&self.app),
             chunk: self.app.settings.streaming.read_size,
+            sendfile: self.app.settings.streaming.sendfile,
         };
         let work = async move {
             match plain.serve(&io).await {

@@ -73,6 +73,8 @@ pub struct Plain {
     /// Largest head read before handing over (hyper then answers 431).
     pub max_head: usize,
     pub chunk: usize,
+    /// File bytes by `sendfile` (see `streaming.sendfile`).
+    pub sendfile: bool,
 }
 
 /// A parsed head this path serves.
@@ -358,6 +360,39 @@ impl Plain {
         let mut want = self.chunk;
         let mut since_yield = 0u64;
         loop {
+            // Read no more file bytes than the socket can take now: what it refused would be
+            // read again (a bulk download would copy many bytes twice).
+            // At least a little is always offered: only a refused write makes the kernel
+            // report room again (it sets SOCK_NOSPACE), so a wait without one would hang.
+            let take = match socket_room(sock) {
+                Some(room) => want.min(room.saturating_sub(head.len())).max(MIN_OFFER),
+                None => want,
+            };
+            if self.sendfile && head.is_empty() && cold.is_empty() {
+                if let Some(b) = body.as_deref_mut() {
+                    if let Some(sent) = send_file(sock, b, take)? {
+                        match sent {
+                            Sent::Some(n, full) => {
+                                since_yield += n as u64;
+                                self.state.write_progress();
+                                if full {
+                                    want = (want * 2).min(self.chunk);
+                                    if since_yield >= YIELD_EVERY {
+                                        since_yield = 0;
+                                        tokio::task::yield_now().await;
+                                    }
+                                    continue;
+                                }
+                                want = n.clamp(MIN_CHUNK, self.chunk);
+                            }
+                            Sent::Blocked => {}
+                        }
+                        self.state.write_pending();
+                        wait_writable(sock).await?;
+                        continue;
+                    }
+                }
+            }
             let step = CHUNK.with_borrow_mut(|chunk| -> io::Result<Step> {
                 if chunk.len() < self.chunk {
                     chunk.resize(self.chunk, 0);
@@ -366,7 +401,15 @@ impl Plain {
                     None | Some(OriginBody::Empty) | Some(OriginBody::Bytes(None)) => &[],
                     Some(OriginBody::Bytes(Some(b))) => &b[..],
                     Some(OriginBody::File(_)) if !cold.is_empty() => &cold[..],
-                    Some(OriginBody::File(f)) => match f.fill_cached(&mut chunk[..want]) {
+                    // With sendfile, the head goes alone; the file bytes follow by sendfile.
+                    Some(OriginBody::File(f))
+                        if self.sendfile
+                            && !head.is_empty()
+                            && f.next_cached_file_bytes(take).is_some() =>
+                    {
+                        &[]
+                    }
+                    Some(OriginBody::File(f)) => match f.fill_cached(&mut chunk[..take.max(1)]) {
                         Ok(Fill::Bytes(n)) => &chunk[..n],
                         Ok(Fill::End) => &[],
                         Ok(Fill::Cold) if head.is_empty() => return Ok(Step::Cold),
@@ -465,14 +508,7 @@ impl Plain {
                         want = n.clamp(MIN_CHUNK, self.chunk);
                     }
                     self.state.write_pending();
-                    // A short write leaves tokio's readiness set; clear it so that the wait
-                    // below lasts until the socket has room again.
-                    if n + h > 0 {
-                        let _ = sock.try_io(tokio::io::Interest::WRITABLE, || {
-                            Err::<(), _>(io::ErrorKind::WouldBlock.into())
-                        });
-                    }
-                    sock.writable().await?;
+                    wait_writable(sock).await?;
                 }
             }
         }
@@ -538,6 +574,78 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
+}
+
+/// Waits until the socket reports room again. A short write leaves tokio's readiness set, so
+/// it is cleared first.
+async fn wait_writable(sock: &TcpStream) -> io::Result<()> {
+    let _ = sock.try_io(tokio::io::Interest::WRITABLE, || {
+        Err::<(), _>(io::ErrorKind::WouldBlock.into())
+    });
+    sock.writable().await
+}
+
+/// The least a file body offers the socket, however full it looks.
+const MIN_OFFER: usize = 4096;
+
+/// Payload bytes the socket's send buffer can take now, roughly: its size less what is queued
+/// (`SIOCOUTQ`), less a margin for the kernel's per-packet overhead, which the buffer size
+/// counts too. `None` when the kernel does not say.
+fn socket_room(sock: &TcpStream) -> Option<usize> {
+    use std::os::fd::AsRawFd;
+    let mut queued: libc::c_int = 0;
+    // SAFETY: TIOCOUTQ (= SIOCOUTQ) writes one c_int through the pointer, which is valid for
+    // the call; the descriptor is owned by `sock` and open.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::TIOCOUTQ, &mut queued) } != 0 {
+        return None;
+    }
+    let size = socket2::SockRef::from(sock).send_buffer_size().ok()?;
+    let free = size.saturating_sub(usize::try_from(queued).ok()?);
+    Some(free - free / 8)
+}
+
+enum Sent {
+    /// This many bytes; whether that was all that was offered.
+    Some(usize, bool),
+    /// The socket took nothing.
+    Blocked,
+}
+
+/// One `sendfile` of at most `max` of the body's next file bytes, if they are file bytes in the
+/// page cache (`None`: framing or cold, which the copying path handles). The file is checked
+/// unchanged after the call; a change ends the response short (the bytes of this one call may
+/// already be of the new version: the one thing copying guarantees and this does not).
+fn send_file(sock: &TcpStream, body: &mut LoggedBody, max: usize) -> io::Result<Option<Sent>> {
+    let OriginBody::File(f) = body.origin_mut() else {
+        return Ok(None);
+    };
+    let Some((file, offset, len)) = f.next_cached_file_bytes(max) else {
+        return Ok(None);
+    };
+    let mut at = offset;
+    let sent = sock.try_io(tokio::io::Interest::WRITABLE, || {
+        rustix::fs::sendfile(sock, file, Some(&mut at), len).map_err(io::Error::from)
+    });
+    let n = match sent {
+        Ok(0) => {
+            let e = io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "file truncated while streaming",
+            );
+            body.abort(&e);
+            return Err(e);
+        }
+        Ok(n) => n,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Some(Sent::Blocked)),
+        Err(e) => return Err(e),
+    };
+    if let Err(e) = f.check_unchanged() {
+        body.abort(&e);
+        return Err(e);
+    }
+    f.advance(n);
+    body.delivered(n);
+    Ok(Some(Sent::Some(n, n == len)))
 }
 
 enum Step {

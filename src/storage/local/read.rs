@@ -165,6 +165,34 @@ impl FileStream {
         }
     }
 
+    /// The body's next bytes when they are file bytes (for `sendfile`): the descriptor, the
+    /// offset and how many follow there, provided the last of the first `max` is in the page
+    /// cache (the kernel's read-ahead fills in order, so then the rest is too); `Ok(None)`
+    /// when the next bytes are framing or not cached.
+    pub fn next_cached_file_bytes(&self, max: usize) -> Option<(&File, u64, usize)> {
+        use std::os::fd::AsRawFd;
+        let Some(Segment::File { start, end }) = self.segments.iter().find(|s| !s.is_empty())
+        else {
+            return None;
+        };
+        let len = ((end - start) as usize).min(max);
+        let last = i64::try_from(start + len as u64 - 1).ok()?;
+        let mut probe = [0u8; 1];
+        let iov = libc::iovec {
+            iov_base: probe.as_mut_ptr().cast(),
+            iov_len: 1,
+        };
+        // SAFETY: `iov` points at `probe`, valid for one byte for the call; the fd is owned by
+        // `self.file` and open.
+        let n = unsafe { libc::preadv2(self.file.as_raw_fd(), &iov, 1, last, libc::RWF_NOWAIT) };
+        (n == 1).then_some((&*self.file, *start, len))
+    }
+
+    /// Whether the file still is the version this body started with (after a `sendfile`).
+    pub fn check_unchanged(&self) -> io::Result<()> {
+        check_unchanged(&self.file, self.identity)
+    }
+
     /// Marks the next `n` bytes as sent.
     pub fn advance(&mut self, mut n: usize) {
         use bytes::Buf;
