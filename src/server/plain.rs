@@ -357,33 +357,30 @@ impl Plain {
         let mut head = Bytes::from(head);
         // Bytes of a blocking (cold) read not yet taken by the socket.
         let mut cold = Bytes::new();
-        let mut want = self.chunk;
-        let mut since_yield = 0u64;
+        let mut pace = Pace::new(self.chunk);
         loop {
             // Read no more file bytes than the socket can take now: what it refused would be
             // read again (a bulk download would copy many bytes twice).
             // At least a little is always offered: only a refused write makes the kernel
             // report room again (it sets SOCK_NOSPACE), so a wait without one would hang.
             let take = match socket_room(sock) {
-                Some(room) => want.min(room.saturating_sub(head.len())).max(MIN_OFFER),
-                None => want,
+                Some(room) => pace
+                    .want
+                    .min(room.saturating_sub(head.len()))
+                    .max(MIN_OFFER),
+                None => pace.want,
             };
             if self.sendfile && head.is_empty() && cold.is_empty() {
                 if let Some(b) = body.as_deref_mut() {
                     if let Some(sent) = send_file(sock, b, take)? {
                         match sent {
                             Sent::Some(n, full) => {
-                                since_yield += n as u64;
                                 self.state.write_progress();
                                 if full {
-                                    want = (want * 2).min(self.chunk);
-                                    if since_yield >= YIELD_EVERY {
-                                        since_yield = 0;
-                                        tokio::task::yield_now().await;
-                                    }
+                                    pace.took_all(n).await;
                                     continue;
                                 }
-                                want = n.clamp(MIN_CHUNK, self.chunk);
+                                pace.took_some(n);
                             }
                             Sent::Blocked => {}
                         }
@@ -453,7 +450,7 @@ impl Plain {
                     else {
                         unreachable!("only file bodies go cold")
                     };
-                    match tokio::task::spawn_blocking(f.read_blocking(want)).await {
+                    match tokio::task::spawn_blocking(f.read_blocking(pace.want)).await {
                         Ok(Ok(bytes)) => cold = bytes,
                         Ok(Err(e)) => {
                             if let Some(b) = body.as_deref_mut() {
@@ -490,22 +487,16 @@ impl Plain {
                             }
                             b.delivered(n);
                         }
-                        since_yield += n as u64;
                     }
                     if h + n > 0 {
                         self.state.write_progress();
                     }
                     if full {
-                        want = (want * 2).min(self.chunk);
-                        if since_yield >= YIELD_EVERY {
-                            since_yield = 0;
-                            tokio::task::yield_now().await;
-                        }
+                        pace.took_all(n).await;
                         continue;
                     }
-                    // The socket is full: next time read about what it took this time.
-                    if offered_body > 0 {
-                        want = n.clamp(MIN_CHUNK, self.chunk);
+                    if offered_body > 0 && n > 0 {
+                        pace.took_some(n);
                     }
                     self.state.write_pending();
                     wait_writable(sock).await?;
@@ -602,6 +593,39 @@ fn socket_room(sock: &TcpStream) -> Option<usize> {
     let size = socket2::SockRef::from(sock).send_buffer_size().ok()?;
     let free = size.saturating_sub(usize::try_from(queued).ok()?);
     Some(free - free / 8)
+}
+
+/// How much of a file body to offer next, and when to let the worker's other connections run.
+struct Pace {
+    want: usize,
+    max: usize,
+    since_yield: u64,
+}
+
+impl Pace {
+    fn new(max: usize) -> Pace {
+        Pace {
+            want: max,
+            max,
+            since_yield: 0,
+        }
+    }
+
+    /// The socket took all `n` bytes offered: offer more next time, and yield now and then.
+    async fn took_all(&mut self, n: usize) {
+        self.want = (self.want * 2).min(self.max);
+        self.since_yield += n as u64;
+        if self.since_yield >= YIELD_EVERY {
+            self.since_yield = 0;
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// The socket took only `n`: it is full; next time offer about what it took this time.
+    fn took_some(&mut self, n: usize) {
+        self.want = n.clamp(MIN_CHUNK, self.max);
+        self.since_yield += n as u64;
+    }
 }
 
 enum Sent {
