@@ -41,6 +41,12 @@ fn read_slowly(s: &mut TcpStream, want: usize) -> Vec<u8> {
     out
 }
 
+/// The parts of a multipart/byteranges response, by the boundary its Content-Type names.
+fn parts_of(r: &Resp) -> Vec<Part> {
+    let boundary = r.h("content-type").split("boundary=").nth(1).unwrap();
+    parse_multipart(&r.body, boundary)
+}
+
 fn head_end(buf: &[u8]) -> usize {
     buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4
 }
@@ -90,13 +96,7 @@ fn a_slow_reader_gets_exact_multipart_framing() {
     let r = Resp::parse(&got);
     assert_eq!(r.status, 206);
     assert_eq!(r.body.len(), r.content_length());
-    let boundary = r
-        .h("content-type")
-        .split("boundary=")
-        .nth(1)
-        .unwrap()
-        .to_owned();
-    let parts = parse_multipart(&r.body, &boundary);
+    let parts = parts_of(&r);
     assert_eq!(parts.len(), 2);
     assert!(parts[0].data == data[..100]);
     assert!(parts[1].data == data[1_000_000..3_000_000]);
@@ -258,13 +258,7 @@ fn sendfile_mode_sends_exact_bytes_and_ends_short_on_a_rewrite() {
         "bytes differ from the file's"
     );
     let r = srv.get("/video/v.mp4", &[("range", "bytes=0-9,5000000-5999999")]);
-    let boundary = r
-        .h("content-type")
-        .split("boundary=")
-        .nth(1)
-        .unwrap()
-        .to_owned();
-    let parts = parse_multipart(&r.body, &boundary);
+    let parts = parts_of(&r);
     assert!(parts[0].data == data[..10] && parts[1].data == data[5_000_000..6_000_000]);
 
     // An in-place rewrite mid-response: the response ends short of its Content-Length (what
