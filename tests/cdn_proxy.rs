@@ -224,7 +224,10 @@ cache_control = "public, max-age=60, s-maxage=3600"
         (200, "HIT", &b"version one of a"[..])
     );
     assert_eq!(r2.h("etag"), r1.h("etag"));
-    assert_eq!(count("/video/a.mp4"), 1);
+    // The origin logs a request once its last byte is written, so the line may trail the
+    // proxy's answer by a moment.
+    let logged = |path: &str, n: usize| eventually(Duration::from_secs(5), || count(path) == n);
+    assert!(logged("/video/a.mp4", 1), "{:?}", origin_requests(&srv));
 
     // Ranges through the slice module: the origin answers 206 slices, the proxy cuts ranges.
     let r = proxy.get("/video/big.mp4", &[("Range", "bytes=1500000-1500099")]);
@@ -233,9 +236,9 @@ cache_control = "public, max-age=60, s-maxage=3600"
     let r = proxy.get("/video/big.mp4", &[("Range", "bytes=1500100-1500199")]);
     assert_eq!((r.status, r.h("x-cache-status")), (206, "HIT"));
     assert_eq!(r.body, &three_mib[1500100..1500200]);
-    assert!(origin_requests(&srv)
+    assert!(eventually(Duration::from_secs(5), || origin_requests(&srv)
         .iter()
-        .any(|(s, p)| *s == 206 && p == "/video/big.mp4"));
+        .any(|(s, p)| *s == 206 && p == "/video/big.mp4")));
 
     // 2. After the TTL the proxy revalidates and the origin answers 304.
     assert_eq!(
@@ -263,7 +266,11 @@ cache_control = "public, max-age=60, s-maxage=3600"
         assert_eq!((r.status, r.h("x-cache-status")), (200, "MISS"));
         assert_eq!(r.h("cache-control"), "private, no-store");
     }
-    assert_eq!(count("/video/private/c.mp4"), 3);
+    assert!(
+        logged("/video/private/c.mp4", 3),
+        "{:?}",
+        origin_requests(&srv)
+    );
     let r = proxy.get("/video/private/c.mp4", &[]);
     assert_eq!(
         r.status, 403,

@@ -222,11 +222,24 @@ pub fn verdict(s: Snapshot, now: u64, t: Timeouts) -> Verdict {
 pub struct TrackedIo<S> {
     inner: S,
     state: std::sync::Arc<ConnState>,
+    /// Bytes already taken from the socket that its next reads give again (the plain path
+    /// hands a connection to hyper with the head it read).
+    replay: bytes::Bytes,
 }
 
 impl<S> TrackedIo<S> {
     pub fn new(inner: S, state: std::sync::Arc<ConnState>) -> Self {
-        TrackedIo { inner, state }
+        TrackedIo {
+            inner,
+            state,
+            replay: bytes::Bytes::new(),
+        }
+    }
+
+    /// This socket with `read` given again before anything new from the peer.
+    pub fn replaying(mut self, read: Vec<u8>) -> Self {
+        self.replay = read.into();
+        self
     }
 
     pub fn get_ref(&self) -> &S {
@@ -240,6 +253,12 @@ impl<S: AsyncRead + Unpin> AsyncRead for TrackedIo<S> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if !self.replay.is_empty() {
+            let n = self.replay.len().min(buf.remaining());
+            buf.put_slice(&self.replay[..n]);
+            bytes::Buf::advance(&mut self.replay, n);
+            return Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {

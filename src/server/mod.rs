@@ -37,7 +37,7 @@ pub use self::exchange::Listener;
 use self::exchange::{handle, Routes};
 pub use self::listener::bind_listeners;
 use self::listener::{h2_preface, refuse_connection};
-use self::plain::{Outcome, Plain, Rewind};
+use self::plain::{Outcome, Plain};
 use crate::app::App;
 
 /// How one listener talks: TLS or not, HTTP/2 or not, connection cap.
@@ -246,9 +246,6 @@ impl Connection {
             peer: self.peer,
             state: Arc::clone(&self.state),
             stopping: self.stopping.clone(),
-            max_head: hyper_max_buf(&self.app),
-            chunk: self.app.settings.streaming.read_size,
-            sendfile: self.app.settings.streaming.sendfile,
         };
         let work = async move {
             match plain.serve(&io).await {
@@ -260,7 +257,7 @@ impl Connection {
                     if self.refuse_h2 && read.starts_with(b"PRI * HTTP/2.0") {
                         return;
                     }
-                    self.boxed_hyper(Rewind::new(read, io)).await;
+                    self.boxed_hyper(io.replaying(read)).await;
                 }
                 Err(e) => tracing::debug!(error = %e, %peer, "connection ended with error"),
             }

@@ -21,16 +21,14 @@
 use std::cell::RefCell;
 use std::convert::Infallible;
 use std::future::Future;
-use std::io;
+use std::io::{self, Write as _};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes};
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, StatusCode, Version};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
@@ -70,11 +68,6 @@ pub struct Plain {
     pub peer: SocketAddr,
     pub state: Arc<ConnState>,
     pub stopping: watch::Receiver<bool>,
-    /// Largest head read before handing over (hyper then answers 431).
-    pub max_head: usize,
-    pub chunk: usize,
-    /// File bytes by `sendfile` (see `streaming.sendfile`).
-    pub sendfile: bool,
 }
 
 /// A parsed head this path serves.
@@ -210,9 +203,8 @@ pub fn encode_head(
             && !bodiless(parts.status)
             && !parts.headers.contains_key(header::CONTENT_LENGTH)
         {
-            out.extend_from_slice(b"content-length: ");
-            out.extend_from_slice(len.to_string().as_bytes());
-            out.extend_from_slice(b"\r\n");
+            // Writing to a Vec cannot fail.
+            let _ = write!(out, "content-length: {len}\r\n");
         }
     }
     if !keep_alive {
@@ -259,7 +251,7 @@ impl Plain {
                     match parse(&pending, self.app.settings.server.max_headers) {
                         Parsed::Simple(s) => break s,
                         Parsed::Other => return Ok(Outcome::Handoff(pending)),
-                        Parsed::Partial if pending.len() > self.max_head => {
+                        Parsed::Partial if pending.len() > super::hyper_max_buf(&self.app) => {
                             return Ok(Outcome::Handoff(pending))
                         }
                         Parsed::Partial => {}
@@ -272,12 +264,10 @@ impl Plain {
                     ready = sock.readable() => ready?,
                     _ = self.stopping.changed(), if pending.is_empty() => return Ok(Outcome::Close),
                 }
-                let read = SCRATCH.with_borrow_mut(|scratch| match sock.try_read(scratch) {
-                    Ok(n) => {
-                        pending.extend_from_slice(&scratch[..n]);
-                        Ok(n)
-                    }
-                    Err(e) => Err(e),
+                let read = SCRATCH.with_borrow_mut(|scratch| {
+                    let n = sock.try_read(scratch)?;
+                    pending.extend_from_slice(&scratch[..n]);
+                    Ok::<_, io::Error>(n)
                 });
                 match read {
                     Ok(0) => return Ok(Outcome::Close),
@@ -357,20 +347,25 @@ impl Plain {
         let mut head = Bytes::from(head);
         // Bytes of a blocking (cold) read not yet taken by the socket.
         let mut cold = Bytes::new();
-        let mut pace = Pace::new(self.chunk);
+        let streaming = &self.app.settings.streaming;
+        let mut pace = Pace::new(streaming.read_size);
         loop {
             // Read no more file bytes than the socket can take now: what it refused would be
-            // read again (a bulk download would copy many bytes twice).
-            // At least a little is always offered: only a refused write makes the kernel
-            // report room again (it sets SOCK_NOSPACE), so a wait without one would hang.
-            let take = match socket_room(sock) {
+            // read again (a bulk download would copy many bytes twice). A small rest is not
+            // worth the two system calls that ask. At least a little is always offered: only a
+            // refused write makes the kernel report room again (it sets SOCK_NOSPACE), so a
+            // wait without one would hang.
+            let large = body
+                .as_deref()
+                .is_some_and(|b| http_body::Body::size_hint(b).lower() > MIN_CHUNK as u64);
+            let take = match large.then(|| socket_room(sock)).flatten() {
                 Some(room) => pace
                     .want
                     .min(room.saturating_sub(head.len()))
                     .max(MIN_OFFER),
                 None => pace.want,
             };
-            if self.sendfile && head.is_empty() && cold.is_empty() {
+            if streaming.sendfile && head.is_empty() && cold.is_empty() {
                 if let Some(b) = body.as_deref_mut() {
                     if let Some(sent) = send_file(sock, b, take)? {
                         match sent {
@@ -391,8 +386,8 @@ impl Plain {
                 }
             }
             let step = CHUNK.with_borrow_mut(|chunk| -> io::Result<Step> {
-                if chunk.len() < self.chunk {
-                    chunk.resize(self.chunk, 0);
+                if chunk.len() < streaming.read_size {
+                    chunk.resize(streaming.read_size, 0);
                 }
                 let data: &[u8] = match body.as_deref_mut().map(LoggedBody::origin_mut) {
                     None | Some(OriginBody::Empty) | Some(OriginBody::Bytes(None)) => &[],
@@ -400,13 +395,13 @@ impl Plain {
                     Some(OriginBody::File(_)) if !cold.is_empty() => &cold[..],
                     // With sendfile, the head goes alone; the file bytes follow by sendfile.
                     Some(OriginBody::File(f))
-                        if self.sendfile
+                        if streaming.sendfile
                             && !head.is_empty()
                             && f.next_cached_file_bytes(take).is_some() =>
                     {
                         &[]
                     }
-                    Some(OriginBody::File(f)) => match f.fill_cached(&mut chunk[..take.max(1)]) {
+                    Some(OriginBody::File(f)) => match f.fill_cached(&mut chunk[..take]) {
                         Ok(Fill::Bytes(n)) => &chunk[..n],
                         Ok(Fill::End) => &[],
                         Ok(Fill::Cold) if head.is_empty() => return Ok(Step::Cold),
@@ -503,67 +498,6 @@ impl Plain {
                 }
             }
         }
-    }
-}
-
-/// A socket whose first reads replay bytes already taken from it (for the handoff to hyper).
-pub struct Rewind<S> {
-    prefix: Bytes,
-    inner: S,
-}
-
-impl<S> Rewind<S> {
-    pub fn new(prefix: Vec<u8>, inner: S) -> Self {
-        Rewind {
-            prefix: Bytes::from(prefix),
-            inner,
-        }
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        if !self.prefix.is_empty() {
-            let n = self.prefix.len().min(buf.remaining());
-            buf.put_slice(&self.prefix[..n]);
-            self.prefix.advance(n);
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, data)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 

@@ -113,7 +113,6 @@ impl FileStream {
     /// Copies the body's next bytes into `buf` if that needs no disk wait: framing, or file
     /// bytes already in the page cache (checked unchanged after the read, as every read is).
     pub fn fill_cached(&self, buf: &mut [u8]) -> io::Result<Fill> {
-        use std::os::fd::AsRawFd;
         match self.segments.iter().find(|s| !s.is_empty()) {
             None => Ok(Fill::End),
             Some(Segment::Bytes(b)) => {
@@ -123,28 +122,16 @@ impl FileStream {
             }
             Some(Segment::File { start, end }) => {
                 let len = ((end - start) as usize).min(buf.len());
-                let Ok(offset) = i64::try_from(*start) else {
-                    return Ok(Fill::Cold);
-                };
-                let iov = libc::iovec {
-                    iov_base: buf.as_mut_ptr().cast(),
-                    iov_len: len,
-                };
-                // SAFETY: `iov` points at `buf`, valid for writes of `len` (<= buf.len()) bytes
-                // for the whole call; the fd is owned by `self.file`, open for the call.
-                let n = unsafe {
-                    libc::preadv2(self.file.as_raw_fd(), &iov, 1, offset, libc::RWF_NOWAIT)
-                };
-                match n {
+                match pread_nowait(&self.file, &mut buf[..len], *start) {
                     // Not cached, or no RWF_NOWAIT here: the blocking read decides.
-                    n if n < 0 => Ok(Fill::Cold),
-                    0 => Err(io::Error::new(
+                    None => Ok(Fill::Cold),
+                    Some(0) => Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
                         "file truncated while streaming",
                     )),
-                    n => {
+                    Some(n) => {
                         check_unchanged(&self.file, self.identity)?;
-                        Ok(Fill::Bytes(n as usize))
+                        Ok(Fill::Bytes(n))
                     }
                 }
             }
@@ -170,22 +157,17 @@ impl FileStream {
     /// cache (the kernel's read-ahead fills in order, so then the rest is too); `Ok(None)`
     /// when the next bytes are framing or not cached.
     pub fn next_cached_file_bytes(&self, max: usize) -> Option<(&File, u64, usize)> {
-        use std::os::fd::AsRawFd;
         let Some(Segment::File { start, end }) = self.segments.iter().find(|s| !s.is_empty())
         else {
             return None;
         };
         let len = ((end - start) as usize).min(max);
-        let last = i64::try_from(start + len as u64 - 1).ok()?;
-        let mut probe = [0u8; 1];
-        let iov = libc::iovec {
-            iov_base: probe.as_mut_ptr().cast(),
-            iov_len: 1,
-        };
-        // SAFETY: `iov` points at `probe`, valid for one byte for the call; the fd is owned by
-        // `self.file` and open.
-        let n = unsafe { libc::preadv2(self.file.as_raw_fd(), &iov, 1, last, libc::RWF_NOWAIT) };
-        (n == 1).then_some((&*self.file, *start, len))
+        let last = start + len as u64 - 1;
+        (pread_nowait(&self.file, &mut [0u8; 1], last) == Some(1)).then_some((
+            &*self.file,
+            *start,
+            len,
+        ))
     }
 
     /// Whether the file still is the version this body started with (after a `sendfile`).
@@ -212,9 +194,6 @@ impl FileStream {
                 self.segments.pop_front();
             }
         }
-        while self.segments.front().is_some_and(Segment::is_empty) {
-            self.segments.pop_front();
-        }
     }
 }
 
@@ -226,22 +205,29 @@ fn read_cached(
     offset: u64,
     len: usize,
 ) -> Option<io::Result<Bytes>> {
-    use std::os::fd::AsRawFd;
     let mut buf = vec![0u8; len];
-    let iov = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: len,
-    };
-    let offset = i64::try_from(offset).ok()?;
-    // SAFETY: `iov` points at `buf`, which is valid for writes of `len` bytes and outlives the
-    // call; the fd is owned by `file` and stays open for the duration of the call.
-    let n = unsafe { libc::preadv2(file.as_raw_fd(), &iov, 1, offset, libc::RWF_NOWAIT) };
-    if n < 0 || n as usize != len {
-        // EAGAIN (not cached), EOPNOTSUPP/ENOSYS/EINVAL (no RWF_NOWAIT), a short read (partly
-        // cached, or truncated): the blocking path retries and reports truncation properly.
+    if pread_nowait(file, &mut buf, offset) != Some(len) {
+        // Not cached, no RWF_NOWAIT, or a short read (partly cached, or truncated): the
+        // blocking path retries and reports truncation properly.
         return None;
     }
     Some(check_unchanged(file, identity).map(|()| Bytes::from(buf)))
+}
+
+/// One `preadv2(RWF_NOWAIT)` into `buf` at `offset`: how many bytes came (0 at the end of the
+/// file), or `None` when it would wait for the disk (EAGAIN), the filesystem cannot say
+/// (EOPNOTSUPP/ENOSYS/EINVAL), or it failed otherwise (the blocking read reports that).
+fn pread_nowait(file: &File, buf: &mut [u8], offset: u64) -> Option<usize> {
+    use std::os::fd::AsRawFd;
+    let offset = i64::try_from(offset).ok()?;
+    let iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: `iov` points at `buf`, valid for writes of `buf.len()` bytes for the whole call;
+    // the fd is owned by `file` and open for the call.
+    let n = unsafe { libc::preadv2(file.as_raw_fd(), &iov, 1, offset, libc::RWF_NOWAIT) };
+    usize::try_from(n).ok()
 }
 
 fn check_unchanged(file: &File, identity: FileIdentity) -> io::Result<()> {
