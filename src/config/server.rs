@@ -77,6 +77,14 @@ pub struct ProxySettings {
     pub client_headers: Vec<String>,
 }
 
+impl ServerSettings {
+    /// How much of a connection's input may be buffered (hyper's `max_buf_size`), which also
+    /// bounds an incomplete head: it must hold the largest head allowed.
+    pub fn read_buffer_limit(&self) -> usize {
+        (64 * 1024).max(self.max_header_bytes + 8192)
+    }
+}
+
 impl Section for ServerSettings {
     fn validate(&self) -> Result<(), (&'static str, String)> {
         if !(1..=300).contains(&self.header_read_timeout_secs) {

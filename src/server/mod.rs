@@ -108,7 +108,7 @@ pub async fn serve(
         // hyper's default 30 s header timer also runs between keep-alive requests; ours
         // (`conn`) distinguishes the two.
         .header_read_timeout(None)
-        .max_buf_size(hyper_max_buf(&app))
+        .max_buf_size(app.settings.server.read_buffer_limit())
         .max_headers(app.settings.server.max_headers);
     builder
         .http2()
@@ -334,12 +334,6 @@ async fn watchdog(
             () = tokio::time::sleep(sleep) => {}
         }
     }
-}
-
-/// hyper's read buffer limit, which also bounds an incomplete head: it must hold the largest
-/// head allowed.
-fn hyper_max_buf(app: &App) -> usize {
-    (64 * 1024).max(app.settings.server.max_header_bytes + 8192)
 }
 
 /// Runs one worker per listener, each on its own thread and single-threaded runtime, until

@@ -251,7 +251,9 @@ impl Plain {
                     match parse(&pending, self.app.settings.server.max_headers) {
                         Parsed::Simple(s) => break s,
                         Parsed::Other => return Ok(Outcome::Handoff(pending)),
-                        Parsed::Partial if pending.len() > super::hyper_max_buf(&self.app) => {
+                        Parsed::Partial
+                            if pending.len() > self.app.settings.server.read_buffer_limit() =>
+                        {
                             return Ok(Outcome::Handoff(pending))
                         }
                         Parsed::Partial => {}
