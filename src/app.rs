@@ -24,6 +24,8 @@ pub struct App {
     pub streams: crate::limits::StreamLimiter,
     /// Set when shutdown begins: /readyz answers 503 so load balancers drain.
     pub draining: std::sync::atomic::AtomicBool,
+    /// The last readiness seen (0 none yet, 1 ready, 2 not), so each change is logged once.
+    ready_seen: std::sync::atomic::AtomicU8,
     /// CloudFront client, built on first use (never at startup).
     pub cloudfront: tokio::sync::OnceCell<crate::cdn::cloudfront::CloudFront>,
     /// Counters and histograms behind `/metrics`.
@@ -157,6 +159,7 @@ impl App {
             sessions: crate::player::sessions::Sessions::default(),
             player_page: crate::player::page(&settings.assets.mount),
             draining: std::sync::atomic::AtomicBool::new(false),
+            ready_seen: std::sync::atomic::AtomicU8::new(0),
             cloudfront: tokio::sync::OnceCell::new(),
             access,
             minter,
@@ -184,10 +187,47 @@ impl App {
         })
     }
 
-    /// Ready to take traffic: not draining, and the asset root is readable.
+    /// Ready to take traffic: not draining, and the asset root is readable. A change from the
+    /// last evaluation (probe, scrape or the watch below) is logged once, with its reason.
     pub fn is_ready(&self) -> bool {
-        !self.draining.load(std::sync::atomic::Ordering::Relaxed)
-            && std::fs::read_dir(self.store.root.as_path()).is_ok()
+        let not_ready = if self.draining.load(std::sync::atomic::Ordering::Relaxed) {
+            Some("draining".to_owned())
+        } else {
+            std::fs::read_dir(self.store.root.as_path())
+                .err()
+                .map(|e| format!("asset root unreadable: {e}"))
+        };
+        let now = if not_ready.is_some() { 2 } else { 1 };
+        let before = self
+            .ready_seen
+            .swap(now, std::sync::atomic::Ordering::AcqRel);
+        match (&not_ready, before != now) {
+            (Some(reason), true) => tracing::warn!(
+                reason = reason.as_str(),
+                root = %self.store.root.display(),
+                "readiness: not ready (/readyz answers 503)"
+            ),
+            // The first evaluation at startup is no change worth a line.
+            (None, true) if before != 0 => {
+                tracing::info!("readiness: ready again (/readyz answers 200)")
+            }
+            _ => {}
+        }
+        not_ready.is_none()
+    }
+
+    /// Evaluates readiness every `every`, so a change is logged even when nothing probes.
+    pub fn spawn_readiness_watch(self: &Arc<Self>, every: Duration) {
+        let app = Arc::clone(self);
+        let spawned = std::thread::Builder::new()
+            .name("readiness".into())
+            .spawn(move || loop {
+                app.is_ready();
+                std::thread::sleep(every);
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "cannot watch readiness");
+        }
     }
 
     /// The `/metrics` text, with live values read now.

@@ -1,9 +1,11 @@
 //! Issue #18 (operator experience), the points done so far: every documented metric family is
-//! present from start, access-log durations have fixed precision, admin JSON errors name the
-//! field, and `explain` words a refused path plainly.
+//! present from start, readiness changes are logged once each, access-log durations have fixed
+//! precision, admin JSON errors name the field, and `explain` words a refused path plainly.
+//! (A client leaving mid-body is in streaming.rs.)
 
 mod common;
 use common::*;
+use std::time::Duration;
 
 const ADMIN: &str = "admin-token-0123456789abcdef0123456789";
 
@@ -63,7 +65,7 @@ fn durations_have_fixed_precision() {
     for _ in 0..20 {
         srv.get("/video/a.mp4", &[]);
     }
-    assert!(eventually(std::time::Duration::from_secs(5), || srv
+    assert!(eventually(Duration::from_secs(5), || srv
         .log_text()
         .matches("\"target\":\"access\"")
         .count()
@@ -116,4 +118,51 @@ fn explain_words_a_refused_path_plainly() {
         "{err}"
     );
     assert!(!err.contains("BadRequest"), "{err}");
+}
+
+#[test]
+fn readiness_changes_are_logged_once_each() {
+    let parent = tempfile::tempdir().unwrap();
+    let root = parent.path().join("library");
+    std::fs::create_dir(&root).unwrap();
+    std::fs::write(root.join("a.mp4"), b"x").unwrap();
+    let srv = Server::start(&root, &[("VIDEO_ORIGIN_SERVER__DRAIN_SECS", "2")]);
+    let lines = |needle: &str| {
+        srv.log_text()
+            .lines()
+            .filter(|l| l.contains(needle))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(srv.get("/readyz", &[]).status, 200);
+    assert!(lines("readiness:").is_empty(), "a ready start is no change");
+    // The asset root goes away (an unmounted volume): noticed without any probe, logged once
+    // with the reason, however often it is probed.
+    std::fs::rename(&root, parent.path().join("gone")).unwrap();
+    assert!(eventually(Duration::from_secs(5), || !lines(
+        "readiness: not ready"
+    )
+    .is_empty()));
+    for _ in 0..3 {
+        assert_eq!(srv.get("/readyz", &[]).status, 503);
+    }
+    let down = lines("readiness: not ready");
+    assert_eq!(down.len(), 1, "{down:?}");
+    assert!(down[0].contains("asset root unreadable"), "{}", down[0]);
+    // Back: one line again.
+    std::fs::rename(parent.path().join("gone"), &root).unwrap();
+    assert!(eventually(Duration::from_secs(5), || lines(
+        "readiness: ready again"
+    )
+    .len()
+        == 1));
+    assert_eq!(srv.get("/readyz", &[]).status, 200);
+    // Draining on SIGTERM is a change too.
+    srv.sigterm();
+    assert!(eventually(Duration::from_secs(5), || lines(
+        "reason=\"draining\""
+    )
+    .len()
+        == 1));
+    assert_eq!(lines("readiness: ready again").len(), 1);
 }
