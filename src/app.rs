@@ -216,18 +216,45 @@ impl App {
         not_ready.is_none()
     }
 
-    /// Evaluates readiness every `every`, so a change is logged even when nothing probes.
-    pub fn spawn_readiness_watch(self: &Arc<Self>, every: Duration) {
+    /// Every `every`: evaluates readiness, so a change is logged even when nothing probes, and
+    /// warns (at most once a minute) when open descriptors near the limit.
+    pub fn spawn_health_watch(self: &Arc<Self>, every: Duration) {
         let app = Arc::clone(self);
+        let mut warned: Option<std::time::Instant> = None;
         let spawned = std::thread::Builder::new()
-            .name("readiness".into())
+            .name("health-watch".into())
             .spawn(move || loop {
                 app.is_ready();
+                app.check_descriptors(&mut warned);
                 std::thread::sleep(every);
             });
         if let Err(e) = spawned {
-            tracing::warn!(error = %e, "cannot watch readiness");
+            tracing::warn!(error = %e, "cannot watch readiness and descriptors");
         }
+    }
+
+    /// Warns when open descriptors pass `limits.fd_warn_percent` of the soft limit, unless it
+    /// warned less than a minute ago.
+    fn check_descriptors(&self, warned: &mut Option<std::time::Instant>) {
+        let percent = u64::from(self.settings.limits.fd_warn_percent);
+        let (open, limit) = (
+            crate::observe::metrics::open_fds() as u64,
+            crate::observe::metrics::max_fds(),
+        );
+        if percent == 0 || limit == 0 || open * 100 < limit * percent {
+            return;
+        }
+        if warned.is_some_and(|t| t.elapsed() < Duration::from_secs(60)) {
+            return;
+        }
+        *warned = Some(std::time::Instant::now());
+        self.metrics.fd_warnings.inc();
+        tracing::warn!(
+            open,
+            limit,
+            percent,
+            "file descriptors: {open} of {limit} in use (past limits.fd_warn_percent); new connections and file opens fail at the limit"
+        );
     }
 
     /// The `/metrics` text, with live values read now.

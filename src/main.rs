@@ -428,7 +428,7 @@ fn serve(settings: Arc<Settings>) -> anyhow::Result<()> {
         tracing::info!("{line}");
     }
     app.spawn_index_reload(Duration::from_secs(2));
-    app.spawn_readiness_watch(Duration::from_secs(1));
+    app.spawn_health_watch(Duration::from_secs(1));
     app.spawn_watcher();
     // Machine-readable line on stdout: tests and scripts learn the ephemeral port from it.
     println!("listening on {scheme}://{addr}");

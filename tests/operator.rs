@@ -1,5 +1,6 @@
 //! Issue #18 (operator experience), the points done so far: every documented metric family is
-//! present from start, readiness changes are logged once each, access-log durations have fixed
+//! present from start, readiness changes are logged once each, nearing the descriptor limit is
+//! warned (rate-limited, counted), access-log durations have fixed
 //! precision, admin JSON errors name the field, and `explain` words a refused path plainly.
 //! (A client leaving mid-body is in streaming.rs.)
 
@@ -165,4 +166,66 @@ fn readiness_changes_are_logged_once_each() {
     .len()
         == 1));
     assert_eq!(lines("readiness: ready again").len(), 1);
+}
+
+#[test]
+fn nearing_the_descriptor_limit_is_warned_at_most_once_a_minute() {
+    use std::io::{BufRead, Read, Write};
+    let dir = assets(&[("a.mp4", b"x")]);
+    let workdir = tempfile::tempdir().unwrap();
+    let log = workdir.path().join("log");
+    // 256 descriptors, a warning past 10 % of them (26).
+    let mut child = std::process::Command::new("bash")
+        .arg("-c")
+        .arg("ulimit -n 256 && exec \"$0\" serve --listen 127.0.0.1:0 --assets \"$1\"")
+        .arg(BIN)
+        .arg(dir.path())
+        .current_dir(workdir.path())
+        .env("VIDEO_ORIGIN_LOG__BUFFER_BYTES", "0")
+        .env("VIDEO_ORIGIN_ADMIN__LISTEN", "127.0.0.1:0")
+        .env("VIDEO_ORIGIN_LIMITS__FD_WARN_PERCENT", "10")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut ports = Vec::new();
+    for _ in 0..2 {
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        ports.push(
+            line.trim()
+                .rsplit(':')
+                .next()
+                .unwrap()
+                .parse::<u16>()
+                .unwrap(),
+        );
+    }
+    let (admin, public) = (ports[0], ports[1]);
+    let held: Vec<_> = (0..40)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", public)).unwrap())
+        .collect();
+    let warnings = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("WARN") && l.contains("file descriptors:"))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    assert!(eventually(Duration::from_secs(5), || !warnings().is_empty()));
+    std::thread::sleep(Duration::from_millis(2500));
+    let seen = warnings();
+    assert_eq!(seen.len(), 1, "rate-limited: {seen:?}");
+    assert!(seen[0].contains("of 256 in use"), "{}", seen[0]);
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", admin)).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    assert_eq!(metric(&text, "video_origin_fd_warnings_total"), Some(1.0));
+    drop(held);
+    let _ = child.kill();
+    let _ = child.wait();
 }

@@ -62,6 +62,9 @@ pub struct LimitSettings {
     pub queue_wait_ms: u64,
     /// At most this many requests wait at a time; beyond it they are shed at once.
     pub queue_max: usize,
+    /// Warn (at most once a minute) when open descriptors pass this share of the limit, in
+    /// percent (0 = never).
+    pub fd_warn_percent: u8,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -146,6 +149,12 @@ impl Section for TlsSettings {
 
 impl Section for LimitSettings {
     fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.fd_warn_percent > 100 {
+            return Err((
+                "limits.fd_warn_percent",
+                format!("must be between 0 and 100 (got {})", self.fd_warn_percent),
+            ));
+        }
         if self.queue_wait_ms > 60_000 {
             return Err(("limits.queue_wait_ms", "must be at most 60000".into()));
         }

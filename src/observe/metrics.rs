@@ -109,6 +109,7 @@ pub struct Metrics {
     pub tls_reloads: Family<OutcomeLabels, Counter>,
     pub ws_closed: Family<ReasonLabels, Counter>,
     pub fd_exhaustion: Counter,
+    pub fd_warnings: Counter,
     /// Open client connections (both listeners); a gauge kept by the server.
     pub connections: AtomicI64,
 }
@@ -185,6 +186,12 @@ impl Metrics {
             "File opens that failed with EMFILE/ENFILE (answered 503)",
             fd_exhaustion.clone(),
         );
+        let fd_warnings = Counter::default();
+        registry.register(
+            "fd_warnings",
+            "Warnings that open descriptors passed limits.fd_warn_percent of the limit (at most one a minute)",
+            fd_warnings.clone(),
+        );
         // Every documented label value exists from the start (zero), so dashboards and alerts
         // see a series before the first event instead of "no data".
         for reason in SHED_REASONS {
@@ -236,6 +243,7 @@ impl Metrics {
             tls_reloads,
             ws_closed,
             fd_exhaustion,
+            fd_warnings,
             connections: AtomicI64::new(0),
         }
     }
