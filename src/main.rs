@@ -399,6 +399,12 @@ fn serve(settings: Arc<Settings>) -> anyhow::Result<()> {
         },
         max_connections: settings.server.max_connections,
     };
+    if !settings.server.share_port && video_origin::server::already_served(settings.server.listen) {
+        anyhow::bail!(
+            "server.listen: {} is already in use by another process (this server's sockets would share it through SO_REUSEPORT and split the traffic); stop the other one, pick another port, or set server.share_port = true to share it on purpose",
+            settings.server.listen
+        );
+    }
     let listeners = video_origin::server::bind_listeners(settings.server.listen, workers)
         .with_context(|| format!("binding server.listen {}", settings.server.listen))?;
     let addr = listeners[0].local_addr()?;

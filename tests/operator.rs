@@ -1,7 +1,8 @@
 //! Issue #18 (operator experience), the points done so far: every documented metric family is
 //! present from start, readiness changes are logged once each, nearing the descriptor limit is
-//! warned (rate-limited, counted), access-log durations have fixed
-//! precision, admin JSON errors name the field, and `explain` words a refused path plainly.
+//! warned (rate-limited, counted), a second server on a served port refuses to start, access-log
+//! durations have fixed precision, admin JSON errors name the field, and `explain` words a
+//! refused path plainly.
 //! (A client leaving mid-body is in streaming.rs.)
 
 mod common;
@@ -228,4 +229,45 @@ fn nearing_the_descriptor_limit_is_warned_at_most_once_a_minute() {
     drop(held);
     let _ = child.kill();
     let _ = child.wait();
+}
+
+#[test]
+fn a_second_server_on_a_served_port_refuses_to_start_unless_told_to_share() {
+    use std::io::BufRead;
+    let dir = assets(&[("a.mp4", b"x")]);
+    let first = Server::start(dir.path(), &[]);
+    let listen = format!("127.0.0.1:{}", first.port);
+    let args = [
+        "serve",
+        "--listen",
+        &listen,
+        "--assets",
+        dir.path().to_str().unwrap(),
+    ];
+    let env = [("VIDEO_ORIGIN_ADMIN__LISTEN", "127.0.0.1:0")];
+    let (ok, _, err) = run_cli(&args, &env);
+    assert!(!ok, "a second server must not start silently");
+    assert!(
+        err.contains(&listen) && err.contains("server.share_port"),
+        "{err}"
+    );
+    // Opted in: it starts (and the kernel spreads connections over both).
+    let mut second = std::process::Command::new(BIN)
+        .args(args)
+        .envs(env)
+        .env("VIDEO_ORIGIN_SERVER__SHARE_PORT", "true")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(second.stdout.take().unwrap());
+    let mut line = String::new();
+    while out.read_line(&mut line).unwrap() > 0 && !line.starts_with("listening on ") {
+        line.clear();
+    }
+    let _ = second.kill();
+    let _ = second.wait();
+    assert!(line.contains(&listen), "{line:?}");
+    // The first still serves.
+    assert_eq!(first.get("/healthz", &[]).status, 200);
 }

@@ -11,6 +11,9 @@ use super::section::Section;
 #[serde(deny_unknown_fields)]
 pub struct ServerSettings {
     pub listen: SocketAddr,
+    /// Start even when another process already listens on `listen` (the kernel then spreads
+    /// connections over both, through SO_REUSEPORT).
+    pub share_port: bool,
     pub workers: usize,
     /// A client must send a complete request header within this time of its first byte
     /// (slowloris).

@@ -41,6 +41,22 @@ pub async fn refuse_connection(mut stream: tokio::net::TcpStream, retry_after: u
     .await;
 }
 
+/// Whether some socket already listens on `addr` (port 0: never). A probe bound with
+/// SO_REUSEADDR but not SO_REUSEPORT fails exactly then: connections left in TIME_WAIT by a
+/// previous run do not count.
+pub fn already_served(addr: SocketAddr) -> bool {
+    use socket2::{Domain, Protocol, Socket, Type};
+    if addr.port() == 0 {
+        return false;
+    }
+    let Ok(probe) = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
+    else {
+        return false;
+    };
+    let _ = probe.set_reuse_address(true);
+    matches!(probe.bind(&addr.into()), Err(e) if e.kind() == std::io::ErrorKind::AddrInUse)
+}
+
 /// Binds `n` listening sockets to `addr` with `SO_REUSEPORT`, one per worker. With port 0 the
 /// first socket picks the port and the others join it.
 pub fn bind_listeners(addr: SocketAddr, n: usize) -> std::io::Result<Vec<std::net::TcpListener>> {

@@ -35,7 +35,7 @@ use tokio::net::{TcpListener, TcpStream};
 use self::conn::{verdict, ConnState, Timeouts, TrackedIo, Verdict};
 pub use self::exchange::Listener;
 use self::exchange::{handle, Routes};
-pub use self::listener::bind_listeners;
+pub use self::listener::{already_served, bind_listeners};
 use self::listener::{h2_preface, refuse_connection};
 use self::plain::{Outcome, Plain};
 use crate::app::App;
