@@ -1,8 +1,8 @@
 //! Issue #18 (operator experience), the points done so far: every documented metric family is
 //! present from start, readiness changes are logged once each, nearing the descriptor limit is
 //! warned (rate-limited, counted), a second server on a served port refuses to start, access-log
-//! durations have fixed precision, admin JSON errors name the field, and `explain` words a
-//! refused path plainly.
+//! durations have fixed precision, admin JSON errors name the field, signing-key errors name
+//! what is missing and where it came from, and `explain` words a refused path plainly.
 //! (A client leaving mid-body is in streaming.rs.)
 
 mod common;
@@ -270,4 +270,50 @@ fn a_second_server_on_a_served_port_refuses_to_start_unless_told_to_share() {
     assert!(line.contains(&listen), "{line:?}");
     // The first still serves.
     assert_eq!(first.get("/healthz", &[]).status, 200);
+}
+
+#[test]
+fn signing_key_errors_name_what_is_missing_and_where_it_came_from() {
+    let dir = assets(&[("a.mp4", b"x")]);
+    let root = dir.path().to_str().unwrap();
+    let key = "hex:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    let sign = |env: &[(&str, &str)]| {
+        let (ok, _, err) = run_cli(&["sign", "/video/a.mp4", "--assets", root], env);
+        assert!(!ok, "{err}");
+        assert!(
+            !err.contains("0123456789abcdef"),
+            "no secret in errors: {err}"
+        );
+        err
+    };
+    // No keys at all: the missing thing is signing.keys, with the variable to set.
+    let err = sign(&[]);
+    assert!(
+        err.contains("signing.keys is empty") && err.contains("VIDEO_ORIGIN_SIGNING__KEYS__<ID>"),
+        "{err}"
+    );
+    // An upper-case signing_key against an environment key (ids from the environment are
+    // lower-cased): blamed on the variable that set signing_key, listing the ids there are.
+    let err = sign(&[
+        ("VIDEO_ORIGIN_SIGNING__KEYS__K2026A", key),
+        ("VIDEO_ORIGIN_SIGNING__SIGNING_KEY", "K2026A"),
+    ]);
+    assert!(
+        err.contains("environment variable VIDEO_ORIGIN_SIGNING__SIGNING_KEY")
+            && err.contains("(k2026a)")
+            && err.contains("lower-cased"),
+        "{err}"
+    );
+    // Two keys from the environment and no signing_key: blamed on where the keys came from.
+    let err = sign(&[
+        ("VIDEO_ORIGIN_SIGNING__KEYS__A", key),
+        ("VIDEO_ORIGIN_SIGNING__KEYS__B", key),
+    ]);
+    assert!(
+        err.contains("environment variable VIDEO_ORIGIN_SIGNING__KEYS")
+            && !err.contains("embedded defaults")
+            && err.contains("(a, b)")
+            && err.contains("signing.signing_key"),
+        "{err}"
+    );
 }

@@ -123,10 +123,34 @@ impl SigningSettings {
             ("", _) => None,
             (id, _) => Some(id.to_owned()),
         };
+        let ids = || {
+            let ids: Vec<&str> = ring.iter().map(|(k, _)| k.as_str()).collect();
+            ids.join(", ")
+        };
         if signing.is_none() && ring.len() > 1 {
+            // Blamed on the keys (where they came from), not on the default empty signing_key.
+            return Err((
+                "signing.keys".into(),
+                format!(
+                    "several keys are configured ({}): name the one that signs in signing.signing_key (VIDEO_ORIGIN_SIGNING__SIGNING_KEY)",
+                    ids()
+                ),
+            ));
+        }
+        if let Some(id) = signing
+            .as_deref()
+            .filter(|id| !ring.iter().any(|(k, _)| k == id))
+        {
+            let configured = if ring.is_empty() {
+                "none".to_owned()
+            } else {
+                ids()
+            };
             return Err((
                 "signing.signing_key".into(),
-                "several keys are configured: name the one that signs".into(),
+                format!(
+                    "`{id}` is not among the configured keys ({configured}); ids set through environment variables are lower-cased"
+                ),
             ));
         }
         let keys =

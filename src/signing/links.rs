@@ -116,7 +116,9 @@ impl LinkMinter {
                 let (kid, key) = self
                     .keys
                     .signing()
-                    .ok_or("no signing key configured (signing.signing_key)")?;
+                    .ok_or(
+                        "signing.keys is empty: add a key, e.g. VIDEO_ORIGIN_SIGNING__KEYS__<ID>=hex:<64 hex digits> (ids from the environment are lower-cased) or a [signing.keys] table in the config",
+                    )?;
                 let (p, q) = native::mint(
                     kid,
                     key,
