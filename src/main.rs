@@ -24,7 +24,7 @@ enum Command {
         #[command(flatten)]
         common: Common,
         /// Public listen address (overrides server.listen).
-        #[arg(long, value_name = "ADDR:PORT")]
+        #[arg(long, value_name = "ADDR:PORT", value_parser = video_origin::config::parse_listen)]
         listen: Option<SocketAddr>,
     },
     /// Precompute content digests (ETags) for every file into the index file; a running
@@ -193,8 +193,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Index { common, verbose } => {
             let settings = load(&common, None)?;
-            let root = std::fs::canonicalize(&settings.assets.root)
-                .with_context(|| format!("asset root {}", settings.assets.root.display()))?;
+            let root = settings
+                .canonical_root()
+                .map_err(|r| anyhow::anyhow!("invalid configuration: key `assets.root`: {r}"))?;
             let out = settings.index_path(&root);
             let started = std::time::Instant::now();
             let mut last_report = started;

@@ -2,7 +2,8 @@
 //! present from start, readiness changes are logged once each, nearing the descriptor limit is
 //! warned (rate-limited, counted), a second server on a served port refuses to start, access-log
 //! durations have fixed precision, admin JSON errors name the field, signing-key errors name
-//! what is missing and where it came from, and `explain` words a refused path plainly.
+//! what is missing and where it came from, listen-address and asset-root errors name the value,
+//! its source and the expected form, and `explain` words a refused path plainly.
 //! (A client leaving mid-body is in streaming.rs.)
 
 mod common;
@@ -314,6 +315,39 @@ fn signing_key_errors_name_what_is_missing_and_where_it_came_from() {
             && !err.contains("embedded defaults")
             && err.contains("(a, b)")
             && err.contains("signing.signing_key"),
+        "{err}"
+    );
+}
+
+#[test]
+fn address_and_root_errors_name_the_value_the_source_and_the_form() {
+    let dir = assets(&[("a.mp4", b"x")]);
+    let root = dir.path().to_str().unwrap();
+    let (ok, _, err) = run_cli(&["serve", "--listen", "18841", "--assets", root], &[]);
+    assert!(!ok && err.contains("`18841` is not IP:PORT"), "{err}");
+    let (ok, _, err) = run_cli(
+        &["check-config", "--assets", root],
+        &[("VIDEO_ORIGIN_SERVER__LISTEN", "localhost:8080")],
+    );
+    assert!(
+        !ok && err.contains("environment variable VIDEO_ORIGIN_SERVER__LISTEN")
+            && err.contains("`localhost:8080` is not IP:PORT"),
+        "{err}"
+    );
+    // A missing root: the same words from serve, check-config and index, with where the value
+    // came from and what a relative path was taken from.
+    for command in ["serve", "check-config", "index"] {
+        let (ok, _, err) = run_cli(&[command, "--assets", "no-such-library"], &[]);
+        assert!(!ok, "{command}");
+        assert!(
+            err.contains("command line: --assets: key `assets.root`: cannot use no-such-library")
+                && err.contains("taken from the working directory"),
+            "{command}: {err}"
+        );
+    }
+    let (_, _, err) = run_cli(&["check-config"], &[]);
+    assert!(
+        err.contains("embedded defaults: key `assets.root`"),
         "{err}"
     );
 }

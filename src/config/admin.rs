@@ -10,6 +10,7 @@ use super::section::{Secret, Section};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminSettings {
+    #[serde(deserialize_with = "super::server::listen_address")]
     pub listen: SocketAddr,
     /// Bearer tokens by id (the id appears in audit logs, the token never). The admin listener
     /// starts only when at least one is set.

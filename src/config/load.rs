@@ -317,6 +317,15 @@ pub fn load(o: &Overrides) -> Result<Settings, ConfigError> {
             reason,
         }
     })?;
+    settings.canonical_root().map_err(|reason| ConfigError {
+        source: if o.assets.is_some() {
+            "command line: --assets".into()
+        } else {
+            source_of(&fig, "assets.root")
+        },
+        key: "assets.root".into(),
+        reason,
+    })?;
     settings.provenance = provenance;
     Ok(settings)
 }

@@ -25,7 +25,7 @@ pub use self::load::{
 pub use self::observe::{AccessFormat, LogFormat, LogSettings, MetricsSettings};
 pub use self::provenance::Provenance;
 pub use self::section::{Secret, Section};
-pub use self::server::{LimitSettings, ProxySettings, ServerSettings, TlsSettings};
+pub use self::server::{parse_listen, LimitSettings, ProxySettings, ServerSettings, TlsSettings};
 pub use self::serving::{
     AssetSettings, CacheSettings, MetadataSettings, RangeSettings, StreamingSettings,
 };

@@ -10,6 +10,7 @@ use super::section::Section;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerSettings {
+    #[serde(deserialize_with = "listen_address")]
     pub listen: SocketAddr,
     /// Start even when another process already listens on `listen` (the kernel then spreads
     /// connections over both, through SO_REUSEPORT).
@@ -81,6 +82,20 @@ pub struct ProxySettings {
     pub cdn: crate::server::client::EdgeCdn,
     /// Headers naming the client, in order of preference.
     pub client_headers: Vec<String>,
+}
+
+/// A listen address as `IP:PORT`; the error names the value and the expected form (host names
+/// are not resolved: a listener binds an address).
+pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    s.trim().parse().map_err(|_| {
+        format!("`{s}` is not IP:PORT (e.g. 127.0.0.1:8080, 0.0.0.0:8080 or [::]:8080; host names are not resolved)")
+    })
+}
+
+/// serde's side of [`parse_listen`].
+pub fn listen_address<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_listen(&s).map_err(serde::de::Error::custom)
 }
 
 impl ServerSettings {

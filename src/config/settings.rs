@@ -133,6 +133,31 @@ impl Settings {
         CachePolicy::compile(&self.cache.rules, self.cache.cdn)
     }
 
+    /// The asset root as a canonical directory path; the error says what is wrong with it and,
+    /// for a relative path, what it was taken relative to.
+    pub fn canonical_root(&self) -> Result<PathBuf, String> {
+        let given = &self.assets.root;
+        let relative = || {
+            if given.is_relative() {
+                let cwd = std::env::current_dir()
+                    .map_or_else(|_| "unknown".into(), |d| d.display().to_string());
+                format!(" (a relative path, taken from the working directory {cwd})")
+            } else {
+                String::new()
+            }
+        };
+        let root = std::fs::canonicalize(given)
+            .map_err(|e| format!("cannot use {}: {e}{}", given.display(), relative()))?;
+        if !root.is_dir() {
+            return Err(format!(
+                "{} is not a directory{}",
+                given.display(),
+                relative()
+            ));
+        }
+        Ok(root)
+    }
+
     /// The index file path, resolved against the asset root when relative.
     pub fn index_path(&self, root: &Path) -> PathBuf {
         root.join(&self.metadata.index_file)
