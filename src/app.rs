@@ -45,9 +45,7 @@ pub struct App {
 impl App {
     /// Builds the app; fails when the asset root is unusable or the digest index is corrupt.
     pub fn new(settings: Arc<Settings>) -> anyhow::Result<App> {
-        let root = settings
-            .canonical_root()
-            .map_err(|r| anyhow::anyhow!("invalid configuration: key `assets.root`: {r}"))?;
+        let root = settings.canonical_root().map_err(anyhow::Error::msg)?;
         let index_path = settings.index_path(&root);
         let index = load_index(&index_path).map_err(|e| {
             anyhow::anyhow!("cannot read digest index {}: {e}", index_path.display())

@@ -193,9 +193,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Index { common, verbose } => {
             let settings = load(&common, None)?;
-            let root = settings
-                .canonical_root()
-                .map_err(|r| anyhow::anyhow!("invalid configuration: key `assets.root`: {r}"))?;
+            let root = settings.canonical_root().map_err(anyhow::Error::msg)?;
             let out = settings.index_path(&root);
             let started = std::time::Instant::now();
             let mut last_report = started;

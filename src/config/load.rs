@@ -276,6 +276,8 @@ fn figment(o: &Overrides) -> Result<(Figment, Provenance), ConfigError> {
             access_rules: access_src,
             cache_rules: cache_src,
             replaced,
+            // Filled in by `load`, which knows the override.
+            assets_root: String::new(),
         },
     ))
 }
@@ -317,16 +319,14 @@ pub fn load(o: &Overrides) -> Result<Settings, ConfigError> {
             reason,
         }
     })?;
-    settings.canonical_root().map_err(|reason| ConfigError {
-        source: if o.assets.is_some() {
+    settings.provenance = Provenance {
+        assets_root: if o.assets.is_some() {
             "command line: --assets".into()
         } else {
             source_of(&fig, "assets.root")
         },
-        key: "assets.root".into(),
-        reason,
-    })?;
-    settings.provenance = provenance;
+        ..provenance
+    };
     Ok(settings)
 }
 

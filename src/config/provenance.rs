@@ -14,6 +14,8 @@ pub struct Provenance {
     pub cache_rules: Vec<String>,
     /// What a `replace_rules = true` dropped, one sentence each (shown as warnings).
     pub replaced: Vec<String>,
+    /// Source of `assets.root` (its errors come later, when the root is opened).
+    pub assets_root: String,
 }
 
 /// The source of rule `i` of a composed list.

@@ -133,9 +133,20 @@ impl Settings {
         CachePolicy::compile(&self.cache.rules, self.cache.cdn)
     }
 
-    /// The asset root as a canonical directory path; the error says what is wrong with it and,
-    /// for a relative path, what it was taken relative to.
+    /// The asset root as a canonical directory path. The error is the whole message: where the
+    /// value came from, what is wrong with it and, for a relative path, what it was taken
+    /// relative to (the same words from `serve`, `check-config` and `index`).
     pub fn canonical_root(&self) -> Result<PathBuf, String> {
+        self.open_root().map_err(|reason| {
+            let source = match self.provenance.assets_root.as_str() {
+                "" => "configuration",
+                s => s,
+            };
+            format!("invalid configuration: {source}: key `assets.root`: {reason}")
+        })
+    }
+
+    fn open_root(&self) -> Result<PathBuf, String> {
         let given = &self.assets.root;
         let relative = || {
             if given.is_relative() {
