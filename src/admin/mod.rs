@@ -1,6 +1,6 @@
 //! The admin API, on its own listener (never the public port).
 //!
-//! Every route but `/healthz` needs `Authorization: Bearer <token>`; tokens are compared in
+//! Every `/admin/...` route needs `Authorization: Bearer <token>`; tokens are compared in
 //! constant time against each configured one, and only the matching token's *id* is logged.
 //! Bodies are JSON, size-limited; malformed JSON or wrong fields are a 400 that names the
 //! field. Responses carry `Cache-Control: private, no-store`.
