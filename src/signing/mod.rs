@@ -302,3 +302,62 @@ mod tests {
         assert_eq!(canonical_ip(v6), v6);
     }
 }
+
+/// The property of the cargo-fuzz target (fuzz/fuzz_targets/token_parser.rs), run on every
+/// `cargo test`: any request target, random or shaped like a signed link, gets a clean accept
+/// or a reason from every token parser, never a panic (spec signed-urls §7 S-2).
+#[cfg(test)]
+mod parser_properties {
+    use super::keys::KeyRing;
+    use super::{akamai, canonical_path, cloudflare, native, Clock};
+    use proptest::prelude::*;
+
+    fn every_parser(path: &str, query: &str, salt: usize) {
+        let keys = KeyRing::new(vec![("k1".into(), vec![1u8; 32])], Some("k1".into())).unwrap();
+        let clock = Clock {
+            now: 1_700_000_000,
+            skew: 30,
+            max_ttl: 86_400,
+        };
+        let _ = native::verify(path, query, &keys, None, clock);
+        let rule = cloudflare::CloudflareRule {
+            ttl: 60,
+            url_safe: salt.is_multiple_of(2),
+            prefix_len: Some(salt % 40),
+        };
+        let _ = cloudflare::verify(path, query, &[vec![2u8; 32]], &rule, clock);
+        let _ = akamai::verify(
+            query,
+            path,
+            &[vec![3u8; 16]],
+            akamai::Algorithm::Sha256,
+            Some("127.0.0.1"),
+            clock,
+        );
+        let _ = canonical_path(path);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+
+        #[test]
+        fn any_text(text in "\\PC{0,400}", salt in 0usize..100) {
+            let (path, query) = text.split_once('?').unwrap_or((&text, ""));
+            every_parser(path, query, salt);
+        }
+
+        #[test]
+        fn link_shaped(
+            path in "(/[a-zA-Z0-9%._~-]{0,16}){0,5}",
+            params in proptest::collection::vec(
+                ("(vo|exp|kid|sig|ip|pfx|verify|hdnts|st|exp|acl|hmac|data|[a-z]{1,6})",
+                 "[A-Za-z0-9%~._:=!*/,+-]{0,80}"),
+                0..7,
+            ),
+            salt in 0usize..100,
+        ) {
+            let query: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            every_parser(&path, &query.join("&"), salt);
+        }
+    }
+}
