@@ -43,16 +43,10 @@ pub struct App {
 }
 
 impl App {
-    /// Builds the app; fails when the asset root is unusable or the digest index is corrupt.
+    /// Builds the app; fails when the asset root is unusable or the digest index is corrupt
+    /// (fs), or the S3 client cannot be built (s3; the bucket is checked by `check_store`).
     pub fn new(settings: Arc<Settings>) -> anyhow::Result<App> {
-        let root = settings.canonical_root().map_err(anyhow::Error::msg)?;
-        let index_path = settings.index_path(&root);
-        let index = load_index(&index_path).map_err(|e| {
-            anyhow::anyhow!("cannot read digest index {}: {e}", index_path.display())
-        })?;
-        if !index.is_empty() {
-            tracing::info!(entries = index.len(), path = %index_path.display(), "digest index loaded");
-        }
+        let store = Self::store(&settings)?;
         let policy = settings.cache_policy().map_err(|e| {
             anyhow::anyhow!(
                 "invalid configuration: key `cache.rules[{}].{}`: {}",
@@ -67,13 +61,6 @@ impl App {
                 .warnings()
                 .iter()
                 .map(|w| format!("cache policy: {w}")),
-        );
-        let metadata = MetadataCache::with_hashers(
-            settings.metadata.capacity,
-            Duration::from_secs(settings.metadata.ttl_secs),
-            index,
-            settings.metadata.inline_hash_max_bytes,
-            settings.metadata.hash_threads,
         );
         let parts = settings.signing_parts().map_err(|(key, reason)| {
             anyhow::anyhow!("invalid configuration: key `{key}`: {reason}")
@@ -142,7 +129,13 @@ impl App {
                 settings.limits.queue_max,
                 Duration::from_millis(settings.limits.queue_wait_ms),
             ),
-            metrics: Arc::new(crate::observe::metrics::Metrics::new()),
+            metrics: Arc::new({
+                let mut m = crate::observe::metrics::Metrics::new();
+                if let Some(s3) = store.s3() {
+                    m.register_store(s3.metrics());
+                }
+                m
+            }),
             clients: crate::server::client::ClientResolver::new(trusted, client_headers),
             public_connections: std::sync::atomic::AtomicUsize::new(0),
             sessions: crate::player::sessions::Sessions::default(),
@@ -152,17 +145,64 @@ impl App {
             cloudfront: tokio::sync::OnceCell::new(),
             access,
             minter,
-            store: Store::new(
-                root,
-                metadata,
-                settings.metadata.open_files,
-                Duration::from_secs(settings.metadata.open_file_idle_secs),
-                settings.streaming.read_size,
-            ),
+            store,
             policy,
             warnings,
             settings,
         })
+    }
+
+    /// The configured backend: the asset root with its digest index, or the bucket's client.
+    fn store(settings: &Settings) -> anyhow::Result<Store> {
+        if settings.storage.backend == crate::config::BackendKind::S3 {
+            let s3 =
+                crate::storage::s3::S3Store::new(&settings.storage.s3, settings.metadata.capacity)
+                    .map_err(|e| anyhow::anyhow!("storage.s3: cannot build the S3 client: {e}"))?;
+            return Ok(Store::S3(s3));
+        }
+        let root = settings.canonical_root().map_err(anyhow::Error::msg)?;
+        let index_path = settings.index_path(&root);
+        let index = load_index(&index_path).map_err(|e| {
+            anyhow::anyhow!("cannot read digest index {}: {e}", index_path.display())
+        })?;
+        if !index.is_empty() {
+            tracing::info!(entries = index.len(), path = %index_path.display(), "digest index loaded");
+        }
+        let metadata = MetadataCache::with_hashers(
+            settings.metadata.capacity,
+            Duration::from_secs(settings.metadata.ttl_secs),
+            index,
+            settings.metadata.inline_hash_max_bytes,
+            settings.metadata.hash_threads,
+        );
+        Ok(Store::Local(crate::storage::local::AssetStore::new(
+            root,
+            metadata,
+            settings.metadata.open_files,
+            Duration::from_secs(settings.metadata.open_file_idle_secs),
+            settings.streaming.read_size,
+        )))
+    }
+
+    /// For the s3 backend, that the bucket answers (startup fails fast otherwise, with the key
+    /// and the store's error code). Nothing to do for fs (the root was checked by `new`).
+    pub fn check_store(&self) -> anyhow::Result<()> {
+        let Some(s3) = self.store.s3() else {
+            return Ok(());
+        };
+        let from = &self.settings.provenance.s3_bucket;
+        s3.probe_blocking().map_err(|e| {
+            anyhow::anyhow!(
+                "invalid configuration: key `storage.s3.bucket` (from {from}): bucket \"{}\" is not usable: {e}",
+                s3.bucket()
+            )
+        })?;
+        tracing::info!(
+            bucket = s3.bucket(),
+            prefix = s3.prefix(),
+            "serving from the object store"
+        );
+        Ok(())
     }
 
     /// A warning when no access rule protects `path` (a link for it works, but so does the
@@ -182,9 +222,12 @@ impl App {
         let not_ready = if self.draining.load(std::sync::atomic::Ordering::Relaxed) {
             Some("draining".to_owned())
         } else {
-            std::fs::read_dir(self.store.root.as_path())
-                .err()
-                .map(|e| format!("asset root unreadable: {e}"))
+            match &self.store {
+                Store::Local(l) => std::fs::read_dir(l.root.as_path())
+                    .err()
+                    .map(|e| format!("asset root unreadable: {e}")),
+                Store::S3(s) => (!s.reachable()).then(|| "object store unreachable".to_owned()),
+            }
         };
         let now = if not_ready.is_some() { 2 } else { 1 };
         let before = self
@@ -193,7 +236,7 @@ impl App {
         match (&not_ready, before != now) {
             (Some(reason), true) => tracing::warn!(
                 reason = reason.as_str(),
-                root = %self.store.root.display(),
+                library = %self.store.describe(),
                 "readiness: not ready (/readyz answers 503)"
             ),
             // The first evaluation at startup is no change worth a line.
@@ -213,6 +256,12 @@ impl App {
         let spawned = std::thread::Builder::new()
             .name("health-watch".into())
             .spawn(move || loop {
+                // The store is asked directly, so readiness recovers without any traffic.
+                if let Some(s3) = app.store.s3() {
+                    if let Err(e) = s3.probe_blocking() {
+                        tracing::debug!(error = %e, "object store probe failed");
+                    }
+                }
                 app.is_ready();
                 app.check_descriptors(&mut warned);
                 std::thread::sleep(every);
@@ -248,14 +297,17 @@ impl App {
 
     /// The `/metrics` text, with live values read now.
     pub async fn render_metrics(&self) -> String {
-        let cache = self.store.stats().await;
+        let cache = match self.store.local() {
+            Some(l) => l.stats().await,
+            None => Default::default(),
+        };
         self.metrics.render(&crate::observe::metrics::Live {
             active_streams: self.streams.active(),
             queued_streams: self.streams.waiting(),
             cache_hits: cache.hits,
             cache_misses: cache.misses,
             cache_entries: cache.entries,
-            open_files: self.store.open_entries(),
+            open_files: self.store.local().map_or(0, |l| l.open_entries()),
             digests: cache.digests_computed,
             digest_seconds: cache.digest_seconds,
             open_fds: crate::observe::metrics::open_fds(),
@@ -271,7 +323,10 @@ impl App {
     /// seconds: a stat), so `video-origin index` after publishing helps a running server.
     pub fn spawn_index_reload(self: &Arc<Self>, every: Duration) {
         let app = Arc::clone(self);
-        let path = app.settings.index_path(&app.store.root);
+        let Some(local) = app.store.local() else {
+            return;
+        };
+        let path = app.settings.index_path(&local.root);
         let stamp = |p: &std::path::Path| {
             std::fs::metadata(p)
                 .ok()
@@ -290,7 +345,9 @@ impl App {
                 match load_index(&path) {
                     Ok(index) => {
                         tracing::info!(entries = index.len(), path = %path.display(), "digest index reloaded");
-                        app.store.metadata.replace_index(index);
+                        if let Some(local) = app.store.local() {
+                            local.metadata.replace_index(index);
+                        }
                     }
                     Err(e) => {
                         tracing::warn!(path = %path.display(), error = %e, "digest index unreadable; keeping the one in service")
@@ -308,6 +365,9 @@ impl App {
     /// notifications are unavailable (a watch limit, a network file system that sends none),
     /// files are hashed on first request as before; that is logged.
     pub fn spawn_watcher(self: &Arc<Self>) {
+        if self.store.local().is_none() {
+            return;
+        }
         let app = Arc::clone(self);
         // Watching a large library adds one watch per folder: done on the watcher's own thread
         // so it never delays startup. Files published before it is in place (the log says when)
@@ -324,8 +384,11 @@ impl App {
     pub fn spawn_warm_up(self: &Arc<Self>) {
         let app = Arc::clone(self);
         tokio::spawn(async move {
+            let Some(local) = app.store.local() else {
+                return;
+            };
             let started = std::time::Instant::now();
-            let root = Arc::clone(&app.store.root);
+            let root = Arc::clone(&local.root);
             let files = tokio::task::spawn_blocking(move || crate::storage::walk_files(&root))
                 .await
                 .unwrap_or_default();
@@ -335,7 +398,7 @@ impl App {
                 let Ok(asset) = crate::storage::path::normalize(&rel.replace('%', "%25")) else {
                     continue;
                 };
-                if app.store.open(&asset, true).await.is_ok() {
+                if local.open(&asset, true).await.is_ok() {
                     warmed += 1;
                 }
             }
@@ -352,6 +415,9 @@ impl App {
 /// closed or renamed into place under the root (small ones are hashed now, large ones queued
 /// for the background hashers).
 fn watch_library(app: &App) {
+    let Some(local) = app.store.local() else {
+        return;
+    };
     use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
     use notify::{EventKind, RecursiveMode, Watcher};
     let (tx, rx) = std::sync::mpsc::channel::<std::path::PathBuf>();
@@ -376,11 +442,11 @@ fn watch_library(app: &App) {
             return;
         }
     };
-    if let Err(e) = watcher.watch(&app.store.root, RecursiveMode::Recursive) {
+    if let Err(e) = watcher.watch(&local.root, RecursiveMode::Recursive) {
         tracing::warn!(error = %e, "cannot watch the asset root: files are hashed when first requested");
         return;
     }
-    tracing::info!(root = %app.store.root.display(), "watching the asset root for new and replaced files");
+    tracing::info!(root = %local.root.display(), "watching the asset root for new and replaced files");
     let Ok(rt) = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -389,14 +455,14 @@ fn watch_library(app: &App) {
     };
     while let Ok(path) = rx.recv() {
         let Some(asset) = path
-            .strip_prefix(app.store.root.as_path())
+            .strip_prefix(local.root.as_path())
             .ok()
             .and_then(|rel| rel.to_str())
             .and_then(|rel| crate::storage::path::normalize(&rel.replace('%', "%25")).ok())
         else {
             continue; // dotfiles (uploads in progress, the index), outside, not UTF-8
         };
-        let noticed = rt.block_on(app.store.open(&asset, false)).is_ok();
+        let noticed = rt.block_on(local.open(&asset, false)).is_ok();
         tracing::debug!(path = asset.as_str(), noticed, "library change");
     }
 }

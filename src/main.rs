@@ -193,6 +193,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Index { common, verbose } => {
             let settings = load(&common, None)?;
+            if settings.storage.backend == video_origin::config::BackendKind::S3 {
+                anyhow::bail!(
+                    "index: storage.backend = \"s3\": objects carry their digest in their `sha256` metadata, written by PUT /admin/assets; indexing a bucket's objects without it is not implemented yet (they are served with the store's ETag meanwhile)"
+                );
+            }
             let root = settings.canonical_root().map_err(anyhow::Error::msg)?;
             let out = settings.index_path(&root);
             let started = std::time::Instant::now();
@@ -367,6 +372,7 @@ fn raise_fd_limit() {
 fn serve(settings: Arc<Settings>) -> anyhow::Result<()> {
     raise_fd_limit();
     let app = Arc::new(App::new(Arc::clone(&settings))?);
+    app.check_store()?;
     let workers = match settings.server.workers {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
@@ -437,12 +443,15 @@ fn serve(settings: Arc<Settings>) -> anyhow::Result<()> {
     app.spawn_watcher();
     // Machine-readable line on stdout: tests and scripts learn the ephemeral port from it.
     println!("listening on {scheme}://{addr}");
-    tracing::info!(%addr, workers, root = %app.store.root.display(), mount = %settings.assets.mount, "video-origin serving");
+    tracing::info!(%addr, workers, library = %app.store.describe(), mount = %settings.assets.mount, "video-origin serving");
     // Uploads a crash interrupted leave hidden temporary files; sweep them off the start path.
-    let root = Arc::clone(&app.store.root);
+    // (In a bucket, interrupted multipart uploads are aborted by the upload itself, and a
+    // lifecycle rule catches those a crash left: see the README.)
+    let root = app.store.local().map(|l| Arc::clone(&l.root));
     std::thread::Builder::new()
         .name("upload-sweep".into())
         .spawn(move || {
+            let Some(root) = root else { return };
             let n = video_origin::storage::local::beneath::remove_abandoned_uploads(
                 &root,
                 Duration::from_secs(600),

@@ -190,6 +190,7 @@ fn rewrite_with_same_size_and_restored_mtime_changes_etag() {
     std::fs::write(&p, b"x{y:z}\n\n").unwrap(); // same 8 bytes long
     set_mtime(&p, mtime);
     assert_eq!(std::fs::metadata(&p).unwrap().modified().unwrap(), mtime);
+    srv.republish("style.css");
     let r = srv.get("/video/style.css", &[("If-None-Match", &etag)]);
     assert_eq!(r.status, 200, "old ETag must not validate new bytes");
     assert_ne!(r.h("etag"), etag);
@@ -210,5 +211,11 @@ fn future_mtime_is_clamped_to_date() {
         .unwrap();
     let srv = Server::start(dir.path(), &[]);
     let r = srv.get("/video/f.mp4", &[]);
-    assert_eq!(r.h("last-modified"), r.h("date"));
+    if srv.bucket.is_some() {
+        // A bucket has no future times (Last-Modified is when the object was written); the
+        // clamp still holds: never later than Date.
+        assert!(parse(r.h("last-modified")) <= parse(r.h("date")));
+    } else {
+        assert_eq!(r.h("last-modified"), r.h("date"));
+    }
 }

@@ -6,6 +6,9 @@
 //! upload removes the temporary file (also when the request is dropped mid-body) and leaves the
 //! old file untouched. Then the metadata caches are evicted, the digest recomputed, and the
 //! public path invalidated on the CDN.
+//!
+//! On the s3 backend the same calls stream into the bucket (`storage::s3::upload`): the old
+//! object stays until the new one is complete, and nothing partial is ever visible.
 
 use http::StatusCode;
 use http_body_util::BodyExt;
@@ -17,6 +20,8 @@ use crate::storage::body::OriginBody;
 use crate::storage::local::beneath::{upload_temp_name, Beneath, Folder, WriteRefusal};
 use crate::storage::local::open::OpenError;
 use crate::storage::path::{normalize, AssetPath, PathRejection};
+use crate::storage::s3::client::StoreError;
+use crate::storage::s3::S3Store;
 use crate::storage::Backend;
 
 /// Removes the temporary file unless the upload completed (covers early returns and a request
@@ -44,7 +49,12 @@ fn asset_path(raw: &str) -> Result<AssetPath, String> {
 
 /// The folder of `asset` under the root, opened beneath it (created if `create`).
 async fn folder(app: &App, asset: &AssetPath, create: bool) -> Result<Folder, WriteRefusal> {
-    let root = app.store.root.clone();
+    let Some(local) = app.store.local() else {
+        return Err(WriteRefusal::Io(std::io::Error::other(
+            "not the fs backend",
+        )));
+    };
+    let root = local.root.clone();
     let a = asset.clone();
     tokio::task::spawn_blocking(move || {
         Beneath::open(&root)
@@ -70,6 +80,9 @@ pub async fn put(
         Ok(a) => a,
         Err(why) => return error(StatusCode::BAD_REQUEST, &why),
     };
+    if let Some(s3) = app.store.s3() {
+        return put_s3(app, s3, who, asset, do_invalidate, body).await;
+    }
     let folder = match folder(app, &asset, true).await {
         Ok(f) => f,
         Err(WriteRefusal::Io(e)) => {
@@ -155,7 +168,10 @@ pub async fn put(
     guard.name = None; // renamed: nothing to clean up
     drop(guard);
     app.store.evict(asset.as_str()).await;
-    let meta = match app.store.open(&asset, true).await {
+    let Some(local) = app.store.local() else {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, "not the fs backend");
+    };
+    let meta = match local.open(&asset, true).await {
         Ok(opened) => opened.meta,
         Err(e) => {
             let why = match e {
@@ -204,6 +220,9 @@ pub async fn delete(
         Ok(a) => a,
         Err(why) => return error(StatusCode::BAD_REQUEST, &why),
     };
+    if let Some(s3) = app.store.s3() {
+        return delete_s3(app, s3, who, asset, do_invalidate).await;
+    }
     // Resolved and removed on one folder descriptor beneath the root: a folder swapped for a
     // symlink meanwhile cannot redirect the unlink.
     let removed = match folder(app, &asset, false).await {
@@ -223,6 +242,133 @@ pub async fn delete(
         Err(_) => return error(StatusCode::NOT_FOUND, "no such asset"),
     }
     app.store.evict(asset.as_str()).await;
+    let mut result =
+        serde_json::json!({"path": asset.as_str(), "deleted": true, "invalidation": null});
+    if do_invalidate {
+        match invalidate(app, &[url_path(app, &asset)]).await {
+            Ok(inv) => result["invalidation"] = serde_json::to_value(inv).unwrap_or_default(),
+            Err(e) => {
+                tracing::error!(target: "audit", who, action = "delete", path = asset.as_str(), outcome = "deleted, invalidation failed", code = %e.code);
+                return aws_failure(&e, result);
+            }
+        }
+    }
+    tracing::info!(target: "audit", who, action = "delete", path = asset.as_str(), outcome = "ok");
+    json(StatusCode::OK, result)
+}
+
+/// The answer to a store failure during an admin write: 503 with `Retry-After` when the store
+/// is unreachable or throttling, 502 for any other error of the store; the code is named.
+fn store_failure(e: &StoreError, what: &str) -> http::Response<OriginBody> {
+    let mut r = error(
+        match e {
+            StoreError::Failed {
+                reachable: false, ..
+            } => StatusCode::SERVICE_UNAVAILABLE,
+            StoreError::Failed { code, .. } if code == "SlowDown" || code.starts_with("HTTP 5") => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            _ => StatusCode::BAD_GATEWAY,
+        },
+        &format!("{what}; the old object is unchanged: object store said {e}"),
+    );
+    if r.status() == StatusCode::SERVICE_UNAVAILABLE {
+        r.headers_mut()
+            .insert(http::header::RETRY_AFTER, http::HeaderValue::from(1u64));
+    }
+    r
+}
+
+async fn put_s3(
+    app: &App,
+    s3: &S3Store,
+    who: &str,
+    asset: AssetPath,
+    do_invalidate: bool,
+    mut body: super::AdminBody,
+) -> http::Response<OriginBody> {
+    let existed = match s3.head(asset.as_str()).await {
+        Ok(_) => true,
+        Err(StoreError::NotFound) => false,
+        Err(e) => return store_failure(&e, "cannot check the object"),
+    };
+    let limit = app.settings.admin.max_upload_bytes;
+    // Dropped on any early return (or with the request): the multipart upload is aborted.
+    let mut upload = s3.upload(asset.as_str());
+    while let Some(frame) = body.frame().await {
+        let frame = match frame {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(target: "audit", who, action = "replace", path = asset.as_str(), outcome = "aborted", error = %e);
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "upload aborted; the old object is unchanged",
+                );
+            }
+        };
+        if let Some(data) = frame.data_ref() {
+            if upload.size() + data.len() as u64 > limit {
+                tracing::warn!(target: "audit", who, action = "replace", path = asset.as_str(), outcome = "too-large");
+                return error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    &format!("upload larger than admin.max_upload_bytes ({limit})"),
+                );
+            }
+            if let Err(e) = upload.write(data).await {
+                tracing::error!(target: "audit", who, action = "replace", path = asset.as_str(), outcome = "store failed", error = %e);
+                return store_failure(&e, "cannot upload");
+            }
+        }
+    }
+    let size = upload.size();
+    let stored = match upload.finish().await {
+        Ok(o) => o,
+        Err(e) => {
+            tracing::error!(target: "audit", who, action = "replace", path = asset.as_str(), outcome = "store failed", error = %e);
+            return store_failure(&e, "cannot complete the upload");
+        }
+    };
+    s3.evict(asset.as_str()).await;
+    let etag = stored.etag.as_ref().map(ToString::to_string);
+    let mut result = serde_json::json!({
+        "path": asset.as_str(),
+        "etag": etag,
+        "size": size,
+        "invalidation": null,
+    });
+    if do_invalidate {
+        match invalidate(app, &[url_path(app, &asset)]).await {
+            Ok(inv) => result["invalidation"] = serde_json::to_value(inv).unwrap_or_default(),
+            Err(e) => {
+                tracing::error!(target: "audit", who, action = "replace", path = asset.as_str(), size, outcome = "replaced, invalidation failed", code = %e.code);
+                return aws_failure(&e, result);
+            }
+        }
+    }
+    tracing::info!(target: "audit", who, action = "replace", path = asset.as_str(), size, etag = etag.unwrap_or_default(), outcome = "ok");
+    json(
+        if existed {
+            StatusCode::OK
+        } else {
+            StatusCode::CREATED
+        },
+        result,
+    )
+}
+
+async fn delete_s3(
+    app: &App,
+    s3: &S3Store,
+    who: &str,
+    asset: AssetPath,
+    do_invalidate: bool,
+) -> http::Response<OriginBody> {
+    match s3.delete(asset.as_str()).await {
+        Ok(()) => {}
+        Err(StoreError::NotFound) => return error(StatusCode::NOT_FOUND, "no such asset"),
+        Err(e) => return store_failure(&e, "cannot delete"),
+    }
+    s3.evict(asset.as_str()).await;
     let mut result =
         serde_json::json!({"path": asset.as_str(), "deleted": true, "invalidation": null});
     if do_invalidate {

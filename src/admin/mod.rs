@@ -212,7 +212,10 @@ pub async fn api(app: &App, req: Request<AdminBody>, peer: IpAddr) -> Response<O
             json(StatusCode::OK, serde_json::json!({"evicted": evicted}))
         }
         (Method::GET, "/admin/cache/stats") => {
-            let st = app.store.stats().await;
+            let st = match app.store.local() {
+                Some(l) => l.stats().await,
+                None => Default::default(),
+            };
             json(
                 StatusCode::OK,
                 serde_json::json!({
@@ -221,7 +224,7 @@ pub async fn api(app: &App, req: Request<AdminBody>, peer: IpAddr) -> Response<O
                     "misses": st.misses,
                     "digests_computed": st.digests_computed,
                     "digest_seconds": st.digest_seconds,
-                    "open_files": app.store.open_entries(),
+                    "open_files": app.store.local().map_or(0, |l| l.open_entries()),
                 }),
             )
         }

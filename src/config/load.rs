@@ -278,6 +278,7 @@ fn figment(o: &Overrides) -> Result<(Figment, Provenance), ConfigError> {
             replaced,
             // Filled in by `load`, which knows the override.
             assets_root: String::new(),
+            s3_bucket: String::new(),
         },
     ))
 }
@@ -325,6 +326,7 @@ pub fn load(o: &Overrides) -> Result<Settings, ConfigError> {
         } else {
             source_of(&fig, "assets.root")
         },
+        s3_bucket: source_of(&fig, "storage.s3.bucket"),
         ..provenance
     };
     Ok(settings)
@@ -362,6 +364,8 @@ const SECRET_KEYS: &[&str] = &[
     "origin_protection.values",
     "invalidation.access_key_id",
     "invalidation.secret_access_key",
+    "storage.s3.access_key_id",
+    "storage.s3.secret_access_key",
 ];
 
 fn is_secret_key(path: &[String]) -> bool {

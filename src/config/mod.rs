@@ -16,6 +16,7 @@ mod server;
 mod serving;
 mod settings;
 mod signing;
+mod storage;
 mod web;
 
 pub use self::admin::{AdminSettings, InvalidationSettings};
@@ -34,6 +35,7 @@ pub use self::signing::{
     AccessSettings, AkamaiSettings, CloudflareSettings, CloudfrontSettings, HashName, SigningParts,
     SigningSettings,
 };
+pub use self::storage::{BackendKind, S3Settings, StorageSettings};
 pub use self::web::{CorsSettings, OriginProtectionSettings, PlayerSettings};
 
 #[cfg(test)]

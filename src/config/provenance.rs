@@ -16,6 +16,8 @@ pub struct Provenance {
     pub replaced: Vec<String>,
     /// Source of `assets.root` (its errors come later, when the root is opened).
     pub assets_root: String,
+    /// Source of `storage.s3.bucket` (checked when the store is first asked, at startup).
+    pub s3_bucket: String,
 }
 
 /// The source of rule `i` of a composed list.

@@ -35,6 +35,7 @@ macro_rules! settings {
 settings! {
     server: super::server::ServerSettings,
     assets: super::serving::AssetSettings,
+    storage: super::storage::StorageSettings,
     ranges: super::serving::RangeSettings,
     metadata: super::serving::MetadataSettings,
     streaming: super::serving::StreamingSettings,

@@ -275,6 +275,25 @@ impl Metrics {
         family.get_or_create(&ResultLabels { result }).inc();
     }
 
+    /// Adds the object store's metrics (s3 backend).
+    pub fn register_store(&mut self, m: &crate::storage::s3::StoreMetrics) {
+        self.registry.register(
+            "store_requests",
+            "Object store calls, by operation (head, get, put, upload_part, copy, delete, list, head_bucket) and outcome",
+            m.calls.clone(),
+        );
+        self.registry.register(
+            "store_request_seconds",
+            "Object store call latency to the response head, by operation",
+            m.latency.clone(),
+        );
+        self.registry.register(
+            "store_read_bytes",
+            "Bytes read from the object store for response bodies",
+            m.bytes_read.clone(),
+        );
+    }
+
     /// The OpenMetrics text: event metrics plus `live` values read now.
     pub fn render(&self, live: &Live) -> String {
         let mut out = String::with_capacity(8192);

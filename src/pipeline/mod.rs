@@ -28,7 +28,7 @@ use crate::reply::{error_response, not_found, with_head, NO_STORE, PRIVATE_NO_ST
 use crate::signing::access::{Access, TokenRequest};
 use crate::storage::body::{OriginBody, Segment};
 use crate::storage::path::{self, AssetPath, PathRejection};
-use crate::storage::{Backend, LookupError, Store, Stored};
+use crate::storage::{Backend, LookupError, Object, Stored};
 
 /// Where a request points, as received.
 pub struct Target<'a> {
@@ -46,9 +46,6 @@ pub struct Target<'a> {
 /// as is: 404s and 304-free refusals are common enough not to box them).
 type Step<T> = Result<T, Response<OriginBody>>;
 
-/// The resource as the client is told about it.
-type Object = <Store as Backend>::Resource;
-
 /// Serves one GET/HEAD for `target`.
 pub async fn serve_asset(
     app: &App,
@@ -60,17 +57,39 @@ pub async fn serve_asset(
     let answer = async {
         let asset = resolve(app, target, now)?;
         let (access, mut note) = verify(app, &asset, target, now)?;
-        let object = lookup(app, &asset, now).await?;
-        let decision = decide(app, method, headers, &object, now);
-        let (status, head) = head(app, &asset, access, &decision, &object, &mut note, now);
-        let body = stream(app, method, &decision, &object, status, target.client, now).await?;
-        let mut resp = with_head(status, head, body);
-        resp.extensions_mut().insert(note);
-        Ok(resp)
+        // A remote store's version can be replaced between lookup and read: then once more.
+        let mut second = false;
+        loop {
+            let object = lookup(app, &asset, now).await?;
+            let decision = decide(app, method, headers, &object, now);
+            let (status, head) = head(app, &asset, access, &decision, &object, &mut note, now);
+            let body =
+                match stream(app, method, &decision, &object, status, target.client, now).await {
+                    Ok(body) => body,
+                    Err(Stop::Changed) if !second => {
+                        second = true;
+                        continue;
+                    }
+                    Err(Stop::Changed) => return Err(crate::reply::unavailable(1, now)),
+                    Err(Stop::Answer(r)) => return Err(r),
+                };
+            let mut resp = with_head(status, head, body);
+            resp.extensions_mut().insert(note);
+            return Ok(resp);
+        }
     };
     answer
         .await
         .unwrap_or_else(|early: Response<OriginBody>| early)
+}
+
+/// Why step 6 gave no body. (Rare, and the response is moved out at once: not boxed.)
+#[allow(clippy::large_enum_variant)]
+enum Stop {
+    /// The version was replaced before its bytes were read.
+    Changed,
+    /// An answer that ends the pipeline (503).
+    Answer(Response<OriginBody>),
 }
 
 /// Step 1: the normalized asset path.
@@ -149,6 +168,8 @@ async fn lookup(app: &App, asset: &AssetPath, now: SystemTime) -> Step<Object> {
             tracing::error!(path = asset.as_str(), error = %e, "cannot open asset");
             crate::reply::unavailable(1, now)
         }
+        // Lookups see the current version; only a read can find it replaced.
+        LookupError::Changed => crate::reply::unavailable(1, now),
     })
 }
 
@@ -251,7 +272,7 @@ async fn stream(
     status: StatusCode,
     client: std::net::IpAddr,
     now: SystemTime,
-) -> Step<OriginBody> {
+) -> Result<OriginBody, Stop> {
     if method != Method::GET {
         return Ok(OriginBody::Empty);
     }
@@ -264,14 +285,21 @@ async fn stream(
         });
     };
     match app.streams.acquire_or_wait(client).await {
-        Ok(permit) => Ok(app.store.body(object, segs).holding(permit)),
+        Ok(permit) => match app.store.body(object, segs).await {
+            Ok(body) => Ok(body.holding(permit)),
+            Err(LookupError::Changed) => Err(Stop::Changed),
+            Err(e) => {
+                tracing::error!(error = ?e, "cannot read the stored bytes");
+                Err(Stop::Answer(crate::reply::unavailable(1, now)))
+            }
+        },
         Err(shed) => {
             Metrics::count(&app.metrics.shed, shed.as_str());
             tracing::warn!(%client, reason = shed.as_str(), active = app.streams.active(), "stream shed");
-            Err(crate::reply::unavailable(
+            Err(Stop::Answer(crate::reply::unavailable(
                 app.settings.limits.retry_after_secs,
                 now,
-            ))
+            )))
         }
     }
 }

@@ -367,6 +367,22 @@ impl Plain {
                     .max(MIN_OFFER),
                 None => pace.want,
             };
+            // A remote store's chunk: wait for the next one only once the last is all sent.
+            if cold.is_empty() {
+                if let Some(OriginBody::Chunks(c)) = body.as_deref_mut().map(LoggedBody::origin_mut)
+                {
+                    match c.next_chunk().await {
+                        Some(Ok(chunk)) => cold = chunk,
+                        Some(Err(e)) => {
+                            if let Some(b) = body.as_deref_mut() {
+                                b.abort(&e);
+                            }
+                            return Err(e);
+                        }
+                        None => {}
+                    }
+                }
+            }
             if streaming.sendfile && head.is_empty() && cold.is_empty() {
                 if let Some(b) = body.as_deref_mut() {
                     if let Some(sent) = send_file(sock, b, take)? {
@@ -395,6 +411,7 @@ impl Plain {
                     None | Some(OriginBody::Empty) | Some(OriginBody::Bytes(None)) => &[],
                     Some(OriginBody::Bytes(Some(b))) => &b[..],
                     Some(OriginBody::File(_)) if !cold.is_empty() => &cold[..],
+                    Some(OriginBody::Chunks(_)) => &cold[..],
                     // With sendfile, the head goes alone; the file bytes follow by sendfile.
                     Some(OriginBody::File(f))
                         if streaming.sendfile
@@ -480,6 +497,7 @@ impl Plain {
                                         cold.advance(n);
                                     }
                                 }
+                                OriginBody::Chunks(_) => cold.advance(n),
                                 _ => {}
                             }
                             b.delivered(n);

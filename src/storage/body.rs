@@ -1,5 +1,5 @@
-//! Response bodies: a small fixed body, or a stream of segments (multipart framing and file
-//! bytes) read by the storage backend that holds them.
+//! Response bodies: a small fixed body, a stream of segments (multipart framing and file
+//! bytes) read from a local file, or chunks a remote backend's reader hands over one at a time.
 
 use std::io;
 use std::pin::Pin;
@@ -16,6 +16,62 @@ pub enum OriginBody {
     Empty,
     Bytes(Option<Bytes>),
     File(FileStream),
+    Chunks(ChunkStream),
+}
+
+/// A body whose bytes arrive from a reader task through a one-chunk channel: the reader waits
+/// until the previous chunk is taken, so a viewer that stops reading stops the reader too.
+pub struct ChunkStream {
+    rx: tokio::sync::mpsc::Receiver<io::Result<Bytes>>,
+    /// Bytes still owed; the body ends in an error if the reader stops before.
+    remaining: u64,
+    _guard: Option<Box<dyn std::any::Any + Send>>,
+}
+
+impl ChunkStream {
+    pub fn new(rx: tokio::sync::mpsc::Receiver<io::Result<Bytes>>, len: u64) -> Self {
+        ChunkStream {
+            rx,
+            remaining: len,
+            _guard: None,
+        }
+    }
+
+    /// The next chunk, waiting for the reader; `None` at the end. A reader that stops early
+    /// or sends more than owed is an error (the response ends short, never padded).
+    pub fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
+        if self.remaining == 0 {
+            return Poll::Ready(None);
+        }
+        match self.rx.poll_recv(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(Ok(b))) if b.len() as u64 <= self.remaining => {
+                self.remaining -= b.len() as u64;
+                Poll::Ready(Some(Ok(b)))
+            }
+            Poll::Ready(Some(Ok(_))) => {
+                self.remaining = 0;
+                Poll::Ready(Some(Err(io::Error::other(
+                    "store sent more bytes than asked",
+                ))))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                self.remaining = 0;
+                Poll::Ready(Some(Err(e)))
+            }
+            Poll::Ready(None) => {
+                self.remaining = 0;
+                Poll::Ready(Some(Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "store read ended early",
+                ))))
+            }
+        }
+    }
+
+    pub async fn next_chunk(&mut self) -> Option<io::Result<Bytes>> {
+        std::future::poll_fn(|cx| self.poll_chunk(cx)).await
+    }
 }
 
 impl OriginBody {
@@ -27,6 +83,10 @@ impl OriginBody {
     pub fn holding(self, guard: impl std::any::Any + Send) -> Self {
         match self {
             OriginBody::File(f) => OriginBody::File(f.holding(guard)),
+            OriginBody::Chunks(mut c) => {
+                c._guard = Some(Box::new(guard));
+                OriginBody::Chunks(c)
+            }
             other => other,
         }
     }
@@ -44,6 +104,7 @@ impl http_body::Body for OriginBody {
             OriginBody::Empty => Poll::Ready(None),
             OriginBody::Bytes(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             OriginBody::File(f) => Pin::new(f).poll_frame(cx),
+            OriginBody::Chunks(c) => c.poll_chunk(cx).map(|o| o.map(|r| r.map(Frame::data))),
         }
     }
 
@@ -52,6 +113,7 @@ impl http_body::Body for OriginBody {
             OriginBody::Empty => true,
             OriginBody::Bytes(b) => b.is_none(),
             OriginBody::File(f) => f.is_end_stream(),
+            OriginBody::Chunks(c) => c.remaining == 0,
         }
     }
 
@@ -60,6 +122,7 @@ impl http_body::Body for OriginBody {
             OriginBody::Empty => SizeHint::with_exact(0),
             OriginBody::Bytes(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             OriginBody::File(f) => f.size_hint(),
+            OriginBody::Chunks(c) => SizeHint::with_exact(c.remaining),
         }
     }
 }

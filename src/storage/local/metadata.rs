@@ -268,7 +268,7 @@ fn lower_this_threads_priority() {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct CacheStats {
     pub entries: u64,
     pub hits: u64,

@@ -80,13 +80,17 @@ impl super::Backend for AssetStore {
         }
     }
 
-    fn body(&self, resource: &OpenAsset, segments: Vec<super::Segment>) -> super::OriginBody {
-        super::OriginBody::File(read::FileStream::new(
+    async fn body(
+        &self,
+        resource: &OpenAsset,
+        segments: Vec<super::Segment>,
+    ) -> Result<super::OriginBody, super::LookupError> {
+        Ok(super::OriginBody::File(read::FileStream::new(
             Arc::clone(&resource.file),
             resource.meta.identity,
             segments,
             self.read_size,
-        ))
+        )))
     }
 
     async fn evict(&self, asset: &str) {
