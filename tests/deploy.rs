@@ -111,6 +111,56 @@ fn kubernetes_configmap_config_is_accepted_by_the_binary() {
 }
 
 #[test]
+fn kubernetes_s3_variant_validates_and_its_config_loads() {
+    // deploy/kubernetes/s3: the volume-less Deployment for the s3 backend (IRSA identity).
+    let dir = root().join("deploy/kubernetes/s3");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 3, "{files:?}");
+    let out = check(
+        Command::new(tool("kubernetes-validate"))
+            .args(["--strict", "--kubernetes-version", "1.37.0"])
+            .args(&files),
+    );
+    assert!(!out.contains("ERROR"), "{out}");
+    let deployment = std::fs::read_to_string(dir.join("deployment.yaml")).unwrap();
+    assert!(!deployment.contains("persistentVolumeClaim"));
+    for json in ["iam-policy.json", "lifecycle.json"] {
+        let text = std::fs::read_to_string(dir.join(json)).unwrap();
+        serde_json::from_str::<serde_json::Value>(&text).unwrap();
+    }
+    let cm = std::fs::read_to_string(dir.join("configmap.yaml")).unwrap();
+    let start = cm.find("origin.toml: |\n").unwrap() + "origin.toml: |\n".len();
+    let toml: String = cm[start..]
+        .lines()
+        .map(|l| l.strip_prefix("    ").unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("origin.toml");
+    std::fs::write(&file, toml).unwrap();
+    let out = check(
+        Command::new(BIN)
+            .args(["check-config", "--config"])
+            .arg(&file)
+            .env("VIDEO_ORIGIN_SIGNING__KEYS__K2026A", TEST_KEY)
+            .env(
+                "VIDEO_ORIGIN_ADMIN__TOKENS__OPS",
+                "admin-token-0123456789abcdef0123456789",
+            )
+            .env(
+                "VIDEO_ORIGIN_ORIGIN_PROTECTION__VALUES",
+                "[\"cdn-secret-0123456789abcdef\"]",
+            ),
+    );
+    assert!(out.contains("backend = \"s3\""), "{out}");
+}
+
+#[test]
 fn dockerfile_passes_hadolint() {
     check(Command::new(tool("hadolint")).arg(root().join("deploy/Dockerfile")));
 }
