@@ -194,9 +194,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Index { common, verbose } => {
             let settings = load(&common, None)?;
             if settings.storage.backend == video_origin::config::BackendKind::S3 {
-                anyhow::bail!(
-                    "index: storage.backend = \"s3\": objects carry their digest in their `sha256` metadata, written by PUT /admin/assets; indexing a bucket's objects without it is not implemented yet (they are served with the store's ETag meanwhile)"
-                );
+                return index_bucket(&settings, verbose);
             }
             let root = settings.canonical_root().map_err(anyhow::Error::msg)?;
             let out = settings.index_path(&root);
@@ -236,6 +234,53 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             serve(settings)
         }
     }
+}
+
+/// `index` on the s3 backend: records the digest of every object that lacks it.
+fn index_bucket(settings: &Settings, verbose: bool) -> anyhow::Result<()> {
+    use video_origin::storage::s3::index::Indexed;
+    let app = App::new(Arc::new(settings.clone()))?;
+    app.check_store()?;
+    let store = app.store.s3().expect("the s3 backend");
+    let started = std::time::Instant::now();
+    let mut last_report = started;
+    let mut hashed = 0u64;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let summary = rt
+        .block_on(store.index(|asset, outcome, size, done, total| {
+            if let Indexed::Recorded(_) = outcome {
+                hashed += size;
+            }
+            if verbose {
+                let what = match outcome {
+                    Indexed::Had => "had its digest".to_owned(),
+                    Indexed::Recorded(d) => hex::encode(d),
+                    Indexed::Changed => "replaced meanwhile, left alone".to_owned(),
+                };
+                eprintln!("{asset}  {size} bytes  {what}");
+            }
+            if done == total || last_report.elapsed() >= Duration::from_secs(1) {
+                last_report = std::time::Instant::now();
+                let secs = started.elapsed().as_secs_f64().max(1e-3);
+                eprintln!(
+                    "indexed {done}/{total} objects, {:.1} MiB hashed, {:.0} MB/s",
+                    hashed as f64 / 1048576.0,
+                    hashed as f64 / 1e6 / secs
+                );
+            }
+        }))
+        .map_err(|e| anyhow::anyhow!("index: object store said {e}"))?;
+    println!(
+        "indexed {} objects in s3://{}/{}: {} digests recorded, {} replaced meanwhile and left alone",
+        summary.objects,
+        store.bucket(),
+        store.prefix(),
+        summary.recorded,
+        summary.changed
+    );
+    Ok(())
 }
 
 fn parse_ttl(s: &str) -> Result<u64, String> {

@@ -296,22 +296,38 @@ fn replacing_during_range_reads_never_mixes_versions() {
     );
 }
 
-/// A loopback TCP proxy in front of moto that can pass, refuse, or cut responses short.
+/// A loopback TCP proxy in front of moto that can pass, refuse, cut responses short, or
+/// throttle the way S3 does (503 `SlowDown`, documented in the S3 API reference's error codes).
 struct Proxy {
     port: u16,
     /// 0 pass, 1 refuse (close at once), 2 pass the first 64 KiB of each response, then cut.
     mode: Arc<AtomicU8>,
+    /// Connections still to answer with 503 SlowDown (any mode).
+    throttle: Arc<std::sync::atomic::AtomicUsize>,
 }
+
+const SLOW_DOWN: &str = "HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nContent-Length: 111\r\nConnection: close\r\n\r\n<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>SlowDown</Code><Message>Reduce your rate</Message></Error>";
 
 impl Proxy {
     fn start(target: u16) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let mode = Arc::new(AtomicU8::new(0));
+        let throttle = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let m = Arc::clone(&mode);
+        let t = Arc::clone(&throttle);
         std::thread::spawn(move || {
             for conn in listener.incoming() {
-                let Ok(client) = conn else { continue };
+                let Ok(mut client) = conn else { continue };
+                if t.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                    .is_ok()
+                {
+                    // Read the request head, then answer as a throttling S3 does.
+                    let mut buf = [0u8; 4096];
+                    let _ = client.read(&mut buf);
+                    let _ = client.write_all(SLOW_DOWN.as_bytes());
+                    continue;
+                }
                 let mode = m.load(Ordering::Relaxed);
                 if mode == 1 {
                     drop(client);
@@ -348,7 +364,11 @@ impl Proxy {
                 });
             }
         });
-        Proxy { port, mode }
+        Proxy {
+            port,
+            mode,
+            throttle,
+        }
     }
 }
 
@@ -372,6 +392,28 @@ fn a_store_outage_is_503_and_not_ready_then_recovers() {
     );
     assert_eq!(srv.get("/video/o.mp4", &[]).body, video);
     assert_eq!(srv.get("/readyz", &[]).status, 200);
+
+    // Throttled once: the retry (with backoff) within the attempt budget serves it.
+    proxy.throttle.store(1, Ordering::Relaxed);
+    let r = srv.get("/video/o.mp4", &[("Range", "bytes=0-99")]);
+    assert_eq!(r.status, 206);
+    assert_eq!(r.body, &video[..100]);
+    assert_eq!(
+        proxy.throttle.load(Ordering::Relaxed),
+        0,
+        "the store was asked twice"
+    );
+    // Throttled past the budget (2 attempts): 503 with Retry-After, not a 500.
+    proxy.throttle.store(2, Ordering::Relaxed);
+    let r = srv.get("/video/o.mp4", &[]);
+    assert_eq!(r.status, 503);
+    assert!(r.header("retry-after").is_some());
+    // A lookup is a HEAD, whose answer has no body to name the code: the status is logged.
+    let log = srv.log_text();
+    assert!(
+        log.contains("object store: HTTP 503") || log.contains("SlowDown"),
+        "the store's answer is logged:\n{log}"
+    );
 
     proxy.mode.store(1, Ordering::Relaxed);
     let r = srv.get("/video/o.mp4", &[]);
@@ -458,4 +500,96 @@ fn a_bucket_that_does_not_answer_stops_startup_with_the_key() {
     );
     assert!(!ok);
     assert!(err.contains("storage.s3.bucket"), "{err}");
+}
+
+#[test]
+fn a_viewer_that_stops_reading_does_not_make_the_origin_read_the_object() {
+    let moto = Moto::shared();
+    let bucket = Bucket::new(&moto.endpoint);
+    let big = vec![7u8; 48 << 20];
+    bucket.put("huge.mp4", &big, true);
+    let (_e, srv) = replica(&bucket, &moto.endpoint, &[]);
+    let mut s = srv.connect();
+    s.write_all(b"GET /video/huge.mp4 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut first = vec![0u8; 64 << 10];
+    s.read_exact(&mut first).unwrap();
+    // The viewer stalls. Give the origin time to read ahead, if it would.
+    std::thread::sleep(Duration::from_secs(2));
+    let read = metric(&scrape(&srv), "video_origin_store_read_bytes_total").unwrap();
+    assert!(
+        read < (16u64 << 20) as f64,
+        "read {read} bytes of a 48 MiB object for a viewer that took 64 KiB"
+    );
+    drop(s);
+}
+
+#[test]
+fn index_records_digests_in_the_bucket_without_clobbering() {
+    let moto = Moto::shared();
+    let bucket = Bucket::new(&moto.endpoint);
+    let a = b"bytes published by some other tool".to_vec();
+    bucket.put("pub/a.mp4", &a, false);
+    bucket.put("pub/b.mp4", b"already indexed", true);
+    let (_e, srv) = replica(
+        &bucket,
+        &moto.endpoint,
+        &[("VIDEO_ORIGIN_STORAGE__S3__METADATA_TTL_SECS", "1")],
+    );
+    assert!(srv
+        .get("/video/pub/a.mp4", &[])
+        .h("etag")
+        .starts_with("\"s3-"));
+    let env = bucket.env();
+    let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let (ok, out, err) = run_cli(&["index", "--verbose"], &pairs);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("indexed 2 objects"), "{out}");
+    assert!(out.contains("1 digests recorded"), "{out}");
+    assert!(
+        err.contains("pub/b.mp4") && err.contains("had its digest"),
+        "{err}"
+    );
+    assert!(err.contains("indexed 2/2 objects"), "{err}");
+    assert!(!err.contains("test-secret-never-logged") && !out.contains("test-secret-never-logged"));
+    // Every replica now sends the content digest, as the fs backend would.
+    assert!(eventually(Duration::from_secs(4), || srv
+        .get("/video/pub/a.mp4", &[])
+        .h("etag")
+        == sha_etag(&a)));
+    assert_eq!(bucket.get("pub/a.mp4").unwrap(), a, "bytes unchanged");
+    let (ok, out, _) = run_cli(&["index"], &pairs);
+    assert!(ok && out.contains("0 digests recorded"), "{out}");
+}
+
+#[test]
+fn a_replaced_object_is_never_served_under_the_old_validator() {
+    // The lookup is cached for a minute; the object is replaced behind the replica's back. The
+    // ranged GET is pinned to the version looked up (If-Match), so the store refuses it, and
+    // the replica looks up again instead of sending new bytes under the old ETag and length.
+    let moto = Moto::shared();
+    let bucket = Bucket::new(&moto.endpoint);
+    let v1 = b"first version".to_vec();
+    bucket.put("p.mp4", &v1, true);
+    let (_e, srv) = replica(
+        &bucket,
+        &moto.endpoint,
+        &[("VIDEO_ORIGIN_STORAGE__S3__METADATA_TTL_SECS", "60")],
+    );
+    assert_eq!(srv.get("/video/p.mp4", &[]).h("etag"), sha_etag(&v1));
+    let v2 = b"the second version, longer".to_vec();
+    bucket.put("p.mp4", &v2, true);
+    let r = srv.get("/video/p.mp4", &[]);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, v2);
+    assert_eq!(r.h("etag"), sha_etag(&v2));
+    assert_eq!(r.content_length(), v2.len());
+    assert!(
+        metric(
+            &scrape(&srv),
+            "video_origin_store_requests_total{operation=\"get\",outcome=\"replaced\"}"
+        )
+        .unwrap_or(0.0)
+            >= 1.0
+    );
 }

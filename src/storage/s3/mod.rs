@@ -12,6 +12,7 @@
 //!   whether the store answers; `/readyz` says 503 while it does not.
 
 pub mod client;
+pub mod index;
 pub mod object;
 pub mod upload;
 

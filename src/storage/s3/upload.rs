@@ -253,7 +253,16 @@ async fn commit(
         abort(&shared, &mp).await;
         return Err(e);
     }
-    let copied = copy(&shared, &mp.staging, &key, size, &hex_digest, content_type).await;
+    let copied = copy(
+        &shared,
+        &mp.staging,
+        &key,
+        size,
+        &hex_digest,
+        content_type,
+        None,
+    )
+    .await;
     let started = Instant::now();
     let removed = shared
         .client
@@ -272,14 +281,16 @@ async fn commit(
 }
 
 /// Server-side copy of `from` onto `to` with new metadata: one `CopyObject` up to 5 GiB, else
-/// a multipart upload of `UploadPartCopy` ranges (S3's rule for large copies).
-async fn copy(
+/// a multipart upload of `UploadPartCopy` ranges (S3's rule for large copies). With
+/// `if_match`, only while the source still has that store ETag (`Replaced` otherwise).
+pub(super) async fn copy(
     shared: &Shared,
     from: &str,
     to: &str,
     size: u64,
     hex_digest: &str,
     content_type: &'static str,
+    if_match: Option<&str>,
 ) -> Result<(), StoreError> {
     let source = object::copy_source(&shared.bucket, from);
     if size <= COPY_MAX {
@@ -290,6 +301,7 @@ async fn copy(
             .bucket(&shared.bucket)
             .key(to)
             .copy_source(&source)
+            .set_copy_source_if_match(if_match.map(str::to_owned))
             .metadata_directive(MetadataDirective::Replace)
             .metadata(object::DIGEST_FIELD, hex_digest)
             .content_type(content_type)
@@ -331,6 +343,7 @@ async fn copy(
                 .upload_id(&mp.upload_id)
                 .part_number(number)
                 .copy_source(&source)
+                .set_copy_source_if_match(if_match.map(str::to_owned))
                 .copy_source_range(object::range_header(start, end))
                 .send()
                 .await
