@@ -110,7 +110,9 @@ pub fn classify<E: ProvideErrorMetadata>(e: &SdkError<E, HttpResponse>) -> Store
 }
 
 /// Builds the client (no network: credentials from the chain are looked up on first use).
-pub async fn build(s: &S3Settings) -> aws_sdk_s3::Client {
+pub async fn build(s: &S3Settings) -> std::io::Result<aws_sdk_s3::Client> {
+    let http =
+        super::connector::SmallBufferClient::shared(Duration::from_millis(s.connect_timeout_ms))?;
     use aws_config::retry::RetryConfig;
     use aws_config::timeout::TimeoutConfig;
     let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
@@ -141,6 +143,7 @@ pub async fn build(s: &S3Settings) -> aws_sdk_s3::Client {
     let shared = loader.load().await;
     let config = aws_sdk_s3::config::Builder::from(&shared)
         .force_path_style(s.force_path_style)
+        .http_client(http)
         .build();
-    aws_sdk_s3::Client::from_conf(config)
+    Ok(aws_sdk_s3::Client::from_conf(config))
 }

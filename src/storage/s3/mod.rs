@@ -12,6 +12,7 @@
 //!   whether the store answers; `/readyz` says 503 while it does not.
 
 pub mod client;
+pub mod connector;
 pub mod index;
 pub mod object;
 pub mod upload;
@@ -215,7 +216,7 @@ impl S3Store {
                 .spawn(|| runtime.block_on(client::build(s)))
                 .join()
                 .map_err(|_| io::Error::other("building the S3 client panicked"))
-        })?;
+        })??;
         let ttl = |secs: u64| (secs > 0).then(|| Duration::from_secs(secs));
         Ok(S3Store {
             shared: Arc::new(Shared {
@@ -512,19 +513,20 @@ async fn copy_range(
 ) -> bool {
     let mut got = 0u64;
     loop {
+        // Room in the channel first, then a chunk from the store: a stalled viewer leaves the
+        // next chunk unread in the store's connection instead of held here.
+        let Ok(permit) = tx.reserve().await else {
+            return false;
+        };
         match body.try_next().await {
             Ok(Some(chunk)) => {
                 got += chunk.len() as u64;
                 shared.metrics.bytes_read.inc_by(chunk.len() as u64);
                 if got > want {
-                    let _ = tx
-                        .send(Err(io::Error::other("store sent more bytes than asked")))
-                        .await;
+                    permit.send(Err(io::Error::other("store sent more bytes than asked")));
                     return false;
                 }
-                if tx.send(Ok(chunk)).await.is_err() {
-                    return false;
-                }
+                permit.send(Ok(chunk));
             }
             Ok(None) if got == want => return true,
             Ok(None) => {
@@ -534,17 +536,15 @@ async fn copy_range(
                     want,
                     "store body ended short"
                 );
-                let _ = tx
-                    .send(Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "store body ended short",
-                    )))
-                    .await;
+                permit.send(Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "store body ended short",
+                )));
                 return false;
             }
             Err(e) => {
                 tracing::warn!(key = object.key.as_str(), error = %e, "store body failed mid-stream");
-                let _ = tx.send(Err(io::Error::other(e.to_string()))).await;
+                permit.send(Err(io::Error::other(e.to_string())));
                 return false;
             }
         }
