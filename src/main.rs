@@ -114,6 +114,8 @@ fn init_logging(settings: &Settings) {
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Text => builder.init(),
     }
+    // Access lines in the same format, without the formatter's per-field cost.
+    video_origin::observe::access_log::write_directly(settings.log.format);
 }
 
 fn main() -> std::process::ExitCode {

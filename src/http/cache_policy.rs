@@ -109,12 +109,22 @@ struct Rule {
     surrogate_key: bool,
 }
 
+/// Paths whose 2xx headers the policy keeps rendered.
+const RENDERED_PATHS: u64 = 10_000;
+
 #[derive(Debug, Clone)]
 pub struct CachePolicy {
     rules: Vec<Rule>,
     cdn: Cdn,
     warnings: Vec<String>,
+    /// 2xx headers already worked out for a served path (rule matching and tag rendering run
+    /// once per file, not per response), with the rule's index. Only paths that exist reach
+    /// it, and it is bounded.
+    rendered: moka::sync::Cache<String, Rendered>,
 }
+
+/// Headers for a path, and the position of the rule that made them (None: the fallback).
+type Rendered = (Vec<(HeaderName, HeaderValue)>, Option<usize>);
 
 /// Which rule applied and the headers it produced (for `video-origin explain`).
 #[derive(Debug, Clone)]
@@ -295,6 +305,7 @@ impl CachePolicy {
             rules: compiled,
             cdn,
             warnings,
+            rendered: moka::sync::Cache::new(RENDERED_PATHS),
         })
     }
 
@@ -318,6 +329,23 @@ impl CachePolicy {
         path: &str,
         class: ResponseClass,
     ) -> (Vec<(HeaderName, HeaderValue)>, Option<&std::sync::Arc<str>>) {
+        if class == ResponseClass::Success {
+            let (headers, index) = match self.rendered.get(path) {
+                Some(hit) => hit,
+                None => {
+                    let made = match self.find(path, class) {
+                        Some(rule) => (
+                            Self::render(rule, path),
+                            self.rules.iter().position(|r| std::ptr::eq(r, rule)),
+                        ),
+                        None => (Self::fallback(class), None),
+                    };
+                    self.rendered.insert(path.to_owned(), made.clone());
+                    made
+                }
+            };
+            return (headers, index.map(|i| &self.rules[i].log_label));
+        }
         match self.find(path, class) {
             Some(rule) => (Self::render(rule, path), Some(&rule.log_label)),
             None => (Self::fallback(class), None),

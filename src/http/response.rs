@@ -192,8 +192,30 @@ pub fn error_text(status: StatusCode) -> &'static str {
     }
 }
 
+/// An HTTP-date header value. The last few distinct seconds formatted on this thread are kept:
+/// `Date` changes once a second and a hot file's `Last-Modified` not at all, so nearly every
+/// response reuses a value instead of formatting and allocating one.
 fn http_date(t: SystemTime) -> HeaderValue {
-    header_value(&httpdate::fmt_http_date(t))
+    use std::cell::RefCell;
+    const SLOTS: usize = 4;
+    thread_local! {
+        static RECENT: RefCell<[(u64, Option<HeaderValue>); SLOTS]> =
+            const { RefCell::new([(0, None), (0, None), (0, None), (0, None)]) };
+        static NEXT: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
+    let secs = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    RECENT.with_borrow_mut(|recent| {
+        if let Some((_, Some(v))) = recent.iter().find(|(s, v)| *s == secs && v.is_some()) {
+            return v.clone();
+        }
+        let v = header_value(&httpdate::fmt_http_date(t));
+        let slot = NEXT.get();
+        NEXT.set((slot + 1) % SLOTS);
+        recent[slot] = (secs, Some(v.clone()));
+        v
+    })
 }
 
 /// Every value we build is ASCII without control characters; fall back to an empty value

@@ -2,12 +2,20 @@
 //! away. `structured` is a tracing event (text or JSON like every other line: request-derived
 //! values are recorded as strings, so the text format quotes and escapes them); `combined` is
 //! the nginx/Apache combined line with our extras, escaped byte by byte.
+//!
+//! When the binary set up logging itself ([`write_directly`]), the structured line is written
+//! straight to the log writer, byte for byte what tracing-subscriber's formatter writes for the
+//! event (text: `ts  INFO access: k=v …`, strings quoted and escaped as `Debug` does; JSON: one
+//! object, strings JSON-escaped), but without its per-field dynamic dispatch and formatting
+//! machinery: that was the largest user-space cost of a small request. `RUST_LOG`/`log.level`
+//! still decide whether the line is written. An application embedding the library keeps the
+//! tracing event, for its own subscriber.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::config::AccessFormat;
+use crate::config::{AccessFormat, LogFormat};
 use crate::observe::metrics::Route;
 
 /// What a handler tells the access log beyond status and bytes (a response extension).
@@ -38,10 +46,26 @@ pub struct AccessRecord {
     pub referer: Option<String>,
 }
 
+static DIRECT: std::sync::OnceLock<LogFormat> = std::sync::OnceLock::new();
+
+/// Writes structured access lines straight to the log writer, in `format` (set once by the
+/// binary, with the subscriber whose output it matches).
+pub fn write_directly(format: LogFormat) {
+    let _ = DIRECT.set(format);
+}
+
 /// Writes the line for `r` in `format`: `sent` body bytes, `complete` when the body ended.
 pub fn write(format: AccessFormat, r: &AccessRecord, sent: u64, complete: bool) {
     match format {
         AccessFormat::Off => {}
+        AccessFormat::Structured if DIRECT.get().is_some() => {
+            if tracing::enabled!(target: "access", tracing::Level::INFO) {
+                use std::io::Write;
+                let json = DIRECT.get() == Some(&LogFormat::Json);
+                let line = structured_line(r, sent, complete, json, std::time::SystemTime::now());
+                let _ = crate::observe::logbuf::LineWriter.write_all(line.as_bytes());
+            }
+        }
         AccessFormat::Structured => tracing::info!(
             target: "access",
             client = %r.client,
@@ -67,6 +91,116 @@ pub fn write(format: AccessFormat, r: &AccessRecord, sent: u64, complete: bool) 
             let _ = crate::observe::logbuf::LineWriter.write_all(line.as_bytes());
         }
     }
+}
+
+/// The structured line as tracing-subscriber's text or JSON formatter writes the event.
+fn structured_line(
+    r: &AccessRecord,
+    sent: u64,
+    complete: bool,
+    json: bool,
+    now: std::time::SystemTime,
+) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(320);
+    let duration_ms = (r.started.elapsed().as_secs_f64() * 1e6).round() / 1e3;
+    let strings: [(&str, &str); 7] = [
+        ("path", r.path.as_str()),
+        ("range", r.range.as_deref().unwrap_or("-")),
+        ("cache_rule", r.note.cache_rule.as_deref().unwrap_or("-")),
+        ("token", r.note.token.unwrap_or("-")),
+        ("cdn", r.cdn.as_ref().map_or("-", |c| c.0)),
+        (
+            "cdn_pop",
+            r.cdn.as_ref().and_then(|c| c.1.as_deref()).unwrap_or("-"),
+        ),
+        ("session", r.session.as_deref().unwrap_or("-")),
+    ];
+    if json {
+        out.push_str("{\"timestamp\":\"");
+        rfc3339_micros(&mut out, now);
+        let _ = write!(
+            out,
+            "\",\"level\":\"INFO\",\"client\":\"{}\",\"peer\":\"{}\",\"method\":\"{}\",\"path\":",
+            r.client, r.peer, r.method
+        );
+        json_string(&mut out, strings[0].1);
+        let _ = write!(
+            out,
+            ",\"proto\":\"{:?}\",\"status\":{},\"bytes\":{sent},\"range\":",
+            r.version, r.status
+        );
+        json_string(&mut out, strings[1].1);
+        let _ = write!(
+            out,
+            ",\"complete\":{complete},\"duration_ms\":{duration_ms:?}"
+        );
+        for (k, v) in &strings[2..] {
+            let _ = write!(out, ",\"{k}\":");
+            json_string(&mut out, v);
+        }
+        out.push_str(",\"target\":\"access\"}\n");
+    } else {
+        rfc3339_micros(&mut out, now);
+        let _ = write!(
+            out,
+            "  INFO access: client={} peer={} method={} path={:?} proto={:?} status={} bytes={sent} range={:?} complete={complete} duration_ms={duration_ms:?}",
+            r.client, r.peer, r.method, strings[0].1, r.version, r.status, strings[1].1
+        );
+        for (k, v) in &strings[2..] {
+            let _ = write!(out, " {k}={v:?}");
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// `2026-11-30T10:48:18.840958Z`, as tracing-subscriber's default timer writes it.
+fn rfc3339_micros(out: &mut String, t: std::time::SystemTime) {
+    use std::fmt::Write;
+    let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let _ = write!(
+        out,
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_micros()
+    );
+}
+
+/// A JSON string literal, escaped as serde_json does.
+fn json_string(out: &mut String, s: &str) {
+    use std::fmt::Write;
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{08}' => out.push_str("\\b"),
+            '\u{0c}' => out.push_str("\\f"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
 }
 
 /// `client - - [day/Mon/year:HH:MM:SS +0000] "METHOD path PROTO" status bytes "referer" "ua"`
@@ -119,4 +253,120 @@ fn escape(s: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record() -> AccessRecord {
+        AccessRecord {
+            method: http::Method::GET,
+            version: http::Version::HTTP_11,
+            path: "/video/a \"b\"\\c\u{1}\n.mp4".into(),
+            status: 206,
+            peer: "127.0.0.1:4000".parse().unwrap(),
+            client: "203.0.113.9".parse().unwrap(),
+            range: Some("bytes=0-9".into()),
+            started: Instant::now(),
+            route: Route::Asset,
+            note: AccessNote {
+                cache_rule: Some("media".into()),
+                token: Some("ok"),
+            },
+            cdn: Some(("cloudfront", Some("FRA56-P1".into()))),
+            session: None,
+            user_agent: None,
+            referer: None,
+        }
+    }
+
+    /// What tracing-subscriber's formatter writes for the event, from the fallback path.
+    fn through_tracing(json: bool) -> String {
+        #[derive(Clone, Default)]
+        struct Buf(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf::default();
+        let out = buf.clone();
+        let builder = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || out.clone());
+        let r = record();
+        if json {
+            let sub = builder.json().flatten_event(true).finish();
+            tracing::subscriber::with_default(sub, || {
+                write(AccessFormat::Structured, &r, 10, true)
+            });
+        } else {
+            let sub = builder.finish();
+            tracing::subscriber::with_default(sub, || {
+                write(AccessFormat::Structured, &r, 10, true)
+            });
+        }
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        text
+    }
+
+    /// The line without its timestamp and duration (which differ between two calls).
+    fn masked(line: &str) -> String {
+        let re = regex::Regex::new(r#"^\S+|duration_ms["=:]+[0-9.e-]+"#).unwrap();
+        re.replace_all(line, "_").into_owned()
+    }
+
+    #[test]
+    fn the_direct_text_line_is_what_tracing_writes() {
+        let expected = through_tracing(false);
+        let ours = structured_line(&record(), 10, true, false, std::time::SystemTime::now());
+        assert_eq!(
+            masked(&ours),
+            masked(&expected),
+            "\nours:   {ours}tracing: {expected}"
+        );
+    }
+
+    #[test]
+    fn the_direct_json_line_is_what_tracing_writes() {
+        let expected = through_tracing(true);
+        let ours = structured_line(&record(), 10, true, true, std::time::SystemTime::now());
+        let (a, b): (serde_json::Value, serde_json::Value) = (
+            serde_json::from_str(&ours).unwrap(),
+            serde_json::from_str(&expected).unwrap(),
+        );
+        // Same keys in the same order.
+        let keys = |line: &str| -> Vec<String> {
+            regex::Regex::new(r#"[{,]"(\w+)":"#)
+                .unwrap()
+                .captures_iter(line)
+                .map(|c| c[1].to_owned())
+                .collect()
+        };
+        assert_eq!(keys(&ours), keys(&expected));
+        for (k, v) in a.as_object().unwrap() {
+            if k != "timestamp" && k != "duration_ms" {
+                assert_eq!(Some(v), b.get(k), "{k}");
+            }
+        }
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_with_microseconds() {
+        let mut s = String::new();
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_micros(1_796_034_498_840_958);
+        rfc3339_micros(&mut s, t);
+        assert_eq!(s, "2026-11-30T10:28:18.840958Z");
+        s.clear();
+        rfc3339_micros(
+            &mut s,
+            std::time::UNIX_EPOCH + std::time::Duration::from_secs(951_782_400),
+        );
+        assert_eq!(s, "2000-02-29T00:00:00.000000Z");
+    }
 }

@@ -94,7 +94,9 @@ impl Backend for Store {
     async fn lookup(&self, asset: &AssetPath) -> Result<Object, LookupError> {
         match self {
             Store::Local(l) => l.lookup(asset).await.map(Object::Local),
-            Store::S3(s) => s.lookup(asset).await.map(Object::S3),
+            // Boxed: the remote store's futures are large, and the fs path should not carry
+            // their size in every request's state.
+            Store::S3(s) => Box::pin(s.lookup(asset)).await.map(Object::S3),
         }
     }
 
@@ -105,7 +107,7 @@ impl Backend for Store {
     ) -> Result<OriginBody, LookupError> {
         match (self, resource) {
             (Store::Local(l), Object::Local(o)) => l.body(o, segments).await,
-            (Store::S3(s), Object::S3(o)) => s.body(o, segments).await,
+            (Store::S3(s), Object::S3(o)) => Box::pin(s.body(o, segments)).await,
             _ => Err(LookupError::Failed(io::Error::other(
                 "resource of another backend",
             ))),
@@ -115,7 +117,7 @@ impl Backend for Store {
     async fn evict(&self, asset: &str) {
         match self {
             Store::Local(l) => l.evict(asset).await,
-            Store::S3(s) => Backend::evict(s, asset).await,
+            Store::S3(s) => Box::pin(Backend::evict(s, asset)).await,
         }
     }
 }
