@@ -6,6 +6,7 @@ pub mod conditional;
 pub mod content_type;
 pub mod etag;
 pub mod glob;
+pub mod manifest;
 pub mod multipart;
 pub mod percent;
 pub mod range;

@@ -61,6 +61,11 @@ pub async fn serve_asset(
         let mut second = false;
         loop {
             let object = lookup(app, &asset, now).await?;
+            if let Some(resp) =
+                playlist(app, method, headers, &asset, access, &object, target, now).await
+            {
+                return Ok(resp);
+            }
             let decision = decide(app, method, headers, &object, now);
             let (status, head) = head(app, &asset, access, &decision, &object, &mut note, now);
             let body =
@@ -81,6 +86,115 @@ pub async fn serve_asset(
     answer
         .await
         .unwrap_or_else(|early: Response<OriginBody>| early)
+}
+
+/// Largest playlist rewritten for a token (bigger ones are served as they are).
+const MAX_PLAYLIST: u64 = 16 << 20;
+
+/// A playlist requested with a VO1 prefix token: served with the token passed on to every URI
+/// inside the token's scope (`http::manifest`), as a per-viewer representation: `private,
+/// no-store`, its own strong ETag (the rewritten bytes' digest, never the file's), exact
+/// `Content-Length`, preconditions and Range evaluated against it. `None`: not such a request,
+/// or a playlist that does not parse (served unchanged, with a warning).
+#[allow(clippy::too_many_arguments)]
+async fn playlist(
+    app: &App,
+    method: &Method,
+    headers: &HeaderMap,
+    asset: &AssetPath,
+    access: Access,
+    object: &Object,
+    target: &Target<'_>,
+    now: SystemTime,
+) -> Option<Response<OriginBody>> {
+    use http_body_util::BodyExt;
+    if !matches!(access, Access::Granted { .. })
+        || !asset.as_str().ends_with(".m3u8")
+        || object.len() > MAX_PLAYLIST
+    {
+        return None;
+    }
+    let request = TokenRequest {
+        raw_path: target.raw_path,
+        query: target.query,
+        client: Some(target.client),
+        now: now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    };
+    let (scope, token) = app.access.native_prefix(&request)?;
+    let whole = vec![Segment::File {
+        start: 0,
+        end: object.len(),
+    }];
+    let original = match app.store.body(object, whole).await {
+        Ok(body) => body.collect().await.ok()?.to_bytes(),
+        Err(_) => return None,
+    };
+    let path = crate::signing::canonical_path(target.raw_path).ok()?;
+    let rewritten = match crate::http::manifest::rewrite_hls(&original, &path, &scope, &token) {
+        Ok(bytes) => bytes::Bytes::from(bytes),
+        Err(why) => {
+            tracing::warn!(path = asset.as_str(), reason = ?why, "playlist not rewritten: served as stored");
+            return None;
+        }
+    };
+    use sha2::Digest;
+    let digest: [u8; 32] = sha2::Sha256::digest(&rewritten).into();
+    let etag = crate::http::etag::EntityTag::from_digest(&digest);
+    let representation = Resource {
+        len: rewritten.len() as u64,
+        etag: Some(&etag),
+        last_modified: effective_last_modified(object.modified(), now),
+        content_type: object.content_type(),
+    };
+    let ranges: Vec<&[u8]> = headers
+        .get_all(header::RANGE)
+        .iter()
+        .map(HeaderValue::as_bytes)
+        .collect();
+    let decision = decide_pure(
+        method == Method::GET,
+        &ranges,
+        &conditional_headers(headers),
+        &representation,
+        RangeOptions {
+            max_ranges: app.settings.ranges.max_ranges,
+            coalesce_gap: app.settings.ranges.coalesce_gap,
+        },
+        now,
+        random_boundary,
+    );
+    let policy = vec![(header::CACHE_CONTROL, PRIVATE_NO_STORE.clone())];
+    let (status, head) = build_head(&decision, &representation, &policy, now);
+    let body = if method != Method::GET {
+        OriginBody::Empty
+    } else {
+        let slice = |start: u64, end: u64| rewritten.slice(start as usize..end as usize);
+        match &decision {
+            Decision::Full => OriginBody::Bytes(Some(rewritten.clone())),
+            Decision::Partial(r) => OriginBody::Bytes(Some(slice(r.start, r.end + 1))),
+            Decision::Multipart(plan) => {
+                let mut all = bytes::BytesMut::new();
+                for part in &plan.parts {
+                    all.extend_from_slice(&part.head);
+                    all.extend_from_slice(&slice(part.range.start, part.range.end + 1));
+                }
+                all.extend_from_slice(&plan.tail);
+                OriginBody::Bytes(Some(all.freeze()))
+            }
+            Decision::PreconditionFailed | Decision::RangeNotSatisfiable => {
+                OriginBody::text(error_text(status))
+            }
+            _ => OriginBody::Empty,
+        }
+    };
+    let mut resp = with_head(status, head, body);
+    resp.extensions_mut().insert(AccessNote {
+        token: Some("ok"),
+        ..Default::default()
+    });
+    Some(resp)
 }
 
 /// Why step 6 gave no body. (Rare, and the response is moved out at once: not boxed.)

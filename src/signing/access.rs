@@ -187,6 +187,28 @@ impl AccessPolicy {
         self.rules.iter().any(|r| r.glob.is_match(asset))
     }
 
+    /// The scope of a valid VO1 prefix token in `req` (canonical, ends with `/`), and the
+    /// token's own parameters as they came (`exp`, `nbf`, `kid`, `scope`, `ip`, `sig`, in
+    /// request order): what a playlist served under that scope passes on to its URIs.
+    pub fn native_prefix(&self, req: &TokenRequest<'_>) -> Option<(String, String)> {
+        let clock = Clock {
+            now: req.now,
+            skew: self.skew,
+            max_ttl: self.max_ttl,
+        };
+        let claims = native::verify(req.raw_path, req.query, &self.keys, req.client, clock).ok()?;
+        let scope = claims.prefix?;
+        let token: Vec<&str> = req
+            .query
+            .split('&')
+            .filter(|p| {
+                let name = p.split('=').next().unwrap_or("");
+                matches!(name, "exp" | "nbf" | "kid" | "scope" | "ip" | "sig")
+            })
+            .collect();
+        Some((scope, token.join("&")))
+    }
+
     /// Checks the request for `asset` (normalized asset path).
     pub fn check(&self, asset: &str, req: &TokenRequest<'_>) -> Result<Access, Rejection> {
         let Some(rule) = self.rules.iter().find(|r| r.glob.is_match(asset)) else {
