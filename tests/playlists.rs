@@ -202,3 +202,86 @@ fn exact_links_and_unparsable_playlists_are_served_as_stored() {
         .log_text()
         .contains("playlist not rewritten")));
 }
+
+#[test]
+fn a_dash_ladder_made_by_ffmpeg_plays_from_one_link() {
+    // spec signed-urls §8.6 for DASH: the MPD's template URIs carry the token.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("private/movie42/dash");
+    std::fs::create_dir_all(&out).unwrap();
+    let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/sample.mp4");
+    let made = std::process::Command::new("ffmpeg")
+        .args([
+            "-v", "error", "-i", sample, "-map", "0", "-c", "copy", "-f", "dash",
+        ])
+        .args([
+            "-seg_duration",
+            "4",
+            "-use_template",
+            "1",
+            "-use_timeline",
+            "0",
+        ])
+        .arg(out.join("manifest.mpd"))
+        .status()
+        .expect("ffmpeg (installed by tests/run-all.sh)");
+    assert!(made.success());
+    let srv = server(dir.path());
+    let (path, query) = title_link("/video/private/movie42/dash/manifest.mpd");
+    let mpd = srv.get(&format!("{path}?{query}"), &[]);
+    assert_eq!(mpd.status, 200);
+    assert_eq!(mpd.h("cache-control"), "private, no-store");
+    let text = String::from_utf8(mpd.body).unwrap();
+    let attr = |name: &str| -> Vec<String> {
+        regex::Regex::new(&format!(r#"\b{name}="([^"]*)""#))
+            .unwrap()
+            .captures_iter(&text)
+            .map(|c| c[1].replace("&amp;", "&"))
+            .collect()
+    };
+    let (inits, medias, ids) = (attr("initialization"), attr("media"), attr("id"));
+    assert!(!inits.is_empty() && !medias.is_empty(), "{text}");
+    for t in inits.iter().chain(&medias) {
+        assert!(t.ends_with(&format!("?{query}")), "{t}");
+    }
+    // Expand the templates as a player does, for every representation and all three segments.
+    let base = "/video/private/movie42/dash/";
+    let mut fetched = 0;
+    for id in ids.iter().filter(|i| i.chars().all(|c| c.is_ascii_digit())) {
+        let expand = |t: &str, n: u32| {
+            t.replace("$RepresentationID$", id)
+                .replace("$Number%05d$", &format!("{n:05}"))
+                .replace("$Number$", &n.to_string())
+        };
+        for t in &inits {
+            let r = srv.get(&format!("{base}{}", expand(t, 0)), &[]);
+            if r.status == 404 {
+                continue; // an AdaptationSet's template with another set's id
+            }
+            assert_eq!(r.status, 200, "{t}");
+            fetched += 1;
+        }
+        for t in &medias {
+            for n in 1..=3 {
+                let r = srv.get(&format!("{base}{}", expand(t, n)), &[]);
+                if r.status == 404 {
+                    continue;
+                }
+                assert_eq!(r.status, 200, "{t} {n}");
+                fetched += 1;
+            }
+        }
+    }
+    assert!(fetched >= 4, "only {fetched} files fetched: {text}");
+    // Without the token the same segments are refused.
+    let first = format!(
+        "{base}{}",
+        medias[0]
+            .split('?')
+            .next()
+            .unwrap()
+            .replace("$RepresentationID$", &ids[0])
+            .replace("$Number%05d$", "00001")
+    );
+    assert_eq!(srv.get(&first, &[]).status, 403);
+}

@@ -9,6 +9,12 @@
 //! host (`https://…`, `//cdn…`) and paths outside the scope are left as they are, so a token is
 //! never handed to another host nor widened. Comments, blank lines and line endings (LF or
 //! CRLF) are kept; every other byte is unchanged.
+//!
+//! [`rewrite_dash`] does the same for an MPD, read and written by quick-xml's streaming reader
+//! and writer: `BaseURL` text, `SegmentTemplate@media`/`@initialization`/`@index`,
+//! `SegmentURL@media`/`@index`, `Initialization@sourceURL` and `RepresentationIndex@sourceURL`,
+//! each resolved against the `BaseURL`s in force where it appears. Below a `BaseURL` on another
+//! host nothing is touched.
 
 /// Tags whose `URI` attribute names a resource.
 const URI_TAGS: &[&str] = &[
@@ -27,6 +33,136 @@ const URI_TAGS: &[&str] = &[
 pub enum NotAPlaylist {
     NoHeader,
     NotUtf8,
+    /// Not well-formed XML, or no `MPD` root.
+    NotAnMpd,
+}
+
+/// Attributes that hold URIs, by element (local names).
+fn uri_attributes(element: &[u8]) -> &'static [&'static [u8]] {
+    match element {
+        b"SegmentTemplate" => &[b"media", b"initialization", b"index"],
+        b"SegmentURL" => &[b"media", b"index"],
+        b"Initialization" | b"RepresentationIndex" => &[b"sourceURL"],
+        _ => &[],
+    }
+}
+
+/// An MPD served at `mpd_path` with `query` appended to every URI that resolves under `scope`.
+pub fn rewrite_dash(
+    text: &[u8],
+    mpd_path: &str,
+    scope: &str,
+    query: &str,
+) -> Result<Vec<u8>, NotAPlaylist> {
+    use quick_xml::events::{BytesStart, BytesText, Event};
+    let text = std::str::from_utf8(text).map_err(|_| NotAPlaylist::NotUtf8)?;
+    let mut reader = quick_xml::Reader::from_str(text);
+    let mut writer = quick_xml::Writer::new(Vec::with_capacity(text.len() + 1024));
+    let root = match mpd_path.rfind('/') {
+        Some(i) => mpd_path[..=i].to_owned(),
+        None => "/".to_owned(),
+    };
+    // The base in force inside each open element (None: another host, leave everything).
+    let mut bases: Vec<Option<String>> = vec![Some(root)];
+    let mut in_base_url = false;
+    let mut saw_mpd = false;
+    let bad = |_| NotAPlaylist::NotAnMpd;
+    loop {
+        let event = reader.read_event().map_err(bad)?;
+        match event {
+            Event::Eof => break,
+            Event::Start(ref e) | Event::Empty(ref e) => {
+                let empty = matches!(event, Event::Empty(_));
+                let name = e.local_name();
+                saw_mpd |= name.as_ref() == b"MPD";
+                let base = bases.last().cloned().flatten();
+                let wanted = uri_attributes(name.as_ref());
+                let out = if wanted.is_empty() || base.is_none() {
+                    e.to_owned()
+                } else {
+                    let base = base.as_deref().unwrap_or("/");
+                    let tag = std::str::from_utf8(e.name().as_ref())
+                        .map_err(|_| NotAPlaylist::NotAnMpd)?
+                        .to_owned();
+                    let mut new = BytesStart::new(tag);
+                    for a in e.attributes() {
+                        let a = a.map_err(|_| NotAPlaylist::NotAnMpd)?;
+                        let value = a.unescape_value().map_err(bad)?;
+                        let key = std::str::from_utf8(a.key.as_ref())
+                            .map_err(|_| NotAPlaylist::NotAnMpd)?;
+                        // `(&str, &str)` attributes are escaped on the way out.
+                        if wanted.contains(&key.as_bytes()) {
+                            let v = with_token(&value, &value, base, scope, query);
+                            new.push_attribute((key, v.as_str()));
+                        } else {
+                            new.push_attribute((key, value.as_ref()));
+                        }
+                    }
+                    new
+                };
+                in_base_url = name.as_ref() == b"BaseURL" && !empty;
+                if empty {
+                    writer
+                        .write_event(Event::Empty(out))
+                        .map_err(|_| NotAPlaylist::NotAnMpd)?;
+                } else {
+                    // Children inherit the base; a BaseURL child may refine it for its parent.
+                    bases.push(bases.last().cloned().flatten());
+                    writer
+                        .write_event(Event::Start(out))
+                        .map_err(|_| NotAPlaylist::NotAnMpd)?;
+                }
+            }
+            Event::Text(ref t) if in_base_url => {
+                let raw = t.decode().map_err(|_| NotAPlaylist::NotAnMpd)?;
+                let value = raw.trim();
+                // The BaseURL's parent is the element below the BaseURL on the stack.
+                let parent = bases.len().saturating_sub(2);
+                let inherited = bases[parent].clone();
+                let (resolved, written) = match inherited.as_deref() {
+                    Some(b) => match resolve(value, b) {
+                        Some(path) => {
+                            let dir = if path.ends_with('/') {
+                                path.clone()
+                            } else {
+                                path[..=path.rfind('/').unwrap_or(0)].to_owned()
+                            };
+                            (Some(dir), with_token(value, &raw, b, scope, query))
+                        }
+                        None => (None, raw.to_string()),
+                    },
+                    None => (None, raw.to_string()),
+                };
+                bases[parent] = resolved;
+                writer
+                    .write_event(Event::Text(BytesText::new(&written)))
+                    .map_err(|_| NotAPlaylist::NotAnMpd)?;
+            }
+            Event::GeneralRef(_) if in_base_url => {
+                // An entity inside a BaseURL: its value is not worth guessing; leave the subtree.
+                let parent = bases.len().saturating_sub(2);
+                bases[parent] = None;
+                writer
+                    .write_event(event)
+                    .map_err(|_| NotAPlaylist::NotAnMpd)?;
+            }
+            Event::End(_) => {
+                in_base_url = false;
+                bases.pop();
+                writer
+                    .write_event(event)
+                    .map_err(|_| NotAPlaylist::NotAnMpd)?;
+            }
+            other => writer
+                .write_event(other)
+                .map_err(|_| NotAPlaylist::NotAnMpd)?,
+        }
+    }
+    // No MPD root, or elements left open at the end: not a whole document.
+    if !saw_mpd || bases.len() != 1 {
+        return Err(NotAPlaylist::NotAnMpd);
+    }
+    Ok(writer.into_inner())
 }
 
 /// `text` with `query` appended to every URI that resolves under `scope`, for a playlist served
@@ -291,6 +427,83 @@ mod tests {
         let out = rw(&media, "/video/private/movie42/index.m3u8");
         assert_eq!(out.matches(Q).count(), n);
         assert_eq!(out.len(), media.len() + n * (Q.len() + 1));
+    }
+
+    #[test]
+    fn dash_template_and_list_uris_get_the_token() {
+        let mpd = r#"<?xml version="1.0" encoding="utf-8"?>
+<MPD xmlns="urn:mpeg:dash:schema:mpd:2011" type="static">
+  <Period id="0">
+    <AdaptationSet id="0" contentType="video">
+      <SegmentTemplate timescale="1000" initialization="init-$RepresentationID$.m4s" media="chunk-$RepresentationID$-$Number%05d$.m4s" startNumber="1"/>
+      <Representation id="0" bandwidth="800000"/>
+    </AdaptationSet>
+    <AdaptationSet id="1">
+      <BaseURL>audio/</BaseURL>
+      <Representation id="a">
+        <SegmentList><Initialization sourceURL="init.mp4"/><SegmentURL media="a1.m4s"/></SegmentList>
+      </Representation>
+    </AdaptationSet>
+    <AdaptationSet id="2">
+      <BaseURL>https://other.example/x/</BaseURL>
+      <SegmentTemplate media="far-$Number$.m4s"/>
+    </AdaptationSet>
+    <AdaptationSet id="3">
+      <SegmentList><SegmentURL media="../../movie420/s.m4s"/></SegmentList>
+    </AdaptationSet>
+  </Period>
+</MPD>"#;
+        let out = rewrite_dash(
+            mpd.as_bytes(),
+            "/video/private/movie42/manifest.mpd",
+            SCOPE,
+            Q,
+        )
+        .unwrap();
+        let out = String::from_utf8(out).unwrap();
+        let q = Q.replace('&', "&amp;");
+        assert!(
+            out.contains(&format!(
+                "initialization=\"init-$RepresentationID$.m4s?{q}\""
+            )),
+            "{out}"
+        );
+        assert!(
+            out.contains(&format!(
+                "media=\"chunk-$RepresentationID$-$Number%05d$.m4s?{q}\""
+            )),
+            "{out}"
+        );
+        assert!(
+            out.contains(&format!("<BaseURL>audio/?{q}</BaseURL>")),
+            "{out}"
+        );
+        assert!(
+            out.contains(&format!("sourceURL=\"init.mp4?{q}\"")),
+            "{out}"
+        );
+        assert!(out.contains(&format!("media=\"a1.m4s?{q}\"")), "{out}");
+        assert!(
+            out.contains("<BaseURL>https://other.example/x/</BaseURL>"),
+            "{out}"
+        );
+        assert!(
+            out.contains("media=\"far-$Number$.m4s\""),
+            "other host: untouched\n{out}"
+        );
+        assert!(
+            out.contains("media=\"../../movie420/s.m4s\""),
+            "outside the scope\n{out}"
+        );
+        assert!(out.contains("<Representation id=\"0\" bandwidth=\"800000\"/>"));
+        assert_eq!(
+            rewrite_dash(b"<html/>", "/a.mpd", SCOPE, Q),
+            Err(NotAPlaylist::NotAnMpd)
+        );
+        assert_eq!(
+            rewrite_dash(b"<MPD><Period>", "/a.mpd", SCOPE, Q),
+            Err(NotAPlaylist::NotAnMpd)
+        );
     }
 
     #[test]

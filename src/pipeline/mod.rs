@@ -91,7 +91,7 @@ pub async fn serve_asset(
 /// Largest playlist rewritten for a token (bigger ones are served as they are).
 const MAX_PLAYLIST: u64 = 16 << 20;
 
-/// A playlist requested with a VO1 prefix token: served with the token passed on to every URI
+/// A playlist (HLS) or MPD (DASH) requested with a VO1 prefix token: served with the token passed on to every URI
 /// inside the token's scope (`http::manifest`), as a per-viewer representation: `private,
 /// no-store`, its own strong ETag (the rewritten bytes' digest, never the file's), exact
 /// `Content-Length`, preconditions and Range evaluated against it. `None`: not such a request,
@@ -108,10 +108,12 @@ async fn playlist(
     now: SystemTime,
 ) -> Option<Response<OriginBody>> {
     use http_body_util::BodyExt;
-    if !matches!(access, Access::Granted { .. })
-        || !asset.as_str().ends_with(".m3u8")
-        || object.len() > MAX_PLAYLIST
-    {
+    let rewrite = match asset.as_str().rsplit_once('.').map(|(_, ext)| ext) {
+        Some("m3u8") => crate::http::manifest::rewrite_hls,
+        Some("mpd") => crate::http::manifest::rewrite_dash,
+        _ => return None,
+    };
+    if !matches!(access, Access::Granted { .. }) || object.len() > MAX_PLAYLIST {
         return None;
     }
     let request = TokenRequest {
@@ -132,7 +134,7 @@ async fn playlist(
         Err(_) => return None,
     };
     let path = crate::signing::canonical_path(target.raw_path).ok()?;
-    let rewritten = match crate::http::manifest::rewrite_hls(&original, &path, &scope, &token) {
+    let rewritten = match rewrite(&original, &path, &scope, &token) {
         Ok(bytes) => bytes::Bytes::from(bytes),
         Err(why) => {
             tracing::warn!(path = asset.as_str(), reason = ?why, "playlist not rewritten: served as stored");
