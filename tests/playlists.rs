@@ -285,3 +285,56 @@ fn a_dash_ladder_made_by_ffmpeg_plays_from_one_link() {
     );
     assert_eq!(srv.get(&first, &[]).status, 403);
 }
+
+#[test]
+fn an_akamai_acl_token_is_passed_on_the_same_way() {
+    // spec signed-urls §2: an ACL `/video/private/movie42/*` covers the whole ladder.
+    let dir = library();
+    let work = tempfile::tempdir().unwrap();
+    let cfg = work.path().join("origin.toml");
+    std::fs::write(
+        &cfg,
+        r#"
+[signing.akamai]
+keys = ["52a152a152a152a152a152a1"]
+algorithm = "sha256"
+param = "__token__"
+[[access.rules]]
+match = "private/**"
+tokens = ["akamai"]
+"#,
+    )
+    .unwrap();
+    let srv = Server::start_with(dir.path(), &[], &["--config", cfg.to_str().unwrap()]);
+    let key = video_origin::signing::keys::decode_secret("hex:52a152a152a152a152a152a1").unwrap();
+    let token = video_origin::signing::akamai::mint(
+        &key,
+        video_origin::signing::akamai::Algorithm::Sha256,
+        &video_origin::signing::akamai::Fields {
+            exp: unix_now() + 300,
+            acl: vec!["/video/private/movie42/*".into()],
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let path = "/video/private/movie42/master.m3u8";
+    let master = srv.get(&format!("{path}?__token__={token}"), &[]);
+    assert_eq!(master.status, 200);
+    assert_eq!(master.h("cache-control"), "private, no-store");
+    let text = String::from_utf8(master.body).unwrap();
+    assert!(
+        text.contains(&format!("\n360p/index.m3u8?__token__={token}\n")),
+        "{text}"
+    );
+    let mut fetched = 0;
+    for u in uris(&text, path) {
+        let r = srv.get(&u, &[]);
+        if u.contains("/movie420/") {
+            assert_eq!(r.status, 403, "{u}");
+        } else {
+            assert_eq!(r.status, 200, "{u}");
+            fetched += 1;
+        }
+    }
+    assert_eq!(fetched, 2, "the audio and video playlists");
+}

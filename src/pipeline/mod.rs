@@ -91,7 +91,7 @@ pub async fn serve_asset(
 /// Largest playlist rewritten for a token (bigger ones are served as they are).
 const MAX_PLAYLIST: u64 = 16 << 20;
 
-/// A playlist (HLS) or MPD (DASH) requested with a VO1 prefix token: served with the token passed on to every URI
+/// A playlist (HLS) or MPD (DASH) requested with a VO1 prefix token or an Akamai ACL token: served with the token passed on to every URI
 /// inside the token's scope (`http::manifest`), as a per-viewer representation: `private,
 /// no-store`, its own strong ETag (the rewritten bytes' digest, never the file's), exact
 /// `Content-Length`, preconditions and Range evaluated against it. `None`: not such a request,
@@ -124,7 +124,10 @@ async fn playlist(
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
     };
-    let (scope, token) = app.access.native_prefix(&request)?;
+    let (scope, token) = app
+        .access
+        .native_prefix(&request)
+        .or_else(|| app.access.akamai_prefix(&request))?;
     let whole = vec![Segment::File {
         start: 0,
         end: object.len(),

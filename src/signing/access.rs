@@ -209,6 +209,37 @@ impl AccessPolicy {
         Some((scope, token.join("&")))
     }
 
+    /// The covering `*` entry of a valid Akamai ACL token in `req` (its prefix), and the
+    /// token parameter as it came: the Akamai form of [`Self::native_prefix`].
+    pub fn akamai_prefix(&self, req: &TokenRequest<'_>) -> Option<(String, String)> {
+        let ak = self.akamai.as_ref()?;
+        let params = split_query(req.query).ok()?;
+        let token = raw_single(&params, &ak.param).ok()??;
+        let clock = Clock {
+            now: req.now,
+            skew: self.skew,
+            max_ttl: self.max_ttl,
+        };
+        let client = req.client.map(|c| c.to_string());
+        akamai::verify(
+            token,
+            req.raw_path,
+            &ak.keys,
+            ak.algorithm,
+            client.as_deref(),
+            clock,
+        )
+        .ok()?;
+        let acl = token
+            .split('~')
+            .find_map(|field| field.strip_prefix("acl="))?;
+        let prefix = acl
+            .split('!')
+            .filter_map(|entry| entry.strip_suffix('*'))
+            .find(|prefix| req.raw_path.starts_with(prefix))?;
+        Some((prefix.to_owned(), format!("{}={token}", ak.param)))
+    }
+
     /// Checks the request for `asset` (normalized asset path).
     pub fn check(&self, asset: &str, req: &TokenRequest<'_>) -> Result<Access, Rejection> {
         let Some(rule) = self.rules.iter().find(|r| r.glob.is_match(asset)) else {
