@@ -4,9 +4,10 @@
 //! tests/run-all.sh installs moto into target/moto-venv; without it these tests fail (not skip).
 
 mod common;
+use common::s3::Moto;
 use common::*;
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Stdio};
+use std::io::Write;
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,60 +17,14 @@ use aws_sdk_cloudfront::types::*;
 
 const ADMIN: &str = "admin-token-0123456789abcdef0123456789";
 
-struct Moto {
-    child: Child,
-    endpoint: String,
+/// moto's CloudFront, through the real aws-sdk-cloudfront client.
+trait CloudFrontMoto {
+    fn client(&self) -> aws_sdk_cloudfront::Client;
+    fn create_distribution(&self, rt: &tokio::runtime::Runtime) -> String;
+    fn invalidated_paths(&self, rt: &tokio::runtime::Runtime, dist: &str) -> Vec<String>;
 }
 
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Moto {
-    fn start() -> Moto {
-        let bin = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/target/moto-venv/bin/moto_server"
-        );
-        assert!(
-            std::path::Path::new(bin).exists(),
-            "moto is not installed: run `bash tests/run-all.sh`, which installs it"
-        );
-        let mut child = Command::new(bin)
-            .args(["-H", "127.0.0.1", "-p", "0"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut reader = BufReader::new(child.stderr.take().unwrap());
-        let mut line = String::new();
-        let endpoint = loop {
-            line.clear();
-            assert!(
-                reader.read_line(&mut line).unwrap() > 0,
-                "moto exited before listening"
-            );
-            if let Some(i) = line.find("Running on http://127.0.0.1:") {
-                let port: String = line[i + "Running on http://127.0.0.1:".len()..]
-                    .chars()
-                    .take_while(|c| c.is_ascii_digit())
-                    .collect();
-                break format!("http://127.0.0.1:{port}");
-            }
-        };
-        // Keep draining moto's log so it never blocks on a full pipe.
-        std::thread::spawn(move || {
-            let mut sink = String::new();
-            while reader.read_line(&mut sink).map(|n| n > 0).unwrap_or(false) {
-                sink.clear();
-            }
-        });
-        Moto { child, endpoint }
-    }
-
+impl CloudFrontMoto for Moto {
     fn client(&self) -> aws_sdk_cloudfront::Client {
         let conf = aws_sdk_cloudfront::Config::builder()
             .behavior_version(BehaviorVersion::latest())

@@ -184,14 +184,51 @@ pub async fn put(
             );
         }
     };
+    let etag = meta.etag().map(ToString::to_string);
+    replaced(app, who, &asset, size, etag, existed, do_invalidate).await
+}
+
+/// The answer to a delete that landed: the CDN invalidation (if asked), the audit line, 200.
+async fn deleted(
+    app: &App,
+    who: &str,
+    asset: &AssetPath,
+    do_invalidate: bool,
+) -> http::Response<OriginBody> {
+    let mut result =
+        serde_json::json!({"path": asset.as_str(), "deleted": true, "invalidation": null});
+    if do_invalidate {
+        match invalidate(app, &[url_path(app, asset)]).await {
+            Ok(inv) => result["invalidation"] = serde_json::to_value(inv).unwrap_or_default(),
+            Err(e) => {
+                tracing::error!(target: "audit", who, action = "delete", path = asset.as_str(), outcome = "deleted, invalidation failed", code = %e.code);
+                return aws_failure(&e, result);
+            }
+        }
+    }
+    tracing::info!(target: "audit", who, action = "delete", path = asset.as_str(), outcome = "ok");
+    json(StatusCode::OK, result)
+}
+
+/// The answer to a replace that landed: the CDN invalidation (if asked), the audit line, and
+/// `200` (replaced) or `201` (created) with the new ETag.
+async fn replaced(
+    app: &App,
+    who: &str,
+    asset: &AssetPath,
+    size: u64,
+    etag: Option<String>,
+    existed: bool,
+    do_invalidate: bool,
+) -> http::Response<OriginBody> {
     let mut result = serde_json::json!({
         "path": asset.as_str(),
-        "etag": meta.etag().map(ToString::to_string),
-        "size": meta.len(),
+        "etag": etag,
+        "size": size,
         "invalidation": null,
     });
     if do_invalidate {
-        match invalidate(app, &[url_path(app, &asset)]).await {
+        match invalidate(app, &[url_path(app, asset)]).await {
             Ok(inv) => result["invalidation"] = serde_json::to_value(inv).unwrap_or_default(),
             Err(e) => {
                 tracing::error!(target: "audit", who, action = "replace", path = asset.as_str(), size, outcome = "replaced, invalidation failed", code = %e.code);
@@ -199,7 +236,7 @@ pub async fn put(
             }
         }
     }
-    tracing::info!(target: "audit", who, action = "replace", path = asset.as_str(), size, etag = meta.etag().map(ToString::to_string).unwrap_or_default(), outcome = "ok");
+    tracing::info!(target: "audit", who, action = "replace", path = asset.as_str(), size, etag = etag.unwrap_or_default(), outcome = "ok");
     json(
         if existed {
             StatusCode::OK
@@ -242,19 +279,7 @@ pub async fn delete(
         Err(_) => return error(StatusCode::NOT_FOUND, "no such asset"),
     }
     app.store.evict(asset.as_str()).await;
-    let mut result =
-        serde_json::json!({"path": asset.as_str(), "deleted": true, "invalidation": null});
-    if do_invalidate {
-        match invalidate(app, &[url_path(app, &asset)]).await {
-            Ok(inv) => result["invalidation"] = serde_json::to_value(inv).unwrap_or_default(),
-            Err(e) => {
-                tracing::error!(target: "audit", who, action = "delete", path = asset.as_str(), outcome = "deleted, invalidation failed", code = %e.code);
-                return aws_failure(&e, result);
-            }
-        }
-    }
-    tracing::info!(target: "audit", who, action = "delete", path = asset.as_str(), outcome = "ok");
-    json(StatusCode::OK, result)
+    deleted(app, who, &asset, do_invalidate).await
 }
 
 /// The answer to a store failure during an admin write: 503 with `Retry-After` when the store
@@ -330,30 +355,7 @@ async fn put_s3(
     };
     s3.evict(asset.as_str()).await;
     let etag = stored.etag.as_ref().map(ToString::to_string);
-    let mut result = serde_json::json!({
-        "path": asset.as_str(),
-        "etag": etag,
-        "size": size,
-        "invalidation": null,
-    });
-    if do_invalidate {
-        match invalidate(app, &[url_path(app, &asset)]).await {
-            Ok(inv) => result["invalidation"] = serde_json::to_value(inv).unwrap_or_default(),
-            Err(e) => {
-                tracing::error!(target: "audit", who, action = "replace", path = asset.as_str(), size, outcome = "replaced, invalidation failed", code = %e.code);
-                return aws_failure(&e, result);
-            }
-        }
-    }
-    tracing::info!(target: "audit", who, action = "replace", path = asset.as_str(), size, etag = etag.unwrap_or_default(), outcome = "ok");
-    json(
-        if existed {
-            StatusCode::OK
-        } else {
-            StatusCode::CREATED
-        },
-        result,
-    )
+    replaced(app, who, &asset, size, etag, existed, do_invalidate).await
 }
 
 async fn delete_s3(
@@ -369,17 +371,5 @@ async fn delete_s3(
         Err(e) => return store_failure(&e, "cannot delete"),
     }
     s3.evict(asset.as_str()).await;
-    let mut result =
-        serde_json::json!({"path": asset.as_str(), "deleted": true, "invalidation": null});
-    if do_invalidate {
-        match invalidate(app, &[url_path(app, &asset)]).await {
-            Ok(inv) => result["invalidation"] = serde_json::to_value(inv).unwrap_or_default(),
-            Err(e) => {
-                tracing::error!(target: "audit", who, action = "delete", path = asset.as_str(), outcome = "deleted, invalidation failed", code = %e.code);
-                return aws_failure(&e, result);
-            }
-        }
-    }
-    tracing::info!(target: "audit", who, action = "delete", path = asset.as_str(), outcome = "ok");
-    json(StatusCode::OK, result)
+    deleted(app, who, &asset, do_invalidate).await
 }

@@ -42,6 +42,20 @@ pub struct Target<'a> {
     pub client: std::net::IpAddr,
 }
 
+impl<'a> Target<'a> {
+    /// What a token in this request is checked against, at `now`.
+    fn token_request(&self, now: SystemTime) -> TokenRequest<'a> {
+        TokenRequest {
+            raw_path: self.raw_path,
+            query: self.query,
+            client: Some(self.client),
+            now: now
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        }
+    }
+}
+
 /// A step's result, or the early answer that ends the pipeline (a whole response, returned
 /// as is: 404s and 304-free refusals are common enough not to box them).
 type Step<T> = Result<T, Response<OriginBody>>;
@@ -116,14 +130,7 @@ async fn playlist(
     if !matches!(access, Access::Granted { .. }) || object.len() > MAX_PLAYLIST {
         return None;
     }
-    let request = TokenRequest {
-        raw_path: target.raw_path,
-        query: target.query,
-        client: Some(target.client),
-        now: now
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
-    };
+    let request = target.token_request(now);
     let (scope, token) = app
         .access
         .native_prefix(&request)
@@ -235,14 +242,7 @@ fn verify(
     target: &Target<'_>,
     now: SystemTime,
 ) -> Step<(Access, AccessNote)> {
-    let token_request = TokenRequest {
-        raw_path: target.raw_path,
-        query: target.query,
-        client: Some(target.client),
-        now: now
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
-    };
+    let token_request = target.token_request(now);
     let mut note = AccessNote::default();
     match app.access.check(asset.as_str(), &token_request) {
         Ok(access) => {
