@@ -59,38 +59,49 @@ fn cloudformation_template_passes_cfn_lint() {
     assert_eq!(policy["Statement"].as_array().unwrap().len(), 1);
 }
 
-#[test]
-fn kubernetes_manifests_pass_kubernetes_validate() {
-    let dir = root().join("deploy/kubernetes");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+/// The YAML files of `dir`, after kubernetes-validate passed them (strict, Kubernetes 1.37).
+fn validate_manifests(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
         .collect();
     files.sort();
-    assert!(files.len() >= 7, "{files:?}");
     let out = check(
         Command::new(tool("kubernetes-validate"))
             .args(["--strict", "--kubernetes-version", "1.37.0"])
             .args(&files),
     );
     assert!(!out.contains("ERROR"), "{out}");
+    files
 }
 
-#[test]
-fn kubernetes_configmap_config_is_accepted_by_the_binary() {
-    // The origin.toml inside the ConfigMap, with the Secret's variables set as the Deployment
-    // sets them.
-    let cm = std::fs::read_to_string(root().join("deploy/kubernetes/configmap.yaml")).unwrap();
+/// The `origin.toml` inside a ConfigMap manifest, written to `into`; its path.
+fn configmap_toml(manifest: &std::path::Path, into: &std::path::Path) -> PathBuf {
+    let cm = std::fs::read_to_string(manifest).unwrap();
     let start = cm.find("origin.toml: |\n").unwrap() + "origin.toml: |\n".len();
     let toml: String = cm[start..]
         .lines()
         .map(|l| l.strip_prefix("    ").unwrap_or(l))
         .collect::<Vec<_>>()
         .join("\n");
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("origin.toml");
+    let file = into.join("origin.toml");
     std::fs::write(&file, toml).unwrap();
+    file
+}
+
+#[test]
+fn kubernetes_manifests_pass_kubernetes_validate() {
+    let files = validate_manifests(&root().join("deploy/kubernetes"));
+    assert!(files.len() >= 7, "{files:?}");
+}
+
+#[test]
+fn kubernetes_configmap_config_is_accepted_by_the_binary() {
+    // The origin.toml inside the ConfigMap, with the Secret's variables set as the Deployment
+    // sets them.
+    let dir = tempfile::tempdir().unwrap();
+    let file = configmap_toml(&root().join("deploy/kubernetes/configmap.yaml"), dir.path());
     let assets = assets(&[("a.mp4", b"x")]);
     check(
         Command::new(BIN)
@@ -114,35 +125,16 @@ fn kubernetes_configmap_config_is_accepted_by_the_binary() {
 fn kubernetes_s3_variant_validates_and_its_config_loads() {
     // deploy/kubernetes/s3: the volume-less Deployment for the s3 backend (IRSA identity).
     let dir = root().join("deploy/kubernetes/s3");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
-        .collect();
-    files.sort();
+    let files = validate_manifests(&dir);
     assert_eq!(files.len(), 3, "{files:?}");
-    let out = check(
-        Command::new(tool("kubernetes-validate"))
-            .args(["--strict", "--kubernetes-version", "1.37.0"])
-            .args(&files),
-    );
-    assert!(!out.contains("ERROR"), "{out}");
     let deployment = std::fs::read_to_string(dir.join("deployment.yaml")).unwrap();
     assert!(!deployment.contains("persistentVolumeClaim"));
     for json in ["iam-policy.json", "lifecycle.json"] {
         let text = std::fs::read_to_string(dir.join(json)).unwrap();
         serde_json::from_str::<serde_json::Value>(&text).unwrap();
     }
-    let cm = std::fs::read_to_string(dir.join("configmap.yaml")).unwrap();
-    let start = cm.find("origin.toml: |\n").unwrap() + "origin.toml: |\n".len();
-    let toml: String = cm[start..]
-        .lines()
-        .map(|l| l.strip_prefix("    ").unwrap_or(l))
-        .collect::<Vec<_>>()
-        .join("\n");
     let tmp = tempfile::tempdir().unwrap();
-    let file = tmp.path().join("origin.toml");
-    std::fs::write(&file, toml).unwrap();
+    let file = configmap_toml(&dir.join("configmap.yaml"), tmp.path());
     let out = check(
         Command::new(BIN)
             .args(["check-config", "--config"])

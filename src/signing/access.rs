@@ -191,11 +191,7 @@ impl AccessPolicy {
     /// token's own parameters as they came (`exp`, `nbf`, `kid`, `scope`, `ip`, `sig`, in
     /// request order): what a playlist served under that scope passes on to its URIs.
     pub fn native_prefix(&self, req: &TokenRequest<'_>) -> Option<(String, String)> {
-        let clock = Clock {
-            now: req.now,
-            skew: self.skew,
-            max_ttl: self.max_ttl,
-        };
+        let clock = self.clock(req);
         let claims = native::verify(req.raw_path, req.query, &self.keys, req.client, clock).ok()?;
         let scope = claims.prefix?;
         let token: Vec<&str> = req
@@ -213,12 +209,36 @@ impl AccessPolicy {
     /// token parameter as it came: the Akamai form of [`Self::native_prefix`].
     pub fn akamai_prefix(&self, req: &TokenRequest<'_>) -> Option<(String, String)> {
         let ak = self.akamai.as_ref()?;
-        let params = split_query(req.query).ok()?;
-        let token = raw_single(&params, &ak.param).ok()??;
-        let clock = Clock {
+        let token = self.akamai_token(req, self.clock(req)).ok()?;
+        let acl = token
+            .split('~')
+            .find_map(|field| field.strip_prefix("acl="))?;
+        let prefix = acl
+            .split('!')
+            .filter_map(|entry| entry.strip_suffix('*'))
+            .find(|prefix| req.raw_path.starts_with(prefix))?;
+        Some((prefix.to_owned(), format!("{}={token}", ak.param)))
+    }
+
+    fn clock(&self, req: &TokenRequest<'_>) -> Clock {
+        Clock {
             now: req.now,
             skew: self.skew,
             max_ttl: self.max_ttl,
+        }
+    }
+
+    /// The request's Akamai token, verified.
+    fn akamai_token<'r>(&self, req: &TokenRequest<'r>, clock: Clock) -> Result<&'r str, Rejection> {
+        let Some(ak) = &self.akamai else {
+            return Err(Rejection::new(
+                Reason::UnknownKey,
+                "no akamai key configured",
+            ));
+        };
+        let params = split_query(req.query)?;
+        let Some(token) = raw_single(&params, &ak.param)? else {
+            return Err(Rejection::new(Reason::Missing, "no akamai token"));
         };
         let client = req.client.map(|c| c.to_string());
         akamai::verify(
@@ -228,16 +248,8 @@ impl AccessPolicy {
             ak.algorithm,
             client.as_deref(),
             clock,
-        )
-        .ok()?;
-        let acl = token
-            .split('~')
-            .find_map(|field| field.strip_prefix("acl="))?;
-        let prefix = acl
-            .split('!')
-            .filter_map(|entry| entry.strip_suffix('*'))
-            .find(|prefix| req.raw_path.starts_with(prefix))?;
-        Some((prefix.to_owned(), format!("{}={token}", ak.param)))
+        )?;
+        Ok(token)
     }
 
     /// Checks the request for `asset` (normalized asset path).
@@ -251,11 +263,7 @@ impl AccessPolicy {
         if rule.tokens.is_empty() {
             return Ok(granted);
         }
-        let clock = Clock {
-            now: req.now,
-            skew: self.skew,
-            max_ttl: self.max_ttl,
-        };
+        let clock = self.clock(req);
         // Try each accepted form that the request carries; report the most telling refusal.
         let mut best: Option<Rejection> = None;
         for form in &rule.tokens {
@@ -273,29 +281,7 @@ impl AccessPolicy {
                         "no cloudflare secret configured",
                     )),
                 },
-                TokenForm::Akamai => match &self.akamai {
-                    Some(ak) => {
-                        match split_query(req.query).and_then(|q| raw_single(&q, &ak.param)) {
-                            Ok(Some(token)) => {
-                                let client = req.client.map(|c| c.to_string());
-                                akamai::verify(
-                                    token,
-                                    req.raw_path,
-                                    &ak.keys,
-                                    ak.algorithm,
-                                    client.as_deref(),
-                                    clock,
-                                )
-                            }
-                            Ok(None) => Err(Rejection::new(Reason::Missing, "no akamai token")),
-                            Err(e) => Err(e),
-                        }
-                    }
-                    None => Err(Rejection::new(
-                        Reason::UnknownKey,
-                        "no akamai key configured",
-                    )),
-                },
+                TokenForm::Akamai => self.akamai_token(req, clock).map(|_| ()),
             };
             match result.map(|_| ()) {
                 Ok(()) => return Ok(granted),
