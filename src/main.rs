@@ -70,6 +70,7 @@ enum Command {
         /// An http:// URL on this host, e.g. the public listener's /healthz.
         #[arg(long, default_value = "http://127.0.0.1:8080/healthz")]
         url: String,
+        /// Give up (exit 1) when no answer has arrived after this many seconds.
         #[arg(long, default_value_t = 3)]
         timeout_secs: u64,
     },
