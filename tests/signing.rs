@@ -583,3 +583,149 @@ fn check_config_redacts_secrets_and_bad_keys_fail_fast() {
         );
     }
 }
+
+#[test]
+fn links_minted_in_the_edge_formats_verify() {
+    // #18.14: what `sign --format` and POST /admin/sign mint is what the verifiers accept
+    // (spec signed-urls §1 Cloudflare, §2 Akamai, §3 CloudFront).
+    let dir = library();
+    std::fs::create_dir_all(dir.path().join("private/trailers")).unwrap();
+    std::fs::write(dir.path().join("private/trailers/t1.mp4"), b"trailer").unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let pem = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/cloudfront/cfk-rsa-2048.pem"
+    );
+    let cfg = work.path().join("origin.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"
+[signing.cloudflare]
+secrets = ["mysecretmysecretmysecretmysecret"]
+ttl_secs = 600
+url_safe = false
+prefix_len = 0
+[signing.akamai]
+keys = ["52a152a152a152a152a152a1"]
+algorithm = "sha256"
+param = "__token__"
+[signing.cloudfront]
+key_pair_id = "K2JCJMDEHXQW5F"
+private_key_file = "{pem}"
+hash = "sha1"
+base_url = "https://d111111abcdef8.cloudfront.net"
+[[access.rules]]
+match = "private/movie42/**"
+tokens = ["cloudflare"]
+[[access.rules]]
+match = "private/**"
+tokens = ["akamai"]
+"#
+        ),
+    )
+    .unwrap();
+    let config = cfg.to_str().unwrap();
+    let srv = Server::start_with(
+        dir.path(),
+        &[("VIDEO_ORIGIN_ADMIN__TOKENS__OPS", ADMIN)],
+        &["--config", config],
+    );
+    let path_of = |url: &str| -> String {
+        let rest = url.split_once("://").map_or(url, |(_, r)| r);
+        format!("/{}", rest.split_once('/').unwrap().1)
+    };
+    let sign = |path: &str, format: &str| -> String {
+        let (ok, out, err) = run_cli(
+            &[
+                "sign",
+                path,
+                "--format",
+                format,
+                "--ttl",
+                "5m",
+                "--config",
+                config,
+                "--assets",
+                dir.path().to_str().unwrap(),
+            ],
+            &[],
+        );
+        assert!(ok, "{err}");
+        out.trim().to_owned()
+    };
+    // Cloudflare and Akamai: the origin's own verifiers admit what the CLI minted.
+    let cf = sign("private/movie42/master.m3u8", "cloudflare");
+    assert_eq!(srv.get(&path_of(&cf), &[]).status, 200, "{cf}");
+    let ak = sign("private/trailers/t1.mp4", "akamai");
+    assert_eq!(srv.get(&path_of(&ak), &[]).status, 200, "{ak}");
+    // The same through the admin API.
+    for (path, format) in [
+        ("private/movie42/master.m3u8", "cloudflare"),
+        ("private/trailers/t1.mp4", "akamai"),
+    ] {
+        let r = srv.admin(
+            "POST",
+            "/admin/sign",
+            Some(ADMIN),
+            Some(&format!(
+                r#"{{"path":"{path}","ttl_secs":300,"format":"{format}"}}"#
+            )),
+        );
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        let url = v["url"].as_str().unwrap();
+        assert_eq!(srv.get(&path_of(url), &[]).status, 200, "{url}");
+    }
+    // CloudFront checks its own links; check the RSA signature with the public key, and the
+    // policy's resource and expiry (canned policy: Expires, Signature, Key-Pair-Id).
+    let url = sign("private/trailers/t1.mp4", "cloudfront");
+    assert!(
+        url.starts_with("https://d111111abcdef8.cloudfront.net/video/private/trailers/t1.mp4?"),
+        "{url}"
+    );
+    let (resource, query) = url.split_once('?').unwrap();
+    let param = |name: &str| -> String {
+        query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+            .unwrap_or_else(|| panic!("{name} missing in {url}"))
+            .to_owned()
+    };
+    assert_eq!(param("Key-Pair-Id"), "K2JCJMDEHXQW5F");
+    let expires: u64 = param("Expires").parse().unwrap();
+    assert!(expires > now() + 200 && expires <= now() + 301, "{expires}");
+    let policy = format!(
+        r#"{{"Statement":[{{"Resource":"{resource}","Condition":{{"DateLessThan":{{"AWS:EpochTime":{expires}}}}}}}]}}"#
+    );
+    // CloudFront's URL-safe base64: + = / become - _ ~.
+    let sig = param("Signature")
+        .replace('-', "+")
+        .replace('_', "=")
+        .replace('~', "/");
+    use base64::Engine;
+    let sig = base64::engine::general_purpose::STANDARD
+        .decode(sig)
+        .unwrap();
+    use rsa::pkcs1::DecodeRsaPrivateKey;
+    use rsa::pkcs8::DecodePrivateKey;
+    let text = std::fs::read_to_string(pem).unwrap();
+    let key = rsa::RsaPrivateKey::from_pkcs1_pem(&text)
+        .or_else(|_| rsa::RsaPrivateKey::from_pkcs8_pem(&text))
+        .unwrap();
+    let public = rsa::RsaPublicKey::from(&key);
+    use sha1::Digest;
+    let digest = sha1::Sha1::digest(policy.as_bytes());
+    public
+        .verify(rsa::Pkcs1v15Sign::new::<sha1::Sha1>(), &digest, &sig)
+        .expect("the signature verifies with the key pair's public key over the canned policy");
+    // A different resource does not verify under that signature.
+    let other = policy.replace("t1.mp4", "t2.mp4");
+    assert!(public
+        .verify(
+            rsa::Pkcs1v15Sign::new::<sha1::Sha1>(),
+            &sha1::Sha1::digest(other.as_bytes()),
+            &sig
+        )
+        .is_err());
+}
