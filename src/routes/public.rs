@@ -98,9 +98,7 @@ pub async fn route<B>(app: &Arc<App>, req: Request<B>) -> Response<OriginBody> {
                 asset: rest,
                 client,
             };
-            // Boxed: the pipeline's state (kilobytes) lives only until the head is decided,
-            // not for as long as the connection streams the body.
-            let mut resp = Box::pin(serve_asset(app, req.method(), req.headers(), &target)).await;
+            let mut resp = serve_asset(app, req.method(), req.headers(), &target).await;
             add_cors(app, origin, resp.headers_mut());
             resp
         }
