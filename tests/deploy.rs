@@ -59,6 +59,19 @@ fn cloudformation_template_passes_cfn_lint() {
     assert_eq!(policy["Statement"].as_array().unwrap().len(), 1);
 }
 
+/// The Secret's variables, set as the Deployment sets them.
+const POD_SECRETS: [(&str, &str); 3] = [
+    ("VIDEO_ORIGIN_SIGNING__KEYS__K2026A", TEST_KEY),
+    (
+        "VIDEO_ORIGIN_ADMIN__TOKENS__OPS",
+        "admin-token-0123456789abcdef0123456789",
+    ),
+    (
+        "VIDEO_ORIGIN_ORIGIN_PROTECTION__VALUES",
+        "[\"cdn-secret-0123456789abcdef\"]",
+    ),
+];
+
 /// The YAML files of `dir`, after kubernetes-validate passed them (strict, Kubernetes 1.37).
 fn validate_manifests(dir: &std::path::Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
@@ -109,15 +122,7 @@ fn kubernetes_configmap_config_is_accepted_by_the_binary() {
             .arg(&file)
             .arg("--assets")
             .arg(assets.path())
-            .env("VIDEO_ORIGIN_SIGNING__KEYS__K2026A", TEST_KEY)
-            .env(
-                "VIDEO_ORIGIN_ADMIN__TOKENS__OPS",
-                "admin-token-0123456789abcdef0123456789",
-            )
-            .env(
-                "VIDEO_ORIGIN_ORIGIN_PROTECTION__VALUES",
-                "[\"cdn-secret-0123456789abcdef\"]",
-            ),
+            .envs(POD_SECRETS),
     );
 }
 
@@ -139,15 +144,7 @@ fn kubernetes_s3_variant_validates_and_its_config_loads() {
         Command::new(BIN)
             .args(["check-config", "--config"])
             .arg(&file)
-            .env("VIDEO_ORIGIN_SIGNING__KEYS__K2026A", TEST_KEY)
-            .env(
-                "VIDEO_ORIGIN_ADMIN__TOKENS__OPS",
-                "admin-token-0123456789abcdef0123456789",
-            )
-            .env(
-                "VIDEO_ORIGIN_ORIGIN_PROTECTION__VALUES",
-                "[\"cdn-secret-0123456789abcdef\"]",
-            ),
+            .envs(POD_SECRETS),
     );
     assert!(out.contains("backend = \"s3\""), "{out}");
 }

@@ -294,11 +294,8 @@ fn an_akamai_acl_token_is_passed_on_the_same_way() {
     let cfg = work.path().join("origin.toml");
     std::fs::write(
         &cfg,
-        r#"
-[signing.akamai]
-keys = ["52a152a152a152a152a152a1"]
-algorithm = "sha256"
-param = "__token__"
+        AKAMAI_SIGNING.to_owned()
+            + r#"
 [[access.rules]]
 match = "private/**"
 tokens = ["akamai"]
@@ -306,7 +303,7 @@ tokens = ["akamai"]
     )
     .unwrap();
     let srv = Server::start_with(dir.path(), &[], &["--config", cfg.to_str().unwrap()]);
-    let key = video_origin::signing::keys::decode_secret("hex:52a152a152a152a152a152a1").unwrap();
+    let key = video_origin::signing::keys::decode_secret(AKAMAI_KEY).unwrap();
     let token = video_origin::signing::akamai::mint(
         &key,
         video_origin::signing::akamai::Algorithm::Sha256,

@@ -10,6 +10,14 @@ use video_origin::signing::{akamai, cloudflare, native};
 
 const K1: &str = "hex:000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
 const K0: &str = "hex:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+/// `[signing.cloudflare]` for the edge-format tests (with `AKAMAI_SIGNING`).
+const CLOUDFLARE_SIGNING: &str = r#"
+[signing.cloudflare]
+secrets = ["mysecretmysecretmysecretmysecret"]
+ttl_secs = 600
+url_safe = false
+prefix_len = 0
+"#;
 const ADMIN: &str = "admin-token-0123456789abcdef0123456789";
 
 fn now() -> u64 {
@@ -444,17 +452,9 @@ fn edge_token_forms_and_edge_verified_caching() {
     let cfg = work.path().join("origin.toml");
     std::fs::write(
         &cfg,
-        r#"
-[signing.cloudflare]
-secrets = ["mysecretmysecretmysecretmysecret"]
-ttl_secs = 600
-url_safe = false
-prefix_len = 0
-[signing.akamai]
-keys = ["52a152a152a152a152a152a1"]
-algorithm = "sha256"
-param = "__token__"
-[cache]
+        CLOUDFLARE_SIGNING.to_owned()
+            + AKAMAI_SIGNING
+            + r#"[cache]
 cdn = "generic"
 [[cache.rules]]
 match = "private/movie42/**"
@@ -491,7 +491,7 @@ tokens = ["native"]
     );
     assert_eq!(srv.get(&format!("{path}?{stale}"), &[]).body, b"expired\n");
     // Akamai EdgeAuth form (spec signed-urls §2), ACL scope.
-    let key = video_origin::signing::keys::decode_secret("hex:52a152a152a152a152a152a1").unwrap();
+    let key = video_origin::signing::keys::decode_secret(AKAMAI_KEY).unwrap();
     let token = akamai::mint(
         &key,
         akamai::Algorithm::Sha256,
@@ -600,17 +600,7 @@ fn links_minted_in_the_edge_formats_verify() {
     std::fs::write(
         &cfg,
         format!(
-            r#"
-[signing.cloudflare]
-secrets = ["mysecretmysecretmysecretmysecret"]
-ttl_secs = 600
-url_safe = false
-prefix_len = 0
-[signing.akamai]
-keys = ["52a152a152a152a152a152a1"]
-algorithm = "sha256"
-param = "__token__"
-[signing.cloudfront]
+            r#"{CLOUDFLARE_SIGNING}{AKAMAI_SIGNING}[signing.cloudfront]
 key_pair_id = "K2JCJMDEHXQW5F"
 private_key_file = "{pem}"
 hash = "sha1"

@@ -9,6 +9,15 @@ use std::time::{Duration, Instant};
 
 pub mod s3;
 
+/// An Akamai EdgeAuth key (hex) and the `[signing.akamai]` section that configures it.
+pub const AKAMAI_KEY: &str = "hex:52a152a152a152a152a152a1";
+pub const AKAMAI_SIGNING: &str = r#"
+[signing.akamai]
+keys = ["52a152a152a152a152a152a1"]
+algorithm = "sha256"
+param = "__token__"
+"#;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_video-origin");
 
 pub struct Server {
