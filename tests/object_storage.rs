@@ -304,7 +304,12 @@ struct Proxy {
     mode: Arc<AtomicU8>,
     /// Connections still to answer with 503 SlowDown (any mode).
     throttle: Arc<std::sync::atomic::AtomicUsize>,
+    /// Answer every request 403 with no body: what S3 sends to a HEAD signed with keys it
+    /// does not accept (S3 API reference, HeadBucket: "403 Forbidden", HEAD has no body).
+    deny: Arc<std::sync::atomic::AtomicBool>,
 }
+
+const FORBIDDEN: &str = "HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
 
 const SLOW_DOWN: &str = "HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nContent-Length: 111\r\nConnection: close\r\n\r\n<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>SlowDown</Code><Message>Reduce your rate</Message></Error>";
 
@@ -316,9 +321,17 @@ impl Proxy {
         let throttle = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let m = Arc::clone(&mode);
         let t = Arc::clone(&throttle);
+        let deny = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let d = Arc::clone(&deny);
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 let Ok(mut client) = conn else { continue };
+                if d.load(Ordering::Relaxed) {
+                    let mut buf = [0u8; 4096];
+                    let _ = client.read(&mut buf);
+                    let _ = client.write_all(FORBIDDEN.as_bytes());
+                    continue;
+                }
                 if t.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
                     .is_ok()
                 {
@@ -368,6 +381,7 @@ impl Proxy {
             port,
             mode,
             throttle,
+            deny,
         }
     }
 }
@@ -490,6 +504,36 @@ fn a_bucket_that_does_not_answer_stops_startup_with_the_key() {
     assert!(err.contains("NoSuchBucket"), "{err}");
     assert!(!err.contains("test-secret-never-logged"), "{err}");
 
+    // Credentials the store refuses: the key, and the store's answer (a HEAD has no error
+    // body to name the code, so the status).
+    let proxy = Proxy::start(moto.port);
+    proxy.deny.store(true, Ordering::Relaxed);
+    let endpoint = format!("http://127.0.0.1:{}", proxy.port);
+    let mut env = bucket.env();
+    for (k, v) in env.iter_mut() {
+        if k == "VIDEO_ORIGIN_STORAGE__S3__ENDPOINT_URL" {
+            *v = endpoint.clone();
+        }
+    }
+    let mut pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    pairs.push(("VIDEO_ORIGIN_ADMIN__LISTEN", "127.0.0.1:0"));
+    let (ok, _out, err) = run_cli(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--assets",
+            empty.path().to_str().unwrap(),
+        ],
+        &pairs,
+    );
+    assert!(!ok);
+    assert!(
+        err.contains("storage.s3.bucket") && err.contains("HTTP 403"),
+        "{err}"
+    );
+    assert!(!err.contains("test-secret-never-logged"), "{err}");
+
     // A bucket name S3 cannot have is refused before any call.
     let (ok, _out, err) = run_cli(
         &["check-config"],
@@ -591,5 +635,34 @@ fn a_replaced_object_is_never_served_under_the_old_validator() {
         )
         .unwrap_or(0.0)
             >= 1.0
+    );
+}
+
+#[test]
+fn a_missing_object_stays_404_for_the_negative_ttl_until_evicted() {
+    let moto = Moto::shared();
+    let bucket = Bucket::new(&moto.endpoint);
+    let (_e, srv) = replica(
+        &bucket,
+        &moto.endpoint,
+        &[("VIDEO_ORIGIN_STORAGE__S3__NEGATIVE_TTL_SECS", "60")],
+    );
+    assert_eq!(srv.get("/video/late.mp4", &[]).status, 404);
+    let heads = store_calls(&srv, "head");
+    bucket.put("late.mp4", b"published after the first request", true);
+    // Within the negative TTL the 404 is answered from the cache, without asking the store.
+    assert_eq!(srv.get("/video/late.mp4", &[]).status, 404);
+    assert_eq!(store_calls(&srv, "head"), heads);
+    // Evicting the path (as a publisher would after writing the object) ends it at once.
+    let r = srv.admin(
+        "POST",
+        "/admin/cache/evict",
+        Some(ADMIN),
+        Some(r#"{"paths":["late.mp4"]}"#),
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(
+        srv.get("/video/late.mp4", &[]).body,
+        b"published after the first request"
     );
 }
