@@ -450,25 +450,51 @@ pub fn scrape(srv: &Server) -> String {
 }
 
 /// One HTTP/1.1 response, by Content-Length or chunked framing (not by connection close), so
-/// the connection can be used again.
+/// the connection can be used again. It reads exactly the response's bytes: a pipelined
+/// response behind it stays in the socket for the next call.
 pub fn read_response(s: &mut TcpStream) -> Resp {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 65536];
-    loop {
-        let n = s.read(&mut chunk).unwrap();
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let r = Resp::parse(&buf);
-            let done = match r.header("content-length") {
-                Some(len) => buf.len() >= end + 4 + len.parse::<usize>().unwrap(),
-                None => n == 0 || buf.ends_with(b"0\r\n\r\n"),
-            };
-            if done {
-                return r;
+    fn line(s: &mut TcpStream, buf: &mut Vec<u8>) {
+        let mut byte = [0u8; 1];
+        loop {
+            let n = s.read(&mut byte).unwrap();
+            assert!(n > 0, "connection closed before a whole response");
+            buf.push(byte[0]);
+            if buf.ends_with(b"\r\n") {
+                return;
             }
         }
-        assert!(n > 0, "connection closed before a whole response");
     }
+    let mut buf = Vec::new();
+    loop {
+        let before = buf.len();
+        line(s, &mut buf);
+        if buf.len() - before == 2 {
+            break;
+        }
+    }
+    let r = Resp::parse(&buf);
+    if let Some(len) = r.header("content-length") {
+        let at = buf.len();
+        buf.resize(at + len.parse::<usize>().unwrap(), 0);
+        s.read_exact(&mut buf[at..]).unwrap();
+    } else if r.header("transfer-encoding").is_some() {
+        loop {
+            let at = buf.len();
+            line(s, &mut buf);
+            let size = std::str::from_utf8(&buf[at..buf.len() - 2]).unwrap();
+            let size = usize::from_str_radix(size.split(';').next().unwrap().trim(), 16).unwrap();
+            let at = buf.len();
+            buf.resize(at + size + 2, 0);
+            s.read_exact(&mut buf[at..]).unwrap();
+            if size == 0 {
+                break;
+            }
+        }
+    } else if !matches!(r.status, 100..=199 | 204 | 304) {
+        // Delimited by the connection's close.
+        s.read_to_end(&mut buf).unwrap();
+    }
+    Resp::parse(&buf)
 }
 
 /// The payload of a chunked body (strict: every chunk well framed, a final 0 chunk).
