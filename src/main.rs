@@ -54,7 +54,17 @@ enum Command {
         /// Token format: native, cloudflare, akamai or cloudfront.
         #[arg(long, default_value = "native", value_parser = parse_format)]
         format: video_origin::signing::links::LinkFormat,
-        /// Print JSON {url, expires_at} instead of the bare URL.
+        /// Mint cookies for PATH's directory instead of a token in the URL (native or
+        /// cloudfront): prints one `Set-Cookie:` line each, then the plain URL.
+        #[arg(long)]
+        cookie: bool,
+        /// With --cookie: the cookies' Domain attribute (default: host-only).
+        #[arg(long, value_name = "HOST", requires = "cookie")]
+        cookie_domain: Option<String>,
+        /// With --cookie: SameSite (Strict, Lax or None; None for a player on another site).
+        #[arg(long, default_value = "Lax", value_parser = parse_same_site, requires = "cookie")]
+        same_site: video_origin::signing::links::SameSite,
+        /// Print JSON {url, expires_at[, set_cookie]} instead of the bare URL.
         #[arg(long)]
         json: bool,
     },
@@ -160,6 +170,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             prefix,
             ip,
             format,
+            cookie,
+            cookie_domain,
+            same_site,
             json,
         } => {
             let settings = Arc::new(load(&common, None)?);
@@ -173,6 +186,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 prefix,
                 ip,
                 format,
+                cookie: cookie.then_some(video_origin::signing::links::CookieOptions {
+                    domain: cookie_domain,
+                    same_site,
+                }),
             };
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)?
@@ -184,6 +201,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if json {
                 println!("{}", serde_json::to_string(&link)?);
             } else {
+                for value in &link.set_cookie {
+                    println!("Set-Cookie: {value}");
+                }
                 println!("{}", link.url);
             }
             Ok(())
@@ -304,6 +324,11 @@ fn parse_ttl(s: &str) -> Result<u64, String> {
 fn parse_format(s: &str) -> Result<video_origin::signing::links::LinkFormat, String> {
     serde_json::from_value(serde_json::Value::String(s.to_owned()))
         .map_err(|_| format!("`{s}`: use native, cloudflare, akamai or cloudfront"))
+}
+
+fn parse_same_site(s: &str) -> Result<video_origin::signing::links::SameSite, String> {
+    serde_json::from_value(serde_json::Value::String(s.to_owned()))
+        .map_err(|_| format!("`{s}`: use Strict, Lax or None"))
 }
 
 fn explain(settings: &Settings, path: &str) -> anyhow::Result<String> {

@@ -718,4 +718,155 @@ tokens = ["akamai"]
             &sig
         )
         .is_err());
+    // #16.2 CloudFront signed cookies (spec signed-urls §3.5): a custom policy whose resource is
+    // the directory with a wildcard, one Set-Cookie per value, scoped to the directory.
+    let (ok, out, err) = run_cli(
+        &[
+            "sign",
+            "private/trailers/t1.mp4",
+            "--format",
+            "cloudfront",
+            "--cookie",
+            "--ttl",
+            "5m",
+            "--config",
+            config,
+            "--assets",
+            dir.path().to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(ok, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines.last().unwrap(),
+        &"https://d111111abcdef8.cloudfront.net/video/private/trailers/t1.mp4"
+    );
+    let cookie = |name: &str| -> String {
+        let line = lines
+            .iter()
+            .find_map(|l| l.strip_prefix(&format!("Set-Cookie: {name}=")))
+            .unwrap_or_else(|| panic!("{name} missing in {out}"));
+        let (value, attrs) = line.split_once("; ").unwrap();
+        assert!(
+            attrs.starts_with("Path=/video/private/trailers/; Max-Age=300; Secure; HttpOnly"),
+            "{attrs}"
+        );
+        value.to_owned()
+    };
+    assert_eq!(cookie("CloudFront-Key-Pair-Id"), "K2JCJMDEHXQW5F");
+    let unb64 = |v: String| {
+        base64::engine::general_purpose::STANDARD
+            .decode(v.replace('-', "+").replace('_', "=").replace('~', "/"))
+            .unwrap()
+    };
+    let policy = unb64(cookie("CloudFront-Policy"));
+    let text = String::from_utf8(policy.clone()).unwrap();
+    assert!(
+        text.starts_with(r#"{"Statement":[{"Resource":"https://d111111abcdef8.cloudfront.net/video/private/trailers/*","Condition":{"DateLessThan":{"AWS:EpochTime":"#),
+        "{text}"
+    );
+    public
+        .verify(
+            rsa::Pkcs1v15Sign::new::<sha1::Sha1>(),
+            &sha1::Sha1::digest(&policy),
+            &unb64(cookie("CloudFront-Signature")),
+        )
+        .expect("the cookie signature verifies over the cookie's policy");
+}
+
+/// The `VO1=<value>` pair of a `Set-Cookie` value, as a browser sends it back.
+fn cookie_pair(set_cookie: &str) -> &str {
+    set_cookie.split_once("; ").unwrap().0
+}
+
+#[test]
+fn vo1_cookies_minted_by_cli_and_admin_admit_the_ladder_only() {
+    // #16.2: `sign --cookie` and POST /admin/sign {"cookie": true}; the origin checks the
+    // cookie exactly as the query form (spec signed-urls §8), the query taking precedence.
+    let dir = library();
+    let srv = start(dir.path(), &[]);
+    let out = Command::new(BIN)
+        .args([
+            "sign",
+            "private/movie42/master.m3u8",
+            "--ttl",
+            "10m",
+            "--cookie",
+            "--assets",
+        ])
+        .arg(dir.path())
+        .env("VIDEO_ORIGIN_SIGNING__KEYS__K1", K1)
+        .env(
+            "VIDEO_ORIGIN_SIGNING__PUBLIC_BASE_URL",
+            "https://cdn.example.com",
+        )
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = out.lines().collect();
+    let [set_cookie, url] = lines.as_slice() else {
+        panic!("{out}")
+    };
+    assert_eq!(
+        *url,
+        "https://cdn.example.com/video/private/movie42/master.m3u8"
+    );
+    let set_cookie = set_cookie.strip_prefix("Set-Cookie: ").unwrap();
+    assert!(set_cookie.starts_with("VO1=exp="), "{set_cookie}");
+    assert!(
+        set_cookie.ends_with(
+            "; Path=/video/private/movie42/; Max-Age=600; Secure; HttpOnly; SameSite=Lax"
+        ),
+        "{set_cookie}"
+    );
+    let cookie = cookie_pair(set_cookie);
+    let seg = "/video/private/movie42/1080p/seg_00001.m4s";
+    let r = srv.get(seg, &[("cookie", &format!("lang=en; {cookie}"))]);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, b"segment-one-bytes");
+    assert_eq!(r.h("cache-control"), "private, no-store");
+    assert_eq!(srv.get(seg, &[]).status, 403);
+    // A directory grant never reaches a sibling whose name merely starts the same.
+    let r = srv.get("/video/private/movie420/x.ts", &[("cookie", cookie)]);
+    assert_eq!(r.status, 403);
+    // A query token is judged alone: a bad one is refused even beside a valid cookie.
+    let forged = format!("{seg}?exp={}&kid=k1&sig={}", now() + 60, "A".repeat(43));
+    let r = srv.get(&forged, &[("cookie", cookie)]);
+    assert_eq!(r.status, 403);
+    assert_eq!(r.body, b"bad-signature\n");
+    // A tampered cookie gets the same reason as a tampered query.
+    let tampered = cookie.replace("exp=", "exp=1");
+    let r = srv.get(seg, &[("cookie", &tampered)]);
+    assert_eq!(r.status, 403);
+    // The admin API mints the same shape.
+    let r = srv.admin(
+        "POST",
+        "/admin/sign",
+        Some(ADMIN),
+        Some(r#"{"path":"private/movie42/master.m3u8","ttl_secs":120,"cookie":true,"same_site":"None"}"#),
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    let set = v["set_cookie"][0].as_str().unwrap();
+    assert!(
+        set.contains("; Max-Age=120; ") && set.ends_with("SameSite=None"),
+        "{set}"
+    );
+    assert!(!v["url"].as_str().unwrap().contains('?'));
+    assert_eq!(srv.get(seg, &[("cookie", cookie_pair(set))]).status, 200);
+    // Bad cookie options are refused with the field named.
+    let r = srv.admin(
+        "POST",
+        "/admin/sign",
+        Some(ADMIN),
+        Some(r#"{"path":"private/movie42/master.m3u8","cookie":true,"cookie_domain":"a;b"}"#),
+    );
+    assert_eq!(r.status, 400);
+    assert!(String::from_utf8_lossy(&r.body).contains("cookie_domain"));
 }

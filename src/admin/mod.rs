@@ -18,7 +18,7 @@ use serde::Deserialize;
 
 use crate::app::App;
 use crate::reply::{json, json_error as error};
-use crate::signing::links::{LinkFormat, LinkRequest};
+use crate::signing::links::{CookieOptions, LinkFormat, LinkRequest, SameSite};
 use crate::storage::body::OriginBody;
 use crate::storage::Backend;
 
@@ -61,6 +61,13 @@ struct SignBody {
     ip: Option<std::net::IpAddr>,
     #[serde(default)]
     format: LinkFormat,
+    /// Mint `Set-Cookie` values for the path's directory instead of a token in the URL.
+    #[serde(default)]
+    cookie: bool,
+    #[serde(default)]
+    cookie_domain: Option<String>,
+    #[serde(default)]
+    same_site: SameSite,
 }
 
 /// Answers one admin API request (everything on the admin listener but health, readiness
@@ -100,15 +107,22 @@ pub async fn api(app: &App, req: Request<AdminBody>, peer: IpAddr) -> Response<O
                 prefix: sign.prefix,
                 ip: sign.ip,
                 format: sign.format,
+                cookie: sign.cookie.then(|| CookieOptions {
+                    domain: sign.cookie_domain.clone(),
+                    same_site: sign.same_site,
+                }),
             };
             let now = SystemTime::now()
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs());
             match app.minter.mint(&request, now) {
                 Ok(link) => {
-                    tracing::info!(target: "audit", who = who.as_str(), action = "sign", path = sign.path.as_str(), prefix = sign.prefix, format = ?sign.format, expires_at = link.expires_at, outcome = "ok");
+                    tracing::info!(target: "audit", who = who.as_str(), action = "sign", path = sign.path.as_str(), prefix = sign.prefix, cookie = sign.cookie, format = ?sign.format, expires_at = link.expires_at, outcome = "ok");
                     let mut answer =
                         serde_json::json!({"url": link.url, "expires_at": link.expires_at});
+                    if !link.set_cookie.is_empty() {
+                        answer["set_cookie"] = link.set_cookie.into();
+                    }
                     if let Some(w) = app.unprotected_warning(&sign.path) {
                         answer["warning"] = w.into();
                     }

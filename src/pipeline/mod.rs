@@ -40,11 +40,13 @@ pub struct Target<'a> {
     pub asset: &'a str,
     /// The client address (resolved through trusted proxies).
     pub client: std::net::IpAddr,
+    /// The `Cookie` field values (a VO1 token may come as a cookie; never logged).
+    pub cookies: Vec<&'a str>,
 }
 
-impl<'a> Target<'a> {
+impl Target<'_> {
     /// What a token in this request is checked against, at `now`.
-    fn token_request(&self, now: SystemTime) -> TokenRequest<'a> {
+    fn token_request(&self, now: SystemTime) -> TokenRequest<'_> {
         TokenRequest {
             raw_path: self.raw_path,
             query: self.query,
@@ -52,6 +54,7 @@ impl<'a> Target<'a> {
             now: now
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
+            cookies: &self.cookies,
         }
     }
 }

@@ -97,6 +97,12 @@ pub async fn route<B>(app: &Arc<App>, req: Request<B>) -> Response<OriginBody> {
                 query: req.uri().query().unwrap_or(""),
                 asset: rest,
                 client,
+                cookies: req
+                    .headers()
+                    .get_all(header::COOKIE)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .collect(),
             };
             let mut resp = serve_asset(app, req.method(), req.headers(), &target).await;
             add_cors(app, origin, resp.headers_mut());

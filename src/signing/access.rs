@@ -16,7 +16,7 @@ use crate::http::glob::Glob;
 use crate::signing::akamai;
 use crate::signing::cloudflare::{self, CloudflareRule};
 use crate::signing::keys::KeyRing;
-use crate::signing::{native, single_param, split_query, Clock, Reason, Rejection};
+use crate::signing::{cookie_values, native, single_param, split_query, Clock, Reason, Rejection};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -86,6 +86,8 @@ pub struct TokenRequest<'a> {
     pub query: &'a str,
     pub client: Option<IpAddr>,
     pub now: u64,
+    /// The request's `Cookie` field values (VO1 tokens may come as a cookie).
+    pub cookies: &'a [&'a str],
 }
 
 /// Checks what a rule list can be checked for without keys: globs compile, and a rule that
@@ -228,6 +230,30 @@ impl AccessPolicy {
         }
     }
 
+    /// The request's VO1 token, verified. One rule for a request that may carry it twice: a
+    /// query with any VO1 parameter is judged alone (as CloudFront lets a signed URL take
+    /// precedence over cookies); otherwise each `VO1` cookie is tried and any valid one admits,
+    /// else the first one's refusal stands. Both forms sign and check the same string.
+    fn native(&self, req: &TokenRequest<'_>, clock: Clock) -> Result<native::Claims, Rejection> {
+        let verify = |q: &str| native::verify(req.raw_path, q, &self.keys, req.client, clock);
+        if native::present(req.query) {
+            return verify(req.query);
+        }
+        let mut first = None;
+        for value in cookie_values(req.cookies, native::COOKIE) {
+            match verify(value) {
+                Ok(claims) => return Ok(claims),
+                Err(r) => {
+                    first.get_or_insert(r);
+                }
+            }
+        }
+        match first {
+            Some(r) => Err(r),
+            None => verify(req.query),
+        }
+    }
+
     /// The request's Akamai token, verified.
     fn akamai_token<'r>(&self, req: &TokenRequest<'r>, clock: Clock) -> Result<&'r str, Rejection> {
         let Some(ak) = &self.akamai else {
@@ -268,10 +294,7 @@ impl AccessPolicy {
         let mut best: Option<Rejection> = None;
         for form in &rule.tokens {
             let result = match form {
-                TokenForm::Native => {
-                    native::verify(req.raw_path, req.query, &self.keys, req.client, clock)
-                        .map(|_| ())
-                }
+                TokenForm::Native => self.native(req, clock).map(|_| ()),
                 TokenForm::Cloudflare => match &self.cloudflare {
                     Some(cf) => {
                         cloudflare::verify(req.raw_path, req.query, &cf.secrets, &cf.rule, clock)
@@ -326,6 +349,7 @@ mod tests {
             query,
             client: None,
             now: 1_700_000_000,
+            cookies: &[],
         }
     }
 
@@ -366,6 +390,85 @@ mod tests {
                 .unwrap_err()
                 .reason,
             Reason::BadSignature
+        );
+    }
+
+    fn prefix_token(scope: &str) -> String {
+        native::mint(
+            "k1",
+            &[3; 32],
+            &native::MintRequest {
+                path: format!("{scope}master.m3u8"),
+                exp: 1_700_000_600,
+                scope: Some(scope.into()),
+                ..Default::default()
+            },
+        )
+        .unwrap()
+        .1
+    }
+
+    #[test]
+    fn a_vo1_cookie_admits_like_the_query_and_the_query_takes_precedence() {
+        let p = policy(vec![rule("private/**")]);
+        let token = prefix_token("/video/private/m42/");
+        let cookie = format!("theme=dark; VO1={token}");
+        let cookies = [cookie.as_str()];
+        let with = |path: &'static str, query: &'static str| TokenRequest {
+            cookies: &cookies,
+            ..req(path, query)
+        };
+        let granted = Ok(Access::Granted {
+            edge_verified: false,
+        });
+        assert_eq!(
+            p.check(
+                "private/m42/v/seg1.m4s",
+                &with("/video/private/m42/v/seg1.m4s", "")
+            ),
+            granted
+        );
+        // Same refusal reasons as the query form: outside the scope, the MAC does not match.
+        let outside = p
+            .check("private/m420/a.m4s", &with("/video/private/m420/a.m4s", ""))
+            .unwrap_err();
+        assert_ne!(outside.reason, Reason::Missing);
+        // A query carrying VO1 parameters is judged alone, even next to a valid cookie.
+        let forged = format!("exp=1700000600&kid=k1&sig={}", "A".repeat(43));
+        let e = p
+            .check(
+                "private/m42/a.m4s",
+                &TokenRequest {
+                    cookies: &cookies,
+                    ..req("/video/private/m42/a.m4s", &forged)
+                },
+            )
+            .unwrap_err();
+        assert_eq!(e.reason, Reason::BadSignature);
+        // Other query parameters leave the cookie in charge.
+        assert_eq!(
+            p.check(
+                "private/m42/a.m4s",
+                &with("/video/private/m42/a.m4s", "t=5")
+            ),
+            granted
+        );
+        // One valid cookie among several admits; a lone bad one gives its own reason.
+        let expired = "VO1=exp=1&kid=k1&sig=AAAA".to_string();
+        let two = [expired.as_str(), cookie.as_str()];
+        let both = TokenRequest {
+            cookies: &two,
+            ..req("/video/private/m42/a.m4s", "")
+        };
+        assert_eq!(p.check("private/m42/a.m4s", &both), granted);
+        let one = [expired.as_str()];
+        let bad = TokenRequest {
+            cookies: &one,
+            ..req("/video/private/m42/a.m4s", "")
+        };
+        assert_ne!(
+            p.check("private/m42/a.m4s", &bad).unwrap_err().reason,
+            Reason::Missing
         );
     }
 

@@ -171,6 +171,28 @@ impl CloudFrontSigner {
         )
     }
 
+    /// Signed cookies (spec signed-urls §3.5) for a custom policy: `CloudFront-Policy`,
+    /// `-Signature`, `-Key-Pair-Id` (and `-Hash-Algorithm` with SHA-256), as (name, value).
+    /// `resource` is the URL pattern the cookies grant, e.g. `https://dxxx/video/movie42/*`
+    /// (always set: a policy without one covers everything the key group protects).
+    pub fn signed_cookies(
+        &self,
+        resource: &str,
+        expires: u64,
+        c: &Custom,
+    ) -> Vec<(&'static str, String)> {
+        let policy = custom_policy(resource, expires, c);
+        let mut cookies = vec![
+            ("CloudFront-Policy", cfb64(policy.as_bytes())),
+            ("CloudFront-Signature", self.sign_policy(&policy)),
+            ("CloudFront-Key-Pair-Id", self.key_pair_id.clone()),
+        ];
+        if self.hash == Hash::Sha256 {
+            cookies.push(("CloudFront-Hash-Algorithm", "SHA256".into()));
+        }
+        cookies
+    }
+
     pub fn public_key(&self) -> rsa::RsaPublicKey {
         self.key.to_public_key()
     }
@@ -237,6 +259,46 @@ mod tests {
         let u = s256.sign_canned("https://d111111abcdef8.cloudfront.net/image.jpg", EXP);
         assert!(u.contains("Signature=LiC~LakvNvZtR~AsTcirQ0CAsy-YIZmpHmI9uImK4xJmrhVdJULhWmRt3bXO7qqw2gJDECZN-xC~bKWEKcJ9Vgs1IgpRdMkY6XGDKZ1XHBdNbd~0v5UiRf4zXwVMRqoynkQPQcihkze7RkDBsOoYHh9jDdtO1iDm0QZ1Qp~cxro_&"), "{u}");
         assert!(u.ends_with("&Key-Pair-Id=K1TESTKEY&Hash-Algorithm=SHA256"));
+    }
+
+    #[test]
+    fn sep_cookie_vectors() {
+        // spec: signed-urls §3.7 SEP-6 (canned cookies carry SEP-1's signature) and SEP-7
+        // (custom cookies, wildcard resource, IP condition)
+        let s = sep(Hash::Sha1);
+        let sep1 = s.sign_policy(&canned_policy(
+            "https://d111111abcdef8.cloudfront.net/image.jpg",
+            EXP,
+        ));
+        assert!(s
+            .sign_canned("https://d111111abcdef8.cloudfront.net/image.jpg", EXP)
+            .contains(&format!("Signature={sep1}&")));
+        let cookies = s.signed_cookies(
+            "https://d111111abcdef8.cloudfront.net/*",
+            EXP,
+            &Custom {
+                resource: None,
+                start: None,
+                source_ip: Some("10.0.0.0/8".into()),
+            },
+        );
+        assert_eq!(
+            cookies,
+            vec![
+                ("CloudFront-Policy", "eyJTdGF0ZW1lbnQiOlt7IlJlc291cmNlIjoiaHR0cHM6Ly9kMTExMTExYWJjZGVmOC5jbG91ZGZyb250Lm5ldC8qIiwiQ29uZGl0aW9uIjp7IkRhdGVMZXNzVGhhbiI6eyJBV1M6RXBvY2hUaW1lIjoxNzY3MjkwNDAwfSwiSXBBZGRyZXNzIjp7IkFXUzpTb3VyY2VJcCI6IjEwLjAuMC4wLzgifX19XX0_".to_string()),
+                ("CloudFront-Signature", "r28Jnd0t9aq7cu0k9jGWl4L0YsRxgueZtGRw5oEEspU9-eIPGM~ZGMQh36~5HpKC5c67cZjDgJcsqrCacmTHMZZx613gbeYAsx2-hEatU8URiuNHnVp4hPV3HqtbuZ6Din9iEZUpOBYVg6DWGEFJRCQ7SPouBhhJdYDZZOPHGpA_".to_string()),
+                ("CloudFront-Key-Pair-Id", "K1TESTKEY".to_string()),
+            ]
+        );
+        let with_sha256 = sep(Hash::Sha256).signed_cookies(
+            "https://d111111abcdef8.cloudfront.net/*",
+            EXP,
+            &Custom::default(),
+        );
+        assert_eq!(
+            with_sha256.last().unwrap(),
+            &("CloudFront-Hash-Algorithm", "SHA256".to_string())
+        );
     }
 
     #[test]

@@ -32,12 +32,66 @@ pub struct LinkRequest {
     pub prefix: bool,
     pub ip: Option<IpAddr>,
     pub format: LinkFormat,
+    /// Mint cookies for the directory of `path` instead of a token in the URL.
+    pub cookie: Option<CookieOptions>,
+}
+
+/// The `SameSite` attribute of minted cookies: `Lax` suits a player on the same site as the
+/// media; a player on another site fetching with credentials needs `None`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Serialize, Default)]
+pub enum SameSite {
+    Strict,
+    #[default]
+    Lax,
+    None,
+}
+
+/// How minted cookies are scoped beyond their `Path` (the ladder's directory).
+#[derive(Debug, Clone, Default)]
+pub struct CookieOptions {
+    /// `Domain` attribute; none = a host-only cookie for the host that sets it.
+    pub domain: Option<String>,
+    pub same_site: SameSite,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SignedLink {
+    /// With cookies, the plain URL (no token): the cookies carry the grant.
     pub url: String,
     pub expires_at: u64,
+    /// Ready `Set-Cookie` header values, when cookies were asked for.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub set_cookie: Vec<String>,
+}
+
+/// One `Set-Cookie` value: `Path` = the granted directory, `Max-Age` = the token's remaining
+/// lifetime, always `Secure` and `HttpOnly` (scripts never need the token).
+fn set_cookie(name: &str, value: &str, path: &str, max_age: u64, o: &CookieOptions) -> String {
+    let mut c = format!("{name}={value}; Path={path}; Max-Age={max_age}");
+    if let Some(d) = &o.domain {
+        c.push_str(&format!("; Domain={d}"));
+    }
+    let same_site = match o.same_site {
+        SameSite::Strict => "Strict",
+        SameSite::Lax => "Lax",
+        SameSite::None => "None",
+    };
+    c.push_str(&format!("; Secure; HttpOnly; SameSite={same_site}"));
+    c
+}
+
+/// A cookie `Domain` must be a host name (letters, digits, `-`, `.`): anything else would let a
+/// caller inject attributes.
+fn check_domain(d: &str) -> Result<(), String> {
+    let ok = !d.is_empty()
+        && d.len() <= 253
+        && d.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    if ok {
+        Ok(())
+    } else {
+        Err("cookie_domain: must be a host name (letters, digits, `-`, `.`)".into())
+    }
 }
 
 pub struct CloudflareMint {
@@ -107,7 +161,18 @@ impl LinkMinter {
         };
         let path =
             canonical_path(&self.url_path(&req.path)).map_err(|r| format!("path: {}", r.detail))?;
-        let scope = req.prefix.then(|| match path.rfind('/') {
+        if let Some(c) = &req.cookie {
+            if let Some(d) = &c.domain {
+                check_domain(d)?;
+            }
+            if !matches!(req.format, LinkFormat::Native | LinkFormat::Cloudfront) {
+                return Err(
+                    "cookie: cookies are minted for the native and cloudfront formats".into(),
+                );
+            }
+        }
+        // A cookie always grants the directory: it is sent with every request under its Path.
+        let scope = (req.prefix || req.cookie.is_some()).then(|| match path.rfind('/') {
             Some(i) => path[..=i].to_owned(),
             None => "/".to_owned(),
         });
@@ -126,10 +191,17 @@ impl LinkMinter {
                         path: path.clone(),
                         exp,
                         nbf: None,
-                        scope,
+                        scope: scope.clone(),
                         ip: req.ip,
                     },
                 )?;
+                if let (Some(c), Some(dir)) = (&req.cookie, &scope) {
+                    return Ok(SignedLink {
+                        url: format!("{base_url}{p}"),
+                        expires_at: exp,
+                        set_cookie: vec![set_cookie(native::COOKIE, &q, dir, req.ttl_secs, c)],
+                    });
+                }
                 format!("{base_url}{p}?{q}")
             }
             LinkFormat::Cloudflare => {
@@ -158,6 +230,7 @@ impl LinkMinter {
                 return Ok(SignedLink {
                     url: format!("{base_url}{path}?{q}"),
                     expires_at: exp,
+                    set_cookie: Vec::new(),
                 });
             }
             LinkFormat::Akamai => {
@@ -182,16 +255,33 @@ impl LinkMinter {
                     .as_ref()
                     .ok_or("signing.cloudfront is not configured")?;
                 let url = format!("{}{path}", cf.base_url);
+                let source_ip = match req.ip {
+                    Some(IpAddr::V4(v4)) => Some(format!("{v4}/32")),
+                    Some(IpAddr::V6(_)) => return Err("CloudFront policies take IPv4 only".into()),
+                    None => None,
+                };
+                if let (Some(c), Some(dir)) = (&req.cookie, &scope) {
+                    let custom = Custom {
+                        resource: None,
+                        start: None,
+                        source_ip,
+                    };
+                    let resource = format!("{}{dir}*", cf.base_url);
+                    let set_cookie = cf
+                        .signer
+                        .signed_cookies(&resource, exp, &custom)
+                        .iter()
+                        .map(|(name, value)| set_cookie(name, value, dir, req.ttl_secs, c))
+                        .collect();
+                    return Ok(SignedLink {
+                        url,
+                        expires_at: exp,
+                        set_cookie,
+                    });
+                }
                 match (&scope, req.ip) {
                     (None, None) => cf.signer.sign_canned(&url, exp),
                     _ => {
-                        let source_ip = match req.ip {
-                            Some(IpAddr::V4(v4)) => Some(format!("{v4}/32")),
-                            Some(IpAddr::V6(_)) => {
-                                return Err("CloudFront policies take IPv4 only".into())
-                            }
-                            None => None,
-                        };
                         let custom = Custom {
                             resource: scope.as_ref().map(|s| format!("{}{s}*", cf.base_url)),
                             start: None,
@@ -205,6 +295,7 @@ impl LinkMinter {
         Ok(SignedLink {
             url,
             expires_at: exp,
+            set_cookie: Vec::new(),
         })
     }
 }
@@ -233,6 +324,7 @@ mod tests {
             prefix,
             ip: None,
             format: LinkFormat::Native,
+            cookie: None,
         }
     }
 
@@ -267,6 +359,49 @@ mod tests {
             m.mint(&req("/video/private/a.mp4", false), 1).unwrap(),
             m.mint(&req("private/a.mp4", false), 1).unwrap()
         );
+    }
+
+    #[test]
+    fn native_cookies_grant_the_directory() {
+        let m = minter();
+        let mut r = req("private/movie42/master.m3u8", false);
+        r.cookie = Some(CookieOptions {
+            domain: Some("media.example".into()),
+            same_site: SameSite::None,
+        });
+        let link = m.mint(&r, 1_700_000_000).unwrap();
+        assert_eq!(
+            link.url,
+            "https://cdn.example/video/private/movie42/master.m3u8"
+        );
+        let [cookie] = link.set_cookie.as_slice() else {
+            panic!("{:?}", link.set_cookie)
+        };
+        let (value, attrs) = cookie
+            .strip_prefix("VO1=")
+            .unwrap()
+            .split_once("; ")
+            .unwrap();
+        assert_eq!(
+            attrs,
+            "Path=/video/private/movie42/; Max-Age=3600; Domain=media.example; Secure; HttpOnly; SameSite=None"
+        );
+        let clock = Clock {
+            now: 1_700_000_010,
+            skew: 30,
+            max_ttl: 86400,
+        };
+        let seg = "/video/private/movie42/720p/seg_3.m4s";
+        assert!(native::verify(seg, value, &m.keys, None, clock).is_ok());
+        // Attribute injection through the domain is refused.
+        r.cookie = Some(CookieOptions {
+            domain: Some("x; Path=/".into()),
+            same_site: SameSite::Lax,
+        });
+        assert!(m.mint(&r, 1).unwrap_err().starts_with("cookie_domain"));
+        r.cookie = Some(CookieOptions::default());
+        r.format = LinkFormat::Akamai;
+        assert!(m.mint(&r, 1).unwrap_err().contains("native and cloudfront"));
     }
 
     #[test]

@@ -214,6 +214,27 @@ pub fn single_param(params: &[(&str, &str)], name: &str) -> Result<Option<String
     Ok(found)
 }
 
+/// The values of every cookie called `name` in `headers` (the request's `Cookie` field
+/// values: one in HTTP/1.1, possibly several in HTTP/2), in order. Pairs are split on `;`, a
+/// value in double quotes is unquoted (RFC 6265 §4.1.1); names match exactly.
+pub fn cookie_values<'a>(
+    headers: &'a [&'a str],
+    name: &'a str,
+) -> impl Iterator<Item = &'a str> + 'a {
+    headers
+        .iter()
+        .flat_map(|h| h.split(';'))
+        .filter_map(move |pair| {
+            let (k, v) = pair.trim().split_once('=')?;
+            (k.trim() == name).then(|| {
+                let v = v.trim();
+                v.strip_prefix('"')
+                    .and_then(|v| v.strip_suffix('"'))
+                    .unwrap_or(v)
+            })
+        })
+}
+
 /// Constant-time equality of two byte strings (S-1). Lengths are not secret.
 pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     use subtle::ConstantTimeEq;
@@ -230,6 +251,18 @@ pub(crate) fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cookies_by_name() {
+        let headers = [
+            "a=1; VO1=exp=5&sig=x; VO1x=no",
+            "VO1=\"q=1\"",
+            "broken; VO1 = y ",
+        ];
+        let got: Vec<&str> = cookie_values(&headers, "VO1").collect();
+        assert_eq!(got, ["exp=5&sig=x", "q=1", "y"]);
+        assert_eq!(cookie_values(&[], "VO1").count(), 0);
+    }
 
     #[test]
     fn canonical_paths() {

@@ -16,6 +16,10 @@ use super::{
     Reason, Rejection,
 };
 
+/// The cookie that carries a VO1 token: its value is the token's query parameters exactly as a
+/// link carries them (cookie-safe: digits, key ids, canonical paths, base64url).
+pub const COOKIE: &str = "VO1";
+
 /// What a valid token granted (for logs and metrics).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Claims {
