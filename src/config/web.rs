@@ -38,6 +38,31 @@ pub struct PlayerSettings {
     pub max_sessions: usize,
     /// Largest WebSocket frame/message accepted; larger closes the socket.
     pub max_frame_bytes: usize,
+    /// hls.js for `.m3u8` in browsers without native HLS: a local file the origin serves, or an
+    /// `https://` URL with `hls_js_integrity`. Empty = not offered.
+    #[serde(default)]
+    pub hls_js: String,
+    /// Subresource Integrity of `hls_js` (`sha384-…`); required with a URL, checked with a file.
+    #[serde(default)]
+    pub hls_js_integrity: String,
+    /// dash.js for `.mpd` (its `dash.all.min.js`), as `hls_js`.
+    #[serde(default)]
+    pub dash_js: String,
+    #[serde(default)]
+    pub dash_js_integrity: String,
+}
+
+/// Whether `s` is a Subresource Integrity value (`sha256-`, `sha384-` or `sha512-` + base64).
+pub fn is_integrity(s: &str) -> bool {
+    let Some((alg, b64)) = s.split_once('-') else {
+        return false;
+    };
+    matches!(alg, "sha256" | "sha384" | "sha512")
+        && !b64.is_empty()
+        && b64
+            .trim_end_matches('=')
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
 }
 
 impl Section for OriginProtectionSettings {
@@ -92,6 +117,44 @@ impl Section for PlayerSettings {
                 "player.max_frame_bytes",
                 "must be between 256 and 1048576".into(),
             ));
+        }
+        for (key, src, key_sri, sri) in [
+            (
+                "player.hls_js",
+                &self.hls_js,
+                "player.hls_js_integrity",
+                &self.hls_js_integrity,
+            ),
+            (
+                "player.dash_js",
+                &self.dash_js,
+                "player.dash_js_integrity",
+                &self.dash_js_integrity,
+            ),
+        ] {
+            if src.starts_with("http://") {
+                return Err((
+                    key,
+                    "a library URL must be https:// (or give a local file)".into(),
+                ));
+            }
+            if !sri.is_empty() && !is_integrity(sri) {
+                return Err((
+                    key_sri,
+                    "must be a Subresource Integrity value: sha256-, sha384- or sha512- followed by base64".into(),
+                ));
+            }
+            if src.starts_with("https://") {
+                if sri.is_empty() {
+                    return Err((
+                        key_sri,
+                        format!("required with a URL in {key}, so the browser refuses a library that changed"),
+                    ));
+                }
+                if src.contains(|c: char| c.is_whitespace() || c == '"' || c == '\'') {
+                    return Err((key, "not a valid URL".into()));
+                }
+            }
         }
         Ok(())
     }

@@ -69,7 +69,7 @@ pub async fn route<B>(app: &Arc<App>, req: Request<B>) -> Response<OriginBody> {
         if path.starts_with("/player/") {
             return match *req.method() {
                 Method::GET | Method::HEAD => {
-                    crate::player::page_response(&app.player_page, req.method())
+                    crate::player::page_response(&app.player_page, path, req.method())
                 }
                 _ => reply::method_not_allowed("GET, HEAD", now),
             };
