@@ -28,6 +28,10 @@ pub struct App {
     ready_seen: std::sync::atomic::AtomicU8,
     /// CloudFront client, built on first use (never at startup).
     pub cloudfront: tokio::sync::OnceCell<crate::cdn::cloudfront::CloudFront>,
+    /// The invalidation outbox (`serve` opens it when `invalidation.enabled`).
+    pub outbox: std::sync::OnceLock<Arc<crate::cdn::outbox::Outbox>>,
+    /// Its series, registered with the others at construction.
+    outbox_metrics: Arc<crate::cdn::outbox::OutboxMetrics>,
     /// Counters and histograms behind `/metrics`.
     pub metrics: Arc<crate::observe::metrics::Metrics>,
     /// Who the client is behind trusted proxies.
@@ -126,6 +130,7 @@ impl App {
             |(key, reason)| anyhow::anyhow!("invalid configuration: key `{key}`: {reason}"),
         )?;
         let player_page = crate::player::page(&settings.assets.mount, libraries);
+        let outbox_metrics = Arc::new(crate::cdn::outbox::OutboxMetrics::default());
         Ok(App {
             streams: crate::limits::StreamLimiter::with_queue(
                 settings.limits.max_streams,
@@ -138,6 +143,9 @@ impl App {
                 if let Some(s3) = store.s3() {
                     m.register_store(s3.metrics());
                 }
+                if settings.invalidation.enabled {
+                    m.register_outbox(&outbox_metrics);
+                }
                 m
             }),
             clients: crate::server::client::ClientResolver::new(trusted, client_headers),
@@ -147,6 +155,8 @@ impl App {
             draining: std::sync::atomic::AtomicBool::new(false),
             ready_seen: std::sync::atomic::AtomicU8::new(0),
             cloudfront: tokio::sync::OnceCell::new(),
+            outbox: std::sync::OnceLock::new(),
+            outbox_metrics,
             access,
             minter,
             store,
@@ -207,6 +217,65 @@ impl App {
             "serving from the object store"
         );
         Ok(())
+    }
+
+    /// Opens the invalidation journal and takes over what it holds (`serve`, before listening).
+    /// An unusable journal location stops the server with the key; a journal a crash damaged
+    /// does not (what was lost is logged).
+    pub fn open_outbox(&self) -> anyhow::Result<()> {
+        let inv = &self.settings.invalidation;
+        if !inv.enabled {
+            return Ok(());
+        }
+        let path = if !inv.journal.is_empty() {
+            std::path::PathBuf::from(&inv.journal)
+        } else if let Some(local) = self.store.local() {
+            local.root.join(".video-origin-invalidations.journal")
+        } else {
+            anyhow::bail!(
+                "invalid configuration: key `invalidation.journal`: required with storage.backend = \"s3\" (a file on a persistent volume of this replica)"
+            );
+        };
+        if inv.cdn.contains(&crate::config::CdnKind::Cloudflare)
+            && inv.cloudflare.base_url.is_empty()
+            && inv
+                .cloudflare
+                .purge_by
+                .contains(&crate::config::PurgeBy::Url)
+        {
+            if let Err(why) = self.settings.public_base_url() {
+                anyhow::bail!(
+                    "invalid configuration: key `invalidation.cloudflare.base_url`: needed to purge by URL ({why})"
+                );
+            }
+        }
+        let metrics = Arc::clone(&self.outbox_metrics);
+        let (outbox, report) =
+            crate::cdn::outbox::Outbox::open(&path, inv, metrics).map_err(|e| {
+                anyhow::anyhow!(
+                    "invalid configuration: key `invalidation.journal`: cannot use {}: {e}",
+                    path.display()
+                )
+            })?;
+        if report.torn_bytes > 0 {
+            tracing::warn!(journal = %path.display(), bytes = report.torn_bytes, "invalidation journal: dropped an unfinished last record (a crash mid-write); everything before it is replayed");
+        }
+        if !report.damaged_lines.is_empty() {
+            tracing::warn!(journal = %path.display(), lines = ?report.damaged_lines, "invalidation journal: skipped damaged records");
+        }
+        tracing::info!(journal = %path.display(), unfinished = outbox.unfinished(), cdns = ?inv.cdn.iter().map(|c| c.as_str()).collect::<Vec<_>>(), "invalidation outbox open");
+        let _ = self.outbox.set(outbox);
+        Ok(())
+    }
+
+    /// Starts the outbox's workers (inside the runtime).
+    pub fn spawn_outbox(&self) {
+        if let Some(outbox) = self.outbox.get() {
+            outbox.spawn(
+                self.settings.public_base_url().ok(),
+                self.settings.assets.mount.clone(),
+            );
+        }
     }
 
     /// A warning when no access rule protects `path` (a link for it works, but so does the
@@ -301,6 +370,9 @@ impl App {
 
     /// The `/metrics` text, with live values read now.
     pub async fn render_metrics(&self) -> String {
+        if let Some(outbox) = self.outbox.get() {
+            outbox.refresh_gauges();
+        }
         let cache = match self.store.local() {
             Some(l) => l.stats().await,
             None => Default::default(),

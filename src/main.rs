@@ -446,6 +446,7 @@ fn serve(settings: Arc<Settings>) -> anyhow::Result<()> {
     raise_fd_limit();
     let app = Arc::new(App::new(Arc::clone(&settings))?);
     app.check_store()?;
+    app.open_outbox()?;
     let workers = match settings.server.workers {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
@@ -538,7 +539,9 @@ fn serve(settings: Arc<Settings>) -> anyhow::Result<()> {
         })?;
     let grace = Duration::from_secs(settings.server.shutdown_grace_secs);
     let warm = settings.metadata.warm_up.then(|| Arc::clone(&app));
+    let outbox = Arc::clone(&app);
     let shutdown = async move {
+        outbox.spawn_outbox();
         if let Some(app) = warm {
             app.spawn_warm_up();
         }

@@ -184,13 +184,24 @@ fn replace_serves_new_bytes_and_invalidates_on_cloudfront() {
     assert_eq!(v["path"], "series/e1.mp4");
     assert_eq!(v["size"], 25);
     assert_ne!(v["etag"].as_str().unwrap(), before.h("etag"));
-    assert_eq!(
-        v["invalidation"]["paths"],
-        serde_json::json!(["/video/series/e1.mp4"])
-    );
-    assert!(!v["invalidation"]["id"].as_str().unwrap().is_empty());
+    // Answered once the invalidation is in the journal; the outbox sends it.
+    let job = &v["invalidation"]["jobs"][0];
+    assert_eq!(job["cdn"], "cloudfront");
+    assert_eq!(job["paths"], serde_json::json!(["/video/series/e1.mp4"]));
+    let job_id = job["id"].as_str().unwrap().to_owned();
     // moto reports COMPLETED at once; real CloudFront says InProgress first.
-    assert!(!v["invalidation"]["status"].as_str().unwrap().is_empty());
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            let j = body_json(&srv.admin(
+                "GET",
+                &format!("/admin/invalidations/{job_id}"),
+                Some(ADMIN),
+                None,
+            ));
+            j["state"] == "completed" && j["cdn_ref"].as_str().is_some_and(|r| !r.is_empty())
+        }),
+        "the job completed"
+    );
 
     let after = srv.get("/video/series/e1.mp4", &[]);
     assert_eq!(after.body, b"NEW episode bytes, longer");
@@ -216,13 +227,13 @@ fn replace_serves_new_bytes_and_invalidates_on_cloudfront() {
         Some(ADMIN),
         Some(r#"{"paths": ["/video/a.mp4", "series/*"]}"#),
     );
-    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
     let inv = body_json(&r);
     assert_eq!(
         inv["paths"],
         serde_json::json!(["/video/a.mp4", "/video/series/*"])
     );
-    let id = inv["id"].as_str().unwrap();
+    let id = inv["jobs"][0]["id"].as_str().unwrap();
     let got = srv.admin(
         "GET",
         &format!("/admin/invalidations/{id}"),
@@ -232,6 +243,29 @@ fn replace_serves_new_bytes_and_invalidates_on_cloudfront() {
     assert_eq!(
         (got.status, body_json(&got)["id"].as_str()),
         (200, Some(id))
+    );
+    assert!(eventually(Duration::from_secs(10), || moto
+        .invalidated_paths(&rt, &dist)
+        .contains(&"/video/series/*".to_string())));
+    // A job's cdn_ref is CloudFront's id, which can be looked up too.
+    let cf_id = body_json(&srv.admin(
+        "GET",
+        &format!("/admin/invalidations/{id}"),
+        Some(ADMIN),
+        None,
+    ))["cdn_ref"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let got = srv.admin(
+        "GET",
+        &format!("/admin/invalidations/{cf_id}"),
+        Some(ADMIN),
+        None,
+    );
+    assert_eq!(
+        (got.status, body_json(&got)["id"].as_str()),
+        (200, Some(cf_id.as_str()))
     );
     let list = body_json(&srv.admin("GET", "/admin/invalidations", Some(ADMIN), None));
     assert!(list["invalidations"].as_array().unwrap().len() >= 2);
@@ -273,23 +307,28 @@ fn replace_serves_new_bytes_and_invalidates_on_cloudfront() {
         404
     );
 
-    // Invalidations by outcome in /metrics (replace, POST, delete all succeeded).
-    let metrics = String::from_utf8(srv.admin("GET", "/metrics", None, None).body).unwrap();
-    let ok: f64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("video_origin_invalidations_total{outcome=\"ok\"} "))
-        .unwrap_or_else(|| panic!("{metrics}"))
-        .parse()
-        .unwrap();
-    assert!(ok >= 3.0, "{metrics}");
-    // The error series exists from start (README Metrics) and stays at zero.
+    // CDN calls by outcome in /metrics (replace, POST, delete all accepted; bursts coalesce).
+    let metrics = scrape(&srv);
+    let accepted = |m: &str| {
+        metric(
+            m,
+            "video_origin_invalidation_sends_total{cdn=\"cloudfront\",outcome=\"accepted\"}",
+        )
+        .unwrap_or(0.0)
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || accepted(&scrape(&srv)) >= 2.0),
+        "{metrics}"
+    );
+    // The failure series exist from start (README Metrics) and stay at zero.
     assert_eq!(
         metric(
             &metrics,
-            "video_origin_invalidations_total{outcome=\"error\"}"
+            "video_origin_invalidation_sends_total{cdn=\"cloudfront\",outcome=\"failed\"}"
         ),
         Some(0.0)
     );
+    assert!(log_has_states(&srv.log_text()));
 
     // Audit lines: who, what, outcome; never the token.
     let log = srv.log_text();
@@ -340,27 +379,69 @@ fn failed_uploads_leave_the_old_file_and_no_temp_file() {
     assert_eq!(srv.get("/video/a.mp4", &[]).body, b"original");
 }
 
+/// An audit line per state change of an invalidation.
+fn log_has_states(log: &str) -> bool {
+    ["queued", "sent", "completed"].iter().all(|state| {
+        log.contains("action=\"invalidation\"") && log.contains(&format!("state=\"{state}\""))
+    })
+}
+
+/// The state of job `id` as `GET /admin/invalidations/{id}` shows it.
+fn job(srv: &Server, id: &str) -> serde_json::Value {
+    body_json(&srv.admin(
+        "GET",
+        &format!("/admin/invalidations/{id}"),
+        Some(ADMIN),
+        None,
+    ))
+}
+
 #[test]
-fn aws_failures_are_502_with_the_error_code_and_no_call_when_disabled() {
+fn a_refused_invalidation_is_marked_failed_and_disabled_makes_no_call() {
     let rt = rt();
     let moto = Moto::start();
     let _ = moto.create_distribution(&rt);
     let dir = assets(&[("a.mp4", b"original")]);
-    // A distribution moto does not know: CloudFront answers NoSuchDistribution.
+    // A distribution moto does not know: CloudFront answers NoSuchDistribution, which no retry
+    // can fix, so the job is failed with the error (and tried again only after a restart).
     let srv = start(dir.path(), &moto, "EDOESNOTEXIST1");
     let r = put(&srv, "a.mp4", b"replaced anyway");
-    assert_eq!(r.status, 502);
-    let v = body_json(&r);
-    assert_eq!(v["error"]["code"], "NoSuchDistribution");
     assert_eq!(
-        v["size"], 15,
-        "the file was replaced; only the invalidation failed"
+        r.status,
+        200,
+        "durably queued: {}",
+        String::from_utf8_lossy(&r.body)
     );
+    let v = body_json(&r);
+    assert_eq!(v["size"], 15);
+    let id = v["invalidation"]["jobs"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert_eq!(srv.get("/video/a.mp4", &[]).body, b"replaced anyway");
-    assert!(srv.log_text().contains("NoSuchDistribution"));
-    let metrics = String::from_utf8(srv.admin("GET", "/metrics", None, None).body).unwrap();
     assert!(
-        metrics.contains("video_origin_invalidations_total{outcome=\"error\"} 1"),
+        eventually(Duration::from_secs(10), || job(&srv, &id)["state"]
+            == "failed"),
+        "{}",
+        job(&srv, &id)
+    );
+    let j = job(&srv, &id);
+    assert!(
+        j["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("NoSuchDistribution"),
+        "{j}"
+    );
+    assert_eq!(j["attempts"], 1, "not retried");
+    assert!(srv.log_text().contains("NoSuchDistribution"));
+    let metrics = scrape(&srv);
+    assert_eq!(
+        metric(
+            &metrics,
+            "video_origin_invalidation_sends_total{cdn=\"cloudfront\",outcome=\"failed\"}"
+        ),
+        Some(1.0),
         "{metrics}"
     );
     drop(srv);
@@ -398,45 +479,173 @@ fn aws_failures_are_502_with_the_error_code_and_no_call_when_disabled() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalidation.distribution_id"));
 }
 
-#[test]
-fn unreachable_cloudfront_is_retried_then_reported() {
-    // A closed loopback port: every attempt fails to connect (a transient error class), the SDK
-    // retries with backoff up to max_attempts, then the admin API reports 502 with the code.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let dir = assets(&[("a.mp4", b"x")]);
-    let endpoint = format!("http://127.0.0.1:{closed}");
-    let srv = Server::start(
-        dir.path(),
+fn start_behind(dir: &std::path::Path, gate: &Gate, dist: &str) -> Server {
+    let endpoint = gate.endpoint();
+    Server::start(
+        dir,
         &[
             ("VIDEO_ORIGIN_ADMIN__TOKENS__OPS", ADMIN),
             ("VIDEO_ORIGIN_ADMIN__LISTEN", "127.0.0.1:0"),
             ("VIDEO_ORIGIN_INVALIDATION__ENABLED", "true"),
-            (
-                "VIDEO_ORIGIN_INVALIDATION__DISTRIBUTION_ID",
-                "E1234567890ABC",
-            ),
+            ("VIDEO_ORIGIN_INVALIDATION__DISTRIBUTION_ID", dist),
             ("VIDEO_ORIGIN_INVALIDATION__ENDPOINT_URL", &endpoint),
             ("VIDEO_ORIGIN_INVALIDATION__ACCESS_KEY_ID", "testing"),
             ("VIDEO_ORIGIN_INVALIDATION__SECRET_ACCESS_KEY", "testing"),
-            ("VIDEO_ORIGIN_INVALIDATION__MAX_ATTEMPTS", "3"),
+            ("VIDEO_ORIGIN_INVALIDATION__MAX_ATTEMPTS", "1"),
+            ("VIDEO_ORIGIN_INVALIDATION__MAX_BACKOFF_SECS", "1"),
+            ("VIDEO_ORIGIN_INVALIDATION__BATCH_WINDOW_MS", "50"),
         ],
+    )
+}
+
+#[test]
+fn an_unreachable_cdn_keeps_the_invalidation_queued_until_it_is_back() {
+    // CloudFront (moto) unreachable: the gate in front of it does not listen, so connections
+    // are refused as with moto stopped (moto keeps the distribution meanwhile).
+    let rt = rt();
+    let moto = Moto::start();
+    let dist = moto.create_distribution(&rt);
+    let gate = Gate::start(moto.port, false);
+    let dir = assets(&[("a.mp4", b"x")]);
+    let srv = start_behind(dir.path(), &gate, &dist);
+    let r = put(&srv, "a.mp4", b"new");
+    assert_eq!(
+        r.status,
+        200,
+        "the admin call returns: {}",
+        String::from_utf8_lossy(&r.body)
     );
-    let r = srv.admin(
-        "POST",
-        "/admin/invalidations",
-        Some(ADMIN),
-        Some(r#"{"paths": ["/video/a.mp4"]}"#),
-    );
-    assert_eq!(r.status, 502, "{}", String::from_utf8_lossy(&r.body));
-    assert_eq!(body_json(&r)["error"]["code"], "DispatchFailure");
-    let log = srv.log_text();
+    let id = body_json(&r)["invalidation"]["jobs"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert!(
-        log.contains("aws-error") && log.contains("DispatchFailure"),
-        "{log}"
+        eventually(Duration::from_secs(15), || {
+            let j = job(&srv, &id);
+            j["state"] == "queued" && j["attempts"].as_u64().unwrap_or(0) >= 2
+        }),
+        "retried while unreachable: {}",
+        job(&srv, &id)
+    );
+    assert!(job(&srv, &id)["last_error"]
+        .as_str()
+        .unwrap()
+        .contains("DispatchFailure"));
+    let metrics = scrape(&srv);
+    assert_eq!(
+        metric(
+            &metrics,
+            "video_origin_invalidation_queue_depth{cdn=\"cloudfront\"}"
+        ),
+        Some(1.0)
+    );
+    assert!(
+        metric(
+            &metrics,
+            "video_origin_invalidation_oldest_queued_seconds{cdn=\"cloudfront\"}"
+        )
+        .unwrap()
+            > 0.0
+    );
+    assert!(
+        metric(
+            &metrics,
+            "video_origin_invalidation_sends_total{cdn=\"cloudfront\",outcome=\"retry\"}"
+        )
+        .unwrap()
+            >= 2.0
+    );
+    assert!(srv.log_text().contains("retrying"));
+    // Back: the next attempt goes through.
+    gate.set_open(true);
+    assert!(
+        eventually(Duration::from_secs(15), || job(&srv, &id)["state"]
+            == "completed"),
+        "{}",
+        job(&srv, &id)
+    );
+    assert_eq!(
+        moto.invalidated_paths(&rt, &dist),
+        vec!["/video/a.mp4".to_string()]
+    );
+    let metrics = scrape(&srv);
+    assert_eq!(
+        metric(
+            &metrics,
+            "video_origin_invalidation_queue_depth{cdn=\"cloudfront\"}"
+        ),
+        Some(0.0)
+    );
+}
+
+#[test]
+fn a_crash_before_the_send_loses_nothing_and_a_torn_journal_still_starts() {
+    let rt = rt();
+    let moto = Moto::start();
+    let dist = moto.create_distribution(&rt);
+    let gate = Gate::start(moto.port, false);
+    let dir = assets(&[("a.mp4", b"x")]);
+    let srv = start_behind(dir.path(), &gate, &dist);
+    let r = put(&srv, "a.mp4", b"new bytes");
+    assert_eq!(r.status, 200);
+    // kill -9 between the replace and the send (CloudFront unreachable until now).
+    unsafe_kill(srv.pid(), "9");
+    drop(srv);
+    assert!(moto.invalidated_paths(&rt, &dist).is_empty());
+    gate.set_open(true);
+    let srv = start_behind(dir.path(), &gate, &dist);
+    assert!(
+        eventually(Duration::from_secs(15), || !moto
+            .invalidated_paths(&rt, &dist)
+            .is_empty()),
+        "replayed after the restart"
+    );
+    // Sent exactly once, also after more time and another restart.
+    std::thread::sleep(Duration::from_secs(2));
+    drop(srv);
+    let srv = start_behind(dir.path(), &gate, &dist);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        moto.invalidated_paths(&rt, &dist),
+        vec!["/video/a.mp4".to_string()]
+    );
+    drop(srv);
+
+    // A journal whose last record a crash cut short: start succeeds, says so, and replays
+    // the complete records.
+    use video_origin::cdn::journal::{encode, Record};
+    let queued = |job: &str, path: &str| Record::Queued {
+        job: job.into(),
+        cdn: video_origin::config::CdnKind::Cloudfront,
+        paths: vec![path.into()],
+        at: 1,
+    };
+    let mut journal = encode(&queued("j1", "/video/one.mp4"));
+    journal.extend(encode(&queued("j2", "/video/two.mp4")));
+    let torn = encode(&queued("j3", "/video/three.mp4"));
+    journal.extend_from_slice(&torn[..torn.len() - 9]);
+    std::fs::write(
+        dir.path().join(".video-origin-invalidations.journal"),
+        &journal,
+    )
+    .unwrap();
+    let srv = start_behind(dir.path(), &gate, &dist);
+    assert!(
+        eventually(Duration::from_secs(15), || {
+            let paths = moto.invalidated_paths(&rt, &dist);
+            paths.contains(&"/video/one.mp4".to_string())
+                && paths.contains(&"/video/two.mp4".to_string())
+        }),
+        "{:?}",
+        moto.invalidated_paths(&rt, &dist)
+    );
+    assert!(!moto
+        .invalidated_paths(&rt, &dist)
+        .contains(&"/video/three.mp4".to_string()));
+    assert!(
+        srv.log_text().contains("dropped an unfinished last record"),
+        "{}",
+        srv.log_text()
     );
 }
 

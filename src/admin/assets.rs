@@ -14,7 +14,7 @@ use http::StatusCode;
 use http_body_util::BodyExt;
 use tokio::io::AsyncWriteExt;
 
-use super::{aws_failure, error, invalidate, json};
+use super::{error, invalidate, json, Invalidation};
 use crate::app::App;
 use crate::storage::body::OriginBody;
 use crate::storage::local::beneath::{upload_temp_name, Beneath, Folder, WriteRefusal};
@@ -198,12 +198,11 @@ async fn deleted(
     let mut result =
         serde_json::json!({"path": asset.as_str(), "deleted": true, "invalidation": null});
     if do_invalidate {
-        match invalidate(app, &[url_path(app, asset)]).await {
-            Ok(inv) => result["invalidation"] = serde_json::to_value(inv).unwrap_or_default(),
-            Err(e) => {
-                tracing::error!(target: "audit", who, action = "delete", path = asset.as_str(), outcome = "deleted, invalidation failed", code = %e.code);
-                return aws_failure(&e, result);
-            }
+        let inv = invalidate(app, &[url_path(app, asset)]).await;
+        result["invalidation"] = inv.to_json();
+        if let Invalidation::NotDurable(_, why) = &inv {
+            tracing::error!(target: "audit", who, action = "delete", path = asset.as_str(), outcome = "deleted, invalidation queued in memory only", error = why.as_str());
+            return json(StatusCode::SERVICE_UNAVAILABLE, result);
         }
     }
     tracing::info!(target: "audit", who, action = "delete", path = asset.as_str(), outcome = "ok");
@@ -228,12 +227,11 @@ async fn replaced(
         "invalidation": null,
     });
     if do_invalidate {
-        match invalidate(app, &[url_path(app, asset)]).await {
-            Ok(inv) => result["invalidation"] = serde_json::to_value(inv).unwrap_or_default(),
-            Err(e) => {
-                tracing::error!(target: "audit", who, action = "replace", path = asset.as_str(), size, outcome = "replaced, invalidation failed", code = %e.code);
-                return aws_failure(&e, result);
-            }
+        let inv = invalidate(app, &[url_path(app, asset)]).await;
+        result["invalidation"] = inv.to_json();
+        if let Invalidation::NotDurable(_, why) = &inv {
+            tracing::error!(target: "audit", who, action = "replace", path = asset.as_str(), size, outcome = "replaced, invalidation queued in memory only", error = why.as_str());
+            return json(StatusCode::SERVICE_UNAVAILABLE, result);
         }
     }
     tracing::info!(target: "audit", who, action = "replace", path = asset.as_str(), size, etag = etag.unwrap_or_default(), outcome = "ok");

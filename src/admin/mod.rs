@@ -149,26 +149,29 @@ pub async fn api(app: &App, req: Request<AdminBody>, peer: IpAddr) -> Response<O
                 Err(e) => return error(StatusCode::BAD_REQUEST, &e),
             };
             match invalidate(app, &paths).await {
-                Ok(Some(inv)) => {
-                    tracing::info!(target: "audit", who = who.as_str(), action = "invalidate", paths = ?paths, id = inv.id.as_str(), outcome = "ok");
+                Invalidation::Queued(jobs) => {
+                    tracing::info!(target: "audit", who = who.as_str(), action = "invalidate", paths = ?paths, jobs = ?jobs.iter().map(|j| j.id.as_str()).collect::<Vec<_>>(), outcome = "queued");
                     json(
-                        StatusCode::OK,
-                        serde_json::json!({"id": inv.id, "status": inv.status, "paths": paths}),
+                        StatusCode::ACCEPTED,
+                        serde_json::json!({"paths": paths, "jobs": jobs}),
                     )
                 }
-                Ok(None) => disabled(),
-                Err(e) => {
-                    tracing::error!(target: "audit", who = who.as_str(), action = "invalidate", paths = ?paths, code = e.code.as_str(), message = e.message.as_str(), outcome = "aws-error");
-                    aws_failure(&e, serde_json::json!({}))
+                Invalidation::Disabled => disabled(),
+                Invalidation::NotDurable(jobs, why) => {
+                    tracing::error!(target: "audit", who = who.as_str(), action = "invalidate", paths = ?paths, error = why.as_str(), outcome = "queued in memory only");
+                    json(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        serde_json::json!({"paths": paths, "jobs": jobs, "error": why}),
+                    )
                 }
             }
         }
-        (Method::GET, "/admin/invalidations") => match cloudfront(app).await {
+        (Method::GET, "/admin/invalidations") => match app.outbox.get() {
             None => disabled(),
-            Some(cf) => match cf.list(50).await {
-                Ok(list) => json(StatusCode::OK, serde_json::json!({"invalidations": list})),
-                Err(e) => aws_failure(&e, serde_json::json!({})),
-            },
+            Some(outbox) => json(
+                StatusCode::OK,
+                serde_json::json!({"invalidations": outbox.list(500)}),
+            ),
         },
         (Method::GET, p) if p.starts_with("/admin/invalidations/") => {
             let id = &p["/admin/invalidations/".len()..];
@@ -178,8 +181,18 @@ pub async fn api(app: &App, req: Request<AdminBody>, peer: IpAddr) -> Response<O
                     "invalidation id must be letters and digits",
                 );
             }
+            let Some(outbox) = app.outbox.get() else {
+                return disabled();
+            };
+            if let Some(job) = outbox.job(id) {
+                return json(
+                    StatusCode::OK,
+                    serde_json::to_value(job).unwrap_or_default(),
+                );
+            }
+            // A CloudFront invalidation id (what a job's `cdn_ref` names).
             match cloudfront(app).await {
-                None => disabled(),
+                None => error(StatusCode::NOT_FOUND, "no such invalidation"),
                 Some(cf) => match cf.get(id).await {
                     Ok(inv) => json(
                         StatusCode::OK,
@@ -324,26 +337,36 @@ async fn cloudfront(app: &App) -> Option<&crate::cdn::cloudfront::CloudFront> {
     )
 }
 
-/// Creates an invalidation for already-validated CDN paths; `Ok(None)` when disabled.
-async fn invalidate(
-    app: &App,
-    paths: &[String],
-) -> Result<Option<crate::cdn::cloudfront::InvalidationInfo>, crate::cdn::cloudfront::AwsError> {
-    let Some(cf) = cloudfront(app).await else {
-        return Ok(None);
+/// What became of an invalidation request.
+pub(crate) enum Invalidation {
+    /// In the journal: it will reach every configured CDN, whatever happens next.
+    Queued(Vec<crate::cdn::outbox::Job>),
+    /// Queued in memory, but the journal could not be written (the reason).
+    NotDurable(Vec<crate::cdn::outbox::Job>, String),
+    /// `invalidation.enabled = false`.
+    Disabled,
+}
+
+impl Invalidation {
+    /// The `"invalidation"` member of an asset write's answer.
+    pub(crate) fn to_json(&self) -> serde_json::Value {
+        match self {
+            Invalidation::Queued(jobs) => serde_json::json!({ "jobs": jobs }),
+            Invalidation::NotDurable(jobs, why) => {
+                serde_json::json!({ "jobs": jobs, "error": why })
+            }
+            Invalidation::Disabled => serde_json::Value::Null,
+        }
+    }
+}
+
+/// Queues an invalidation of already-validated CDN paths in the outbox.
+async fn invalidate(app: &App, paths: &[String]) -> Invalidation {
+    let Some(outbox) = app.outbox.get() else {
+        return Invalidation::Disabled;
     };
-    // One CallerReference per admin request, reused by every SDK retry: idempotent at AWS.
-    let nanos = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    let reference = format!(
-        "video-origin-{nanos}-{}",
-        &crate::http::multipart::random_boundary()[..8]
-    );
-    let result = cf.create(paths, &reference).await;
-    crate::observe::metrics::Metrics::count_outcome(
-        &app.metrics.invalidations,
-        if result.is_ok() { "ok" } else { "error" },
-    );
-    result.map(Some)
+    match outbox.enqueue(paths).await {
+        Ok(jobs) => Invalidation::Queued(jobs),
+        Err((jobs, why)) => Invalidation::NotDurable(jobs, why),
+    }
 }

@@ -39,6 +39,121 @@ pub struct InvalidationSettings {
     pub max_paths_per_request: usize,
     /// Attempts per AWS call, with exponential backoff (SDK standard retry mode).
     pub max_attempts: u32,
+    /// The CDNs to invalidate, each with its own queue: `cloudfront`, `cloudflare`.
+    #[serde(default = "default_cdns")]
+    pub cdn: Vec<CdnKind>,
+    /// The outbox journal (fsynced before an admin call is answered); "" = beside the digest
+    /// index in the asset root (fs backend). Required with the s3 backend.
+    #[serde(default)]
+    pub journal: String,
+    /// Paths queued within this window go out as one request (within the CDN's limits).
+    #[serde(default = "default_batch_window_ms")]
+    pub batch_window_ms: u64,
+    /// Longest wait between two attempts of a queued invalidation.
+    #[serde(default = "default_max_backoff_secs")]
+    pub max_backoff_secs: u64,
+    #[serde(default)]
+    pub cloudflare: CloudflarePurgeSettings,
+}
+
+/// A CDN the outbox sends to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CdnKind {
+    Cloudfront,
+    Cloudflare,
+}
+
+impl CdnKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CdnKind::Cloudfront => "cloudfront",
+            CdnKind::Cloudflare => "cloudflare",
+        }
+    }
+}
+
+/// What a replaced path is purged by on Cloudflare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PurgeBy {
+    /// The public URL (`base_url` + mount + path).
+    Url,
+    /// The `file:<path>` cache tag the cache rules emit.
+    Tag,
+}
+
+/// `[invalidation.cloudflare]`: the zone's purge API.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CloudflarePurgeSettings {
+    /// The zone id (32 hex digits, from the zone's Overview page).
+    #[serde(default)]
+    pub zone_id: String,
+    /// An API token with the Zone › Cache Purge permission (from the environment:
+    /// VIDEO_ORIGIN_INVALIDATION__CLOUDFLARE__API_TOKEN).
+    #[serde(default = "empty_secret")]
+    pub api_token: Secret,
+    /// The API base; plain http only to a loopback address (a test stand-in).
+    #[serde(default = "default_cloudflare_api")]
+    pub api_url: String,
+    /// Scheme and host of the public URLs to purge; "" = signing.public_base_url.
+    #[serde(default)]
+    pub base_url: String,
+    #[serde(default = "default_purge_by")]
+    pub purge_by: Vec<PurgeBy>,
+    /// Operations (URLs, tags or prefixes) per purge call: 100 on every plan (500 for URLs on
+    /// Enterprise).
+    #[serde(default = "default_cloudflare_ops")]
+    pub max_operations_per_request: usize,
+}
+
+impl Default for CloudflarePurgeSettings {
+    fn default() -> Self {
+        CloudflarePurgeSettings {
+            zone_id: String::new(),
+            api_token: empty_secret(),
+            api_url: default_cloudflare_api(),
+            base_url: String::new(),
+            purge_by: default_purge_by(),
+            max_operations_per_request: default_cloudflare_ops(),
+        }
+    }
+}
+
+fn default_cdns() -> Vec<CdnKind> {
+    vec![CdnKind::Cloudfront]
+}
+fn default_batch_window_ms() -> u64 {
+    500
+}
+fn default_max_backoff_secs() -> u64 {
+    60
+}
+fn default_cloudflare_api() -> String {
+    "https://api.cloudflare.com/client/v4".into()
+}
+fn default_purge_by() -> Vec<PurgeBy> {
+    vec![PurgeBy::Url, PurgeBy::Tag]
+}
+fn default_cloudflare_ops() -> usize {
+    100
+}
+
+/// Whether `url` is `http(s)://` to a loopback host (where plain http is acceptable).
+fn loopback_http(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let host = rest.split('/').next().unwrap_or("");
+    let host = host.rsplit_once(':').map_or(host, |(h, port)| {
+        if port.bytes().all(|b| b.is_ascii_digit()) {
+            h
+        } else {
+            host
+        }
+    });
+    matches!(host, "127.0.0.1" | "localhost" | "[::1]")
 }
 
 fn empty_secret() -> Secret {
@@ -71,7 +186,80 @@ impl Section for AdminSettings {
 impl Section for InvalidationSettings {
     fn validate(&self) -> Result<(), (&'static str, String)> {
         let inv = self;
-        if inv.enabled && inv.distribution_id.is_empty() {
+        let cloudfront = inv.cdn.contains(&CdnKind::Cloudfront);
+        if inv.enabled && inv.cdn.is_empty() {
+            return Err((
+                "invalidation.cdn",
+                "list at least one CDN (cloudfront, cloudflare) when invalidation.enabled = true"
+                    .into(),
+            ));
+        }
+        if !(10..=60_000).contains(&inv.batch_window_ms) {
+            return Err((
+                "invalidation.batch_window_ms",
+                "must be between 10 and 60000".into(),
+            ));
+        }
+        if !(1..=3600).contains(&inv.max_backoff_secs) {
+            return Err((
+                "invalidation.max_backoff_secs",
+                "must be between 1 and 3600".into(),
+            ));
+        }
+        if inv.enabled && inv.cdn.contains(&CdnKind::Cloudflare) {
+            let cf = &inv.cloudflare;
+            if cf.zone_id.len() != 32 || !cf.zone_id.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err((
+                    "invalidation.cloudflare.zone_id",
+                    "must be the zone's 32-hex-digit id".into(),
+                ));
+            }
+            if cf.api_token.expose().is_empty() {
+                return Err((
+                    "invalidation.cloudflare.api_token",
+                    "required with cdn = cloudflare (a token with Zone > Cache Purge; set VIDEO_ORIGIN_INVALIDATION__CLOUDFLARE__API_TOKEN)".into(),
+                ));
+            }
+            if cf
+                .api_token
+                .expose()
+                .bytes()
+                .any(|b| b <= b' ' || b >= 0x7f)
+            {
+                return Err((
+                    "invalidation.cloudflare.api_token",
+                    "contains spaces or control characters".into(),
+                ));
+            }
+            if !cf.api_url.starts_with("https://") && !loopback_http(&cf.api_url) {
+                return Err((
+                    "invalidation.cloudflare.api_url",
+                    "must be https:// (plain http only to a loopback address)".into(),
+                ));
+            }
+            if !(cf.base_url.is_empty()
+                || cf.base_url.starts_with("https://")
+                || cf.base_url.starts_with("http://"))
+            {
+                return Err((
+                    "invalidation.cloudflare.base_url",
+                    "must be an http:// or https:// URL".into(),
+                ));
+            }
+            if cf.purge_by.is_empty() {
+                return Err((
+                    "invalidation.cloudflare.purge_by",
+                    "list url, tag or both".into(),
+                ));
+            }
+            if !(1..=500).contains(&cf.max_operations_per_request) {
+                return Err((
+                    "invalidation.cloudflare.max_operations_per_request",
+                    "must be between 1 and 500".into(),
+                ));
+            }
+        }
+        if inv.enabled && cloudfront && inv.distribution_id.is_empty() {
             return Err((
                 "invalidation.distribution_id",
                 "required when invalidation.enabled = true".into(),

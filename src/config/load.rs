@@ -364,6 +364,7 @@ const SECRET_KEYS: &[&str] = &[
     "origin_protection.values",
     "invalidation.access_key_id",
     "invalidation.secret_access_key",
+    "invalidation.cloudflare.api_token",
     "storage.s3.access_key_id",
     "storage.s3.secret_access_key",
 ];

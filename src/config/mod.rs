@@ -19,7 +19,9 @@ mod signing;
 mod storage;
 mod web;
 
-pub use self::admin::{AdminSettings, InvalidationSettings};
+pub use self::admin::{
+    AdminSettings, CdnKind, CloudflarePurgeSettings, InvalidationSettings, PurgeBy,
+};
 pub use self::load::{
     key_notation, load, ConfigError, Overrides, DEFAULT_CONFIG_FILE, EMBEDDED_DEFAULTS, ENV_PREFIX,
 };

@@ -489,6 +489,12 @@ fn parse_tag_template(t: &str) -> Result<Vec<TagPiece>, String> {
 
 /// Renders tag templates for `path`: printable ASCII without spaces or commas (others are
 /// percent-encoded), empty tags skipped, duplicates dropped, total ≤ 16 KiB (H-16).
+/// The `file:{path}` purge tag of an asset, as the cache rules render it (what a Cloudflare
+/// purge by tag names).
+pub fn file_tag(path: &str) -> String {
+    sanitize_tag(&format!("file:{path}"))
+}
+
 fn render_tags(templates: &[Vec<TagPiece>], path: &str) -> Vec<String> {
     let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
     let (stem, ext) = match name.rsplit_once('.') {

@@ -104,7 +104,6 @@ pub struct Metrics {
     ttfb: Histogram,
     pub shed: Family<ReasonLabels, Counter>,
     pub tokens: Family<ResultLabels, Counter>,
-    pub invalidations: Family<OutcomeLabels, Counter>,
     pub connections_closed: Family<ReasonLabels, Counter>,
     pub tls_reloads: Family<OutcomeLabels, Counter>,
     pub ws_closed: Family<ReasonLabels, Counter>,
@@ -156,12 +155,6 @@ impl Metrics {
             "Signed-link checks on protected paths, by result (ok or the refusal reason)",
             tokens.clone(),
         );
-        let invalidations = Family::<OutcomeLabels, Counter>::default();
-        registry.register(
-            "invalidations",
-            "CDN invalidation requests, by outcome",
-            invalidations.clone(),
-        );
         let connections_closed = Family::<ReasonLabels, Counter>::default();
         registry.register(
             "connections_closed_by_server",
@@ -204,7 +197,6 @@ impl Metrics {
             drop(tokens.get_or_create(&ResultLabels { result }));
         }
         for outcome in ["ok", "error"] {
-            drop(invalidations.get_or_create(&OutcomeLabels { outcome }));
             drop(tls_reloads.get_or_create(&OutcomeLabels { outcome }));
         }
         for reason in SOCKET_CLOSE_REASONS {
@@ -238,7 +230,6 @@ impl Metrics {
             ttfb,
             shed,
             tokens,
-            invalidations,
             connections_closed,
             tls_reloads,
             ws_closed,
@@ -273,6 +264,25 @@ impl Metrics {
 
     pub fn count_result(family: &Family<ResultLabels, Counter>, result: &'static str) {
         family.get_or_create(&ResultLabels { result }).inc();
+    }
+
+    /// Adds the invalidation outbox's metrics (invalidation.enabled).
+    pub fn register_outbox(&mut self, m: &crate::cdn::outbox::OutboxMetrics) {
+        self.registry.register(
+            "invalidation_sends",
+            "CDN invalidation calls, by CDN and outcome (accepted, retry, failed)",
+            m.sends.clone(),
+        );
+        self.registry.register(
+            "invalidation_queue_depth",
+            "Invalidations not yet accepted by the CDN (queued or sent), by CDN",
+            m.depth.clone(),
+        );
+        self.registry.register(
+            "invalidation_oldest_queued_seconds",
+            "Age of the oldest invalidation not yet accepted by the CDN, by CDN",
+            m.oldest.clone(),
+        );
     }
 
     /// Adds the object store's metrics (s3 backend).

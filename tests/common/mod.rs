@@ -609,3 +609,69 @@ pub fn run_cli(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// A loopback TCP forwarder to `target` that can be shut like a stopped server: while closed
+/// it does not listen, so connections are refused exactly as with the server gone; opened
+/// again, it listens on the same port.
+pub struct Gate {
+    pub port: u16,
+    open: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Gate {
+    pub fn start(target: u16, open: bool) -> Gate {
+        use std::sync::atomic::Ordering;
+        let port = free_port();
+        let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(open));
+        let f = std::sync::Arc::clone(&flag);
+        std::thread::spawn(move || loop {
+            while !f.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let Ok(listener) = std::net::TcpListener::bind(("127.0.0.1", port)) else {
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            };
+            listener.set_nonblocking(true).unwrap();
+            while f.load(Ordering::SeqCst) {
+                let Ok((client, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                };
+                let _ = client.set_nonblocking(false);
+                let Ok(upstream) = TcpStream::connect(("127.0.0.1", target)) else {
+                    continue;
+                };
+                let (mut c2, mut u2) = (client.try_clone().unwrap(), upstream.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    let (mut cl, mut up) = (client, upstream);
+                    let _ = std::io::copy(&mut cl, &mut up);
+                    let _ = up.shutdown(std::net::Shutdown::Write);
+                });
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut u2, &mut c2);
+                    let _ = c2.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        });
+        if open {
+            assert!(
+                eventually(Duration::from_secs(5), || TcpStream::connect((
+                    "127.0.0.1",
+                    port
+                ))
+                .is_ok()),
+                "gate listening"
+            );
+        }
+        Gate { port, open: flag }
+    }
+
+    pub fn set_open(&self, open: bool) {
+        self.open.store(open, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
