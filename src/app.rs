@@ -227,13 +227,13 @@ impl App {
         if !inv.enabled {
             return Ok(());
         }
-        let path = if !inv.journal.is_empty() {
-            std::path::PathBuf::from(&inv.journal)
+        let dir = if !inv.journal_dir.is_empty() {
+            std::path::PathBuf::from(&inv.journal_dir)
         } else if let Some(local) = self.store.local() {
-            local.root.join(".video-origin-invalidations.journal")
+            local.root.to_path_buf()
         } else {
             anyhow::bail!(
-                "invalid configuration: key `invalidation.journal`: required with storage.backend = \"s3\" (a file on a persistent volume of this replica)"
+                "invalid configuration: key `invalidation.journal_dir`: required with storage.backend = \"s3\" (a folder every replica shares, e.g. a ReadWriteMany volume)"
             );
         };
         if inv.cdn.contains(&crate::config::CdnKind::Cloudflare)
@@ -251,12 +251,13 @@ impl App {
         }
         let metrics = Arc::clone(&self.outbox_metrics);
         let (outbox, report) =
-            crate::cdn::outbox::Outbox::open(&path, inv, metrics).map_err(|e| {
+            crate::cdn::outbox::Outbox::open(&dir, inv, metrics).map_err(|e| {
                 anyhow::anyhow!(
-                    "invalid configuration: key `invalidation.journal`: cannot use {}: {e}",
-                    path.display()
+                    "invalid configuration: key `invalidation.journal_dir`: cannot use {}: {e}",
+                    dir.display()
                 )
             })?;
+        let path = outbox.journal_path();
         if report.torn_bytes > 0 {
             tracing::warn!(journal = %path.display(), bytes = report.torn_bytes, "invalidation journal: dropped an unfinished last record (a crash mid-write); everything before it is replayed");
         }

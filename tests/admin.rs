@@ -611,8 +611,9 @@ fn a_crash_before_the_send_loses_nothing_and_a_torn_journal_still_starts() {
     );
     drop(srv);
 
-    // A journal whose last record a crash cut short: start succeeds, says so, and replays
-    // the complete records.
+    // The journal of another replica that died (its lock is free), with its last record cut
+    // short by the crash: start succeeds, says so, takes it over and sends the complete
+    // records, and removes the file.
     use video_origin::cdn::journal::{encode, Record};
     let queued = |job: &str, path: &str| Record::Queued {
         job: job.into(),
@@ -624,11 +625,10 @@ fn a_crash_before_the_send_loses_nothing_and_a_torn_journal_still_starts() {
     journal.extend(encode(&queued("j2", "/video/two.mp4")));
     let torn = encode(&queued("j3", "/video/three.mp4"));
     journal.extend_from_slice(&torn[..torn.len() - 9]);
-    std::fs::write(
-        dir.path().join(".video-origin-invalidations.journal"),
-        &journal,
-    )
-    .unwrap();
+    let orphan = dir
+        .path()
+        .join(".video-origin-invalidations-crashed-replica.journal");
+    std::fs::write(&orphan, &journal).unwrap();
     let srv = start_behind(dir.path(), &gate, &dist);
     assert!(
         eventually(Duration::from_secs(15), || {
@@ -647,6 +647,8 @@ fn a_crash_before_the_send_loses_nothing_and_a_torn_journal_still_starts() {
         "{}",
         srv.log_text()
     );
+    assert!(srv.log_text().contains("taken over"));
+    assert!(!orphan.exists(), "the taken-over journal is removed");
 }
 
 #[test]

@@ -376,7 +376,10 @@ fn a_burst_of_replaces_is_purged_by_url_and_tag_in_few_calls_within_the_limit() 
         200,
         "no path purged twice"
     );
-    eprintln!("{} purge calls for 200 replaces made in {took:?}", calls.len());
+    eprintln!(
+        "{} purge calls for 200 replaces made in {took:?}",
+        calls.len()
+    );
     assert!(
         calls.len() <= 16,
         "{} calls for 200 replaces in {took:?} (400 without coalescing)",

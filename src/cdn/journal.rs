@@ -101,21 +101,159 @@ pub fn decode(bytes: &[u8]) -> (Vec<Record>, ReadReport) {
     (records, report)
 }
 
+/// Journal files in a shared folder: `<PREFIX><process name><SUFFIX>`, each with a lock file
+/// (`…journal.lock`) its process holds locked while it lives. The lock lives in its own file
+/// because a rewrite renames a new journal over the old one.
+pub const PREFIX: &str = ".video-origin-invalidations-";
+pub const SUFFIX: &str = ".journal";
+
 /// The open journal file (append only; rewritten whole by [`Journal::rewrite`]).
 pub struct Journal {
     path: PathBuf,
     file: std::fs::File,
     /// Bytes written since the last rewrite, to know when a rewrite is worth it.
     pub len: u64,
+    /// Held (locked) for the life of the process.
+    _lock: std::fs::File,
+}
+
+/// Locks `path` (creating it); `None` when another live process holds it.
+fn try_lock(path: &Path) -> std::io::Result<Option<std::fs::File>> {
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)?;
+    match f.try_lock() {
+        Ok(()) => Ok(Some(f)),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+        Err(std::fs::TryLockError::Error(e)) => Err(e),
+    }
+}
+
+fn lock_path(journal: &Path) -> PathBuf {
+    let mut name = journal.as_os_str().to_owned();
+    name.push(".lock");
+    PathBuf::from(name)
+}
+
+/// A name for this process's journal: the host name (a pod's name in Kubernetes), letters,
+/// digits, `-`, `_` and `.` only.
+pub fn process_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_default();
+    let name: String = host
+        .trim()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        .take(64)
+        .collect();
+    if name.is_empty() {
+        "host".into()
+    } else {
+        name
+    }
+}
+
+/// A journal of a process that is gone, taken over: its records, what reading them found, and
+/// its files (removed by [`Orphan::remove`] once the records are safe elsewhere).
+pub struct Orphan {
+    pub path: PathBuf,
+    pub records: Vec<Record>,
+    pub report: ReadReport,
+    lock: std::fs::File,
+}
+
+impl Orphan {
+    pub fn remove(self) -> std::io::Result<()> {
+        std::fs::remove_file(&self.path)?;
+        let _ = std::fs::remove_file(lock_path(&self.path));
+        drop(self.lock);
+        Ok(())
+    }
+}
+
+/// Journals in `dir` whose process is gone (their lock is free), other than `own`, locked.
+pub fn orphans(dir: &Path, own: &Path) -> std::io::Result<Vec<Orphan>> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        if !name.starts_with(PREFIX) || !name.ends_with(SUFFIX) || path == own {
+            continue;
+        }
+        let lock_at = lock_path(&path);
+        let Some(lock) = try_lock(&lock_at)? else {
+            continue; // alive
+        };
+        // Another process may have taken it over and removed it meanwhile, or a new process
+        // of that name may have made new files: only the files this lock still guards count.
+        let same = match (lock.metadata(), std::fs::metadata(&lock_at)) {
+            (Ok(a), Ok(b)) => a.ino() == b.ino() && a.dev() == b.dev(),
+            _ => false,
+        };
+        if !same {
+            continue;
+        }
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        let (records, report) = decode(&bytes);
+        out.push(Orphan {
+            path,
+            records,
+            report,
+            lock,
+        });
+    }
+    Ok(out)
 }
 
 impl Journal {
-    /// Opens (creating) the journal and reads what it holds. Errors are IO errors on the path
-    /// (an unusable journal location is a configuration error).
+    /// Opens (creating) this process's journal in `dir`, `<PREFIX><name><SUFFIX>`, locked, and
+    /// reads what it holds (after a restart of a process of the same name). When a live process
+    /// already holds that name, `<name>-<pid>` is used. Errors are IO errors on the folder (an
+    /// unusable journal location is a configuration error).
+    pub fn open_in(dir: &Path, name: &str) -> std::io::Result<(Journal, Vec<Record>, ReadReport)> {
+        std::fs::create_dir_all(dir)?;
+        let mut path = dir.join(format!("{PREFIX}{name}{SUFFIX}"));
+        let lock = match try_lock(&lock_path(&path))? {
+            Some(l) => l,
+            None => {
+                path = dir.join(format!("{PREFIX}{name}-{}{SUFFIX}", std::process::id()));
+                try_lock(&lock_path(&path))?.ok_or_else(|| {
+                    std::io::Error::other(format!(
+                        "{} is locked by another process",
+                        path.display()
+                    ))
+                })?
+            }
+        };
+        Self::open_locked(&path, lock)
+    }
+
+    /// Opens the journal at `path` (tests and tools; locked like [`Journal::open_in`]).
     pub fn open(path: &Path) -> std::io::Result<(Journal, Vec<Record>, ReadReport)> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
         }
+        let lock = try_lock(&lock_path(path))?.ok_or_else(|| {
+            std::io::Error::other(format!("{} is locked by another process", path.display()))
+        })?;
+        Self::open_locked(path, lock)
+    }
+
+    fn open_locked(
+        path: &Path,
+        lock: std::fs::File,
+    ) -> std::io::Result<(Journal, Vec<Record>, ReadReport)> {
         let bytes = match std::fs::read(path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
@@ -130,6 +268,7 @@ impl Journal {
             path: path.to_owned(),
             file,
             len: bytes.len() as u64,
+            _lock: lock,
         };
         if report.torn_bytes > 0 || !report.damaged_lines.is_empty() {
             // Start from a clean file holding exactly the intact records.
@@ -226,6 +365,36 @@ mod tests {
     }
 
     #[test]
+    fn a_dead_process_journal_is_an_orphan_a_live_one_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut mine, _, _) = Journal::open_in(dir.path(), "pod-a").unwrap();
+        mine.append(&[queued("a1")]).unwrap();
+        // Same name while pod-a lives: this process gets a name of its own.
+        let (other, _, _) = Journal::open_in(dir.path(), "pod-a").unwrap();
+        assert_ne!(other.path(), mine.path());
+        // A journal whose process died (its lock is free).
+        let (mut dead, _, _) = Journal::open_in(dir.path(), "pod-b").unwrap();
+        dead.append(&[queued("b1")]).unwrap();
+        drop(dead);
+        let found = orphans(dir.path(), mine.path()).unwrap();
+        let names: Vec<String> = found
+            .iter()
+            .map(|o| o.path.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            names,
+            vec![format!("{PREFIX}pod-b{SUFFIX}")],
+            "the live ones are not orphans"
+        );
+        assert_eq!(found[0].records, vec![queued("b1")]);
+        for o in found {
+            o.remove().unwrap();
+        }
+        assert!(orphans(dir.path(), mine.path()).unwrap().is_empty());
+        drop(other);
+    }
+
+    #[test]
     fn open_repairs_the_file_and_appends_after_it() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub/outbox.journal");
@@ -244,6 +413,7 @@ mod tests {
         assert_eq!(records, vec![queued("j1")]);
         assert!(report.torn_bytes > 0);
         j.append(&[queued("j2")]).unwrap();
+        drop(j);
         let (_, records, report) = Journal::open(&path).unwrap();
         assert_eq!(records, vec![queued("j1"), queued("j2")]);
         assert_eq!(report, ReadReport::default());

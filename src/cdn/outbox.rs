@@ -32,7 +32,7 @@ use serde::Serialize;
 
 use super::cloudflare::{self, Cloudflare, Purge};
 use super::cloudfront::CloudFront;
-use super::journal::{Journal, ReadReport, Record};
+use super::journal::{self, Journal, ReadReport, Record};
 use crate::config::{CdnKind, InvalidationSettings, PurgeBy};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -394,6 +394,8 @@ pub struct Outbox {
     /// Batches written but never answered before a restart: re-sent first, same reference.
     pending: Mutex<Vec<PendingBatch>>,
     journal: Mutex<Journal>,
+    /// The folder of every process's journal.
+    dir: std::path::PathBuf,
     wake: [tokio::sync::Notify; 2],
     settings: InvalidationSettings,
     metrics: Arc<OutboxMetrics>,
@@ -409,19 +411,24 @@ fn slot(cdn: CdnKind) -> usize {
 
 /// Completed jobs kept in memory for `GET /admin/invalidations`.
 const KEEP_COMPLETED: usize = 1000;
+/// How often the journals of stopped processes are looked for.
+const ADOPT_EVERY: Duration = Duration::from_secs(30);
 /// How often CloudFront invalidations in progress are asked about.
 const POLL_EVERY: Duration = Duration::from_secs(10);
 
 impl Outbox {
-    /// Opens the journal at `path` and takes over what it holds. The report says what a crash
-    /// left damaged (logged by the caller); an IO error means the location is unusable.
+    /// Opens this process's journal in `dir` and takes over what it holds, and the journals of
+    /// processes that are gone. The report says what a crash left damaged (logged by the
+    /// caller); an IO error means the location is unusable.
     pub fn open(
-        path: &std::path::Path,
+        dir: &std::path::Path,
         settings: &InvalidationSettings,
         metrics: Arc<OutboxMetrics>,
     ) -> std::io::Result<(Arc<Outbox>, ReadReport)> {
-        let (mut journal, records, report) = Journal::open(path)?;
+        let (mut journal, records, report) = Journal::open_in(dir, &journal::process_name())?;
         let (jobs, pending) = replay(&records);
+        // Start from a journal that holds only what is unfinished.
+        journal.rewrite(&snapshot(&jobs))?;
         for cdn in &settings.cdn {
             for outcome in ["accepted", "retry", "failed"] {
                 drop(metrics.sends.get_or_create(&SendLabels {
@@ -430,18 +437,54 @@ impl Outbox {
                 }));
             }
         }
-        // Start from a journal that holds only what is unfinished.
-        journal.rewrite(&snapshot(&jobs))?;
-        let outbox = Outbox {
+        let outbox = Arc::new(Outbox {
             jobs: Mutex::new(jobs),
             pending: Mutex::new(pending),
             journal: Mutex::new(journal),
+            dir: dir.to_owned(),
             wake: [tokio::sync::Notify::new(), tokio::sync::Notify::new()],
             settings: settings.clone(),
             metrics,
             seq: AtomicU64::new(0),
-        };
-        Ok((Arc::new(outbox), report))
+        });
+        outbox.adopt_orphans()?;
+        Ok((outbox, report))
+    }
+
+    /// Takes over the journals of processes that are gone (their lock is free): their
+    /// unfinished jobs are written to this process's journal (fsynced), then their files are
+    /// removed. Returns how many jobs were taken over.
+    pub fn adopt_orphans(&self) -> std::io::Result<usize> {
+        let own = self.journal_path();
+        let mut taken = 0;
+        for orphan in journal::orphans(&self.dir, &own)? {
+            let (jobs, pending) = replay(&orphan.records);
+            if orphan.report.torn_bytes > 0 || !orphan.report.damaged_lines.is_empty() {
+                tracing::warn!(journal = %orphan.path.display(), torn_bytes = orphan.report.torn_bytes, damaged_lines = ?orphan.report.damaged_lines, "invalidation journal of a stopped process: dropped an unfinished last record or damaged records; the rest is taken over");
+            }
+            self.journal
+                .lock()
+                .expect("journal lock")
+                .append(&snapshot(&jobs))?;
+            tracing::info!(journal = %orphan.path.display(), jobs = jobs.len(), "invalidation journal of a stopped process taken over");
+            taken += jobs.len();
+            {
+                let mut mine = self.jobs.lock().expect("jobs lock");
+                for (id, j) in jobs {
+                    mine.insert(id, j);
+                }
+            }
+            self.pending.lock().expect("pending lock").extend(pending);
+            if let Err(e) = orphan.remove() {
+                tracing::warn!(error = %e, "cannot remove a taken-over invalidation journal");
+            }
+        }
+        if taken > 0 {
+            for w in &self.wake {
+                w.notify_one();
+            }
+        }
+        Ok(taken)
     }
 
     pub fn journal_path(&self) -> std::path::PathBuf {
@@ -563,6 +606,21 @@ impl Outbox {
 
     /// Starts one worker per configured CDN (inside the runtime).
     pub fn spawn(self: &Arc<Self>, public_base_url: Option<String>, mount: String) {
+        // A replica that dies while others run: its journal is taken over within a minute.
+        let me = Arc::clone(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(ADOPT_EVERY).await;
+                let o = Arc::clone(&me);
+                match tokio::task::spawn_blocking(move || o.adopt_orphans()).await {
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "cannot look for the invalidation journals of stopped processes")
+                    }
+                    Err(e) => tracing::warn!(error = %e, "invalidation journal takeover failed"),
+                    Ok(Ok(_)) => {}
+                }
+            }
+        });
         for cdn in self.settings.cdn.clone() {
             let me = Arc::clone(self);
             let base = public_base_url.clone();

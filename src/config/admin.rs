@@ -42,10 +42,11 @@ pub struct InvalidationSettings {
     /// The CDNs to invalidate, each with its own queue: `cloudfront`, `cloudflare`.
     #[serde(default = "default_cdns")]
     pub cdn: Vec<CdnKind>,
-    /// The outbox journal (fsynced before an admin call is answered); "" = beside the digest
-    /// index in the asset root (fs backend). Required with the s3 backend.
+    /// The folder of the outbox journals (one file per process, fsynced before an admin call
+    /// is answered; a dead process's file is taken over by a live one). "" = the asset root
+    /// (fs backend); required with the s3 backend.
     #[serde(default)]
-    pub journal: String,
+    pub journal_dir: String,
     /// Paths queued within this window go out as one request (within the CDN's limits).
     #[serde(default = "default_batch_window_ms")]
     pub batch_window_ms: u64,
