@@ -514,3 +514,49 @@ fn a_refused_token_fails_clearly_without_a_retry_storm() {
     assert!(err.contains("invalidation.cloudflare.zone_id"), "{err}");
     assert!(!err.contains(wrong));
 }
+
+#[test]
+fn both_cdns_get_their_own_job_and_one_down_does_not_hold_up_the_other() {
+    let cf = StandIn::start(100.0, Duration::from_millis(10));
+    let dir = assets(&[("a.mp4", b"1")]);
+    // CloudFront unreachable (nothing listens there); Cloudflare answers.
+    let closed = format!("http://127.0.0.1:{}", free_port());
+    let srv = start(
+        dir.path(),
+        &cf,
+        TOKEN,
+        &[
+            ("VIDEO_ORIGIN_INVALIDATION__CDN", "[cloudfront, cloudflare]"),
+            (
+                "VIDEO_ORIGIN_INVALIDATION__DISTRIBUTION_ID",
+                "E1234567890ABC",
+            ),
+            ("VIDEO_ORIGIN_INVALIDATION__ENDPOINT_URL", &closed),
+            ("VIDEO_ORIGIN_INVALIDATION__ACCESS_KEY_ID", "testing"),
+            ("VIDEO_ORIGIN_INVALIDATION__SECRET_ACCESS_KEY", "testing"),
+            ("VIDEO_ORIGIN_INVALIDATION__MAX_ATTEMPTS", "1"),
+            ("VIDEO_ORIGIN_INVALIDATION__BATCH_WINDOW_MS", "50"),
+        ],
+    );
+    let v = body_json(&srv.admin_put("a.mp4", ADMIN, b"new"));
+    let jobs = v["invalidation"]["jobs"].as_array().unwrap().clone();
+    let cdns: Vec<&str> = jobs.iter().map(|j| j["cdn"].as_str().unwrap()).collect();
+    assert_eq!(cdns, ["cloudfront", "cloudflare"]);
+    let id = |cdn: &str| {
+        jobs.iter().find(|j| j["cdn"] == cdn).unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert!(eventually(Duration::from_secs(10), || job(
+        &srv,
+        &id("cloudflare")
+    )["state"]
+        == "completed"));
+    assert!(eventually(Duration::from_secs(10), || {
+        let j = job(&srv, &id("cloudfront"));
+        j["state"] == "queued" && j["attempts"].as_u64().unwrap_or(0) >= 1
+    }));
+    let list = body_json(&srv.admin("GET", "/admin/invalidations", Some(ADMIN), None));
+    assert_eq!(list["invalidations"].as_array().unwrap().len(), 2);
+}
