@@ -75,11 +75,15 @@ enum Command {
         /// Asset path (`series/e1.mp4`) or URL path (`/video/series/e1.mp4`).
         path: String,
     },
-    /// Exit 0 if URL answers 200: a health check for images without curl or a shell.
+    /// Exit 0 if the server answers 200: a health check for images without curl or a shell.
+    /// Without --url it follows the configuration: /healthz of the public listener on
+    /// loopback, over TLS (trusting exactly tls.cert_file) when tls.enabled.
     Probe {
-        /// An http:// URL on this host, e.g. the public listener's /healthz.
-        #[arg(long, default_value = "http://127.0.0.1:8080/healthz")]
-        url: String,
+        #[command(flatten)]
+        common: Common,
+        /// An http:// or https:// URL on this host instead (https trusts tls.cert_file).
+        #[arg(long)]
+        url: Option<String>,
         /// Give up (exit 1) when no answer has arrived after this many seconds.
         #[arg(long, default_value_t = 3)]
         timeout_secs: u64,
@@ -208,7 +212,54 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Probe { url, timeout_secs } => probe(&url, Duration::from_secs(timeout_secs)),
+        Command::Probe {
+            common,
+            url,
+            timeout_secs,
+        } => {
+            let timeout = Duration::from_secs(timeout_secs);
+            // The configuration matters only for its listener and certificate.
+            let settings = load(&common, None);
+            let url = match url {
+                Some(u) => u,
+                None => {
+                    let s = settings
+                        .as_ref()
+                        .map_err(|e| anyhow::anyhow!("probe: {e}"))?;
+                    let listen = s.server.listen;
+                    let host = if listen.ip().is_unspecified() {
+                        match listen.ip() {
+                            std::net::IpAddr::V4(_) => "127.0.0.1".to_string(),
+                            std::net::IpAddr::V6(_) => "[::1]".to_string(),
+                        }
+                    } else {
+                        match listen.ip() {
+                            std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+                            v4 => v4.to_string(),
+                        }
+                    };
+                    let scheme = if s.tls.enabled { "https" } else { "http" };
+                    format!("{scheme}://{host}:{}/healthz", listen.port())
+                }
+            };
+            let pinned = if url.starts_with("https://") {
+                let s = settings
+                    .as_ref()
+                    .map_err(|e| anyhow::anyhow!("probe: {e}"))?;
+                if s.tls.cert_file.as_os_str().is_empty() {
+                    anyhow::bail!(
+                        "probe: an https:// URL needs tls.cert_file (the certificate to trust)"
+                    );
+                }
+                Some(
+                    video_origin::server::tls::pinned_client_config(&s.tls.cert_file)
+                        .map_err(|e| anyhow::anyhow!("probe: tls.cert_file: {e}"))?,
+                )
+            } else {
+                None
+            };
+            probe(&url, pinned, timeout)
+        }
         Command::Explain { common, path } => {
             let settings = load(&common, None)?;
             print!("{}", explain(&settings, &path)?);
@@ -374,29 +425,61 @@ fn explain(settings: &Settings, path: &str) -> anyhow::Result<String> {
     Ok(out)
 }
 
-fn probe(url: &str, timeout: Duration) -> anyhow::Result<()> {
+fn probe(
+    url: &str,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    timeout: Duration,
+) -> anyhow::Result<()> {
     use std::io::{Read, Write};
     use std::net::ToSocketAddrs;
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| anyhow::anyhow!("probe: only http:// URLs (got {url})"))?;
+    let rest = match (
+        url.strip_prefix("http://"),
+        url.strip_prefix("https://"),
+        &tls,
+    ) {
+        (Some(rest), _, _) => rest,
+        (_, Some(rest), Some(_)) => rest,
+        _ => anyhow::bail!("probe: only http:// and https:// URLs (got {url})"),
+    };
     let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
     let addr = authority
         .to_socket_addrs()
         .with_context(|| format!("probe: cannot resolve {authority}"))?
         .next()
         .ok_or_else(|| anyhow::anyhow!("probe: no address for {authority}"))?;
-    let mut s = std::net::TcpStream::connect_timeout(&addr, timeout)
+    let mut tcp = std::net::TcpStream::connect_timeout(&addr, timeout)
         .with_context(|| format!("probe: cannot connect to {addr}"))?;
-    s.set_read_timeout(Some(timeout))?;
-    s.set_write_timeout(Some(timeout))?;
-    write!(
-        s,
+    tcp.set_read_timeout(Some(timeout))?;
+    tcp.set_write_timeout(Some(timeout))?;
+    let request = format!(
         "GET /{path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\nUser-Agent: video-origin-probe\r\n\r\n"
-    )?;
-    let mut head = [0u8; 64];
-    let n = s.read(&mut head)?;
-    let line = String::from_utf8_lossy(&head[..n]);
+    );
+    let mut head = Vec::new();
+    match tls {
+        None => {
+            tcp.write_all(request.as_bytes())?;
+            let mut buf = [0u8; 64];
+            let n = tcp.read(&mut buf)?;
+            head.extend_from_slice(&buf[..n]);
+        }
+        Some(config) => {
+            // The name is not checked (the certificate is pinned); any valid one will do.
+            let name = rustls::pki_types::ServerName::try_from("localhost")
+                .map_err(|e| anyhow::anyhow!("probe: {e}"))?;
+            let mut conn = rustls::ClientConnection::new(config, name)
+                .map_err(|e| anyhow::anyhow!("probe: {e}"))?;
+            let mut stream = rustls::Stream::new(&mut conn, &mut tcp);
+            stream
+                .write_all(request.as_bytes())
+                .with_context(|| format!("probe: TLS to {addr}"))?;
+            let mut buf = [0u8; 64];
+            let n = stream
+                .read(&mut buf)
+                .with_context(|| format!("probe: TLS to {addr}"))?;
+            head.extend_from_slice(&buf[..n]);
+        }
+    }
+    let line = String::from_utf8_lossy(&head);
     let status = line.split(' ').nth(1).unwrap_or("");
     if status == "200" {
         Ok(())

@@ -197,5 +197,6 @@ fn probe_subcommand_is_the_container_health_check() {
     assert!(probe("/healthz"));
     assert!(!probe("/missing"));
     let dockerfile = std::fs::read_to_string(root().join("deploy/Dockerfile")).unwrap();
-    assert!(dockerfile.contains("\"probe\", \"--url\", \"http://127.0.0.1:8080/healthz\""));
+    // The image's health check follows its configuration (listener, TLS): tests/tls.rs.
+    assert!(dockerfile.contains("\"probe\", \"--config\", \"/etc/video-origin/origin.toml\""));
 }

@@ -376,6 +376,14 @@ fn chromium_plays_seeks_reports_presence_and_honours_signed_links() {
         .unwrap()
         .to_string();
     assert!(id.len() >= 8, "session id kept in localStorage: {id}");
+    // #18.15: loading the page again keeps the session id.
+    browser.go(&format!("{base}/player/long.mp4?stats=1"));
+    browser.wait_for(
+        "playback after a reload",
+        "return document.getElementById('video').currentTime > 0.5",
+        Duration::from_secs(40),
+    );
+    assert_eq!(browser.js("return window.voPlayer.session"), id.as_str());
 
     // 2. The presence socket shows the session with its video, position and bytes.
     assert!(
@@ -423,6 +431,40 @@ fn chromium_plays_seeks_reports_presence_and_honours_signed_links() {
             .iter()
             .map(|v| (v["status"].clone(), v["range"].clone()))
             .collect::<Vec<_>>()
+    );
+    // #18.15: a visible "buffering" state while playback waits for data. The network is
+    // throttled (DevTools network conditions through chromedriver) and the video sought to
+    // a part it has not loaded.
+    wd(
+        browser.port,
+        "POST",
+        &format!("/session/{}/chromium/network_conditions", browser.session),
+        Some(json!({"network_conditions": {
+            "offline": false, "latency": 200,
+            "download_throughput": 20000, "upload_throughput": 20000,
+        }})),
+    );
+    browser.js(
+        "const v = document.getElementById('video'); v.currentTime = v.duration / 3; return true;",
+    );
+    browser.wait_for(
+        "the buffering state on the page",
+        "return window.voPlayer.buffering === true && \
+                document.getElementById('buffering').classList.contains('on') && \
+                getComputedStyle(document.getElementById('buffering')).display === 'block'",
+        Duration::from_secs(15),
+    );
+    wd(
+        browser.port,
+        "DELETE",
+        &format!("/session/{}/chromium/network_conditions", browser.session),
+        None,
+    );
+    browser.wait_for(
+        "the buffering state to clear once data flows",
+        "const v = document.getElementById('video'); \
+         return window.voPlayer.buffering === false && !v.paused && v.readyState >= 3;",
+        Duration::from_secs(30),
     );
     // The overlay is up (opened with ?stats=1); keep a picture of the playing page.
     assert_eq!(
@@ -473,7 +515,21 @@ fn chromium_plays_seeks_reports_presence_and_honours_signed_links() {
         "const v = document.getElementById('video'); return v.error !== null && v.currentTime === 0;",
         Duration::from_secs(20),
     );
-    // The page asks the origin what it answered and says so in words.
+    // The page tried once more before giving up (two refused GETs), then asked the origin what
+    // it answered and says so in words.
+    assert!(
+        eventually(Duration::from_secs(10), || srv
+            .log_text()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["target"] == "access"
+                && v["path"] == "/video/private/clip.mp4"
+                && v["method"] == "GET"
+                && v["token"] == "expired")
+            .count()
+            >= 2),
+        "one retry of the failed load"
+    );
     browser.wait_for(
         "the origin's answer on the page",
         "return window.voPlayer.error === 403",

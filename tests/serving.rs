@@ -529,7 +529,10 @@ fn grace_period_cuts_off_responses_that_do_not_finish() {
     let dir = assets(&[("v.mp4", &vec![7u8; 64 << 20])]);
     let srv = Server::start(
         dir.path(),
-        &[("VIDEO_ORIGIN_SERVER__SHUTDOWN_GRACE_SECS", "1")],
+        &[
+            ("VIDEO_ORIGIN_SERVER__SHUTDOWN_GRACE_SECS", "1"),
+            ("VIDEO_ORIGIN_SERVER__WORKERS", "3"),
+        ],
     );
     let mut s = srv.connect();
     s.write_all(b"GET /video/v.mp4 HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -549,4 +552,13 @@ fn grace_period_cuts_off_responses_that_do_not_finish() {
     );
     assert!(started.elapsed() < Duration::from_secs(15));
     drop(s);
+    // #18.4: each shutdown line once per process, not once per worker (three here).
+    let log = srv.log_text();
+    for line in [
+        "shutting down: listeners closed",
+        "grace period over",
+        "shut down: every worker stopped",
+    ] {
+        assert_eq!(log.matches(line).count(), 1, "{line}: {log}");
+    }
 }

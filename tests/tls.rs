@@ -405,3 +405,47 @@ async fn http2_client_that_stops_reading_is_dropped() {
         "{metrics}"
     );
 }
+
+#[test]
+fn probe_checks_the_tls_listener_trusting_exactly_the_servers_certificate() {
+    // #18.13: the container health check with TLS on.
+    let dir = assets(&[("a.mp4", b"x")]);
+    let certs = tempfile::tempdir().unwrap();
+    let pair = self_signed();
+    install(certs.path(), &pair);
+    let srv = tls_server(dir.path(), certs.path(), &[]);
+    let cert = certs.path().join("cert.pem");
+    let key = certs.path().join("key.pem");
+    let listen = format!("127.0.0.1:{}", srv.port);
+    let probe = |cert_file: &Path, args: &[&str]| {
+        let out = std::process::Command::new(BIN)
+            .arg("probe")
+            .args(args)
+            .arg("--assets")
+            .arg(dir.path())
+            .env("VIDEO_ORIGIN_TLS__ENABLED", "true")
+            .env("VIDEO_ORIGIN_TLS__CERT_FILE", cert_file)
+            .env("VIDEO_ORIGIN_TLS__KEY_FILE", &key)
+            .env("VIDEO_ORIGIN_SERVER__LISTEN", &listen)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // Without --url: https on the configured listener's port, loopback, /healthz.
+    let (ok, err) = probe(&cert, &[]);
+    assert!(ok, "{err}");
+    let url = format!("https://127.0.0.1:{}/healthz", srv.port);
+    assert!(probe(&cert, &["--url", &url]).0);
+    // A server presenting another certificate is not trusted.
+    let other = tempfile::tempdir().unwrap();
+    install(other.path(), &self_signed());
+    let (ok, err) = probe(&other.path().join("cert.pem"), &[]);
+    assert!(!ok);
+    assert!(err.contains("not the one in tls.cert_file"), "{err}");
+    // Plain http to the TLS listener is no health.
+    let plain = format!("http://127.0.0.1:{}/healthz", srv.port);
+    assert!(!probe(&cert, &["--url", &plain]).0);
+}

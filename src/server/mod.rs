@@ -190,13 +190,22 @@ pub async fn serve(
     }
     drop(listener);
     let _ = stop_tx.send(true);
-    tracing::info!(
-        grace_secs = grace.as_secs(),
-        "shutting down: draining connections"
-    );
+    // Every worker drains its own connections; the process says what shutdown does once.
+    static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    static CUT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        tracing::info!(
+            grace_secs = grace.as_secs(),
+            "shutting down: listeners closed, in-flight responses get the grace period"
+        );
+    }
     tokio::select! {
-        () = graceful.shutdown() => tracing::info!("all connections drained"),
-        () = tokio::time::sleep(grace) => tracing::warn!("grace period over; closing remaining connections"),
+        () = graceful.shutdown() => tracing::debug!("this worker's connections drained"),
+        () = tokio::time::sleep(grace) => {
+            if !CUT.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                tracing::warn!("grace period over; closing remaining connections");
+            }
+        }
     }
 }
 
@@ -443,6 +452,7 @@ pub fn run_workers(
             Err(_) => return Err(std::io::Error::other("a worker thread panicked")),
         }
     }
+    tracing::info!("shut down: every worker stopped");
     Ok(())
 }
 
