@@ -224,6 +224,11 @@ fn snapshot(jobs: &BTreeMap<String, Job>) -> Vec<Record> {
                     completed: false,
                 });
             }
+            (JobState::Failed, _, _) => out.push(Record::Failed {
+                jobs: vec![j.id.clone()],
+                error: j.last_error.clone().unwrap_or_default(),
+                attempts: j.attempts,
+            }),
             _ => {}
         }
     }
@@ -895,8 +900,8 @@ impl Outbox {
         }
     }
 
-    /// Drops the oldest completed jobs beyond [`KEEP_COMPLETED`], and rewrites the journal when
-    /// nothing is open and it has grown.
+    /// Drops the oldest completed jobs beyond [`KEEP_COMPLETED`], and rewrites the journal to
+    /// what is unfinished once it has grown past 1 MiB.
     fn forget_completed(self: &Arc<Self>) {
         let mut jobs = self.jobs.lock().expect("jobs lock");
         let completed: Vec<String> = jobs
@@ -911,8 +916,8 @@ impl Outbox {
             jobs.remove(id);
         }
         let mut journal = self.journal.lock().expect("journal lock");
-        if journal.len > 1 << 20 && !jobs.values().any(|j| j.state != JobState::Completed) {
-            if let Err(e) = journal.rewrite(&[]) {
+        if journal.len > 1 << 20 {
+            if let Err(e) = journal.rewrite(&snapshot(&jobs)) {
                 tracing::warn!(error = %e, "invalidation journal: cannot compact");
             }
         }
