@@ -258,6 +258,30 @@ pub fn batches(jobs: &[(String, Vec<String>)], max: usize) -> Vec<(Vec<String>, 
     out
 }
 
+/// CloudFront's limits per distribution on invalidations in progress: 3,000 individual paths,
+/// or 15 wildcard paths (CloudFront Developer Guide, "Concurrent invalidation request maximum").
+pub const CLOUDFRONT_FILES_IN_PROGRESS: usize = 3000;
+pub const CLOUDFRONT_WILDCARDS_IN_PROGRESS: usize = 15;
+
+/// How many more individual and wildcard paths CloudFront takes while `in_progress` (each
+/// invalidation's id and paths; a path counts once per invalidation) are still running.
+pub fn cloudfront_room(in_progress: &[(String, Vec<String>)]) -> (usize, usize) {
+    let mut seen: Vec<(&str, &str)> = Vec::new();
+    for (id, paths) in in_progress {
+        for p in paths {
+            if !seen.contains(&(id.as_str(), p.as_str())) {
+                seen.push((id, p));
+            }
+        }
+    }
+    let wild = seen.iter().filter(|(_, p)| p.ends_with('*')).count();
+    let files = seen.len() - wild;
+    (
+        CLOUDFRONT_FILES_IN_PROGRESS.saturating_sub(files),
+        CLOUDFRONT_WILDCARDS_IN_PROGRESS.saturating_sub(wild),
+    )
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CdnLabels {
     pub cdn: &'static str,
@@ -720,7 +744,25 @@ impl Outbox {
                     .map(|j| (j.id.clone(), j.paths.clone()))
                     .collect()
             };
-            for (ids, _) in batches(&ready, sender.max_paths(&self.settings)) {
+            let mut room = match sender {
+                Sender::CloudFront(_) => cloudfront_room(&self.in_progress(cdn)),
+                Sender::Cloudflare { .. } => (usize::MAX, usize::MAX),
+            };
+            for (ids, paths) in batches(&ready, sender.max_paths(&self.settings)) {
+                let wild = paths.iter().filter(|p| p.ends_with('*')).count();
+                let files = paths.len() - wild;
+                let idle = room
+                    == (
+                        CLOUDFRONT_FILES_IN_PROGRESS,
+                        CLOUDFRONT_WILDCARDS_IN_PROGRESS,
+                    );
+                // Over CloudFront's in-progress limits: wait for running ones to finish (a batch
+                // too big even for an idle distribution goes anyway; CloudFront's answer decides).
+                if (files > room.0 || wild > room.1) && !idle {
+                    self.defer(&ids, POLL_EVERY);
+                    continue;
+                }
+                room = (room.0.saturating_sub(files), room.1.saturating_sub(wild));
                 let batch = self.new_id();
                 self.send_batch(&sender, cdn, batch, ids, true).await;
             }
@@ -730,6 +772,26 @@ impl Outbox {
             }
             self.forget_completed();
         }
+    }
+
+    /// The paths of this CDN's invalidations in progress, by the CDN's id.
+    fn in_progress(&self, cdn: CdnKind) -> Vec<(String, Vec<String>)> {
+        let jobs = self.jobs.lock().expect("jobs lock");
+        jobs.values()
+            .filter(|j| j.cdn == cdn && j.state == JobState::InProgress)
+            .map(|j| (j.cdn_ref.clone().unwrap_or_default(), j.paths.clone()))
+            .collect()
+    }
+
+    /// Holds queued jobs back for `wait` without counting an attempt.
+    fn defer(&self, ids: &[String], wait: Duration) {
+        let mut jobs = self.jobs.lock().expect("jobs lock");
+        for id in ids {
+            if let Some(j) = jobs.get_mut(id) {
+                j.next_attempt = Some(Instant::now() + wait);
+            }
+        }
+        tracing::info!(jobs = ids.len(), "invalidation: CloudFront's limit of invalidations in progress reached; waiting for running ones to finish");
     }
 
     /// Journals (when new) and sends one batch, then records the outcome.
@@ -1005,6 +1067,27 @@ mod tests {
             jobs.keys().collect::<Vec<_>>()
         );
         assert_eq!(pending_again, pending);
+    }
+
+    #[test]
+    fn cloudfront_room_counts_paths_in_progress_once_per_invalidation() {
+        let running = vec![
+            ("I1".to_string(), vec!["/a".to_string(), "/s/*".to_string()]),
+            // Two jobs in one invalidation share its paths.
+            ("I1".to_string(), vec!["/a".to_string()]),
+            ("I2".to_string(), vec!["/a".to_string()]),
+        ];
+        assert_eq!(
+            cloudfront_room(&running),
+            (
+                CLOUDFRONT_FILES_IN_PROGRESS - 2,
+                CLOUDFRONT_WILDCARDS_IN_PROGRESS - 1
+            )
+        );
+        let full: Vec<(String, Vec<String>)> = (0..16)
+            .map(|i| (format!("I{i}"), vec![format!("/d{i}/*")]))
+            .collect();
+        assert_eq!(cloudfront_room(&full).1, 0);
     }
 
     #[test]
