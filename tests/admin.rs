@@ -498,15 +498,27 @@ fn start_behind(dir: &std::path::Path, gate: &Gate, dist: &str) -> Server {
     )
 }
 
-#[test]
-fn an_unreachable_cdn_keeps_the_invalidation_queued_until_it_is_back() {
-    // CloudFront (moto) unreachable: the gate in front of it does not listen, so connections
-    // are refused as with moto stopped (moto keeps the distribution meanwhile).
+/// moto with a distribution, behind a gate that does not listen yet (CloudFront unreachable),
+/// and a library with `a.mp4`.
+fn behind_a_closed_gate() -> (
+    tokio::runtime::Runtime,
+    Moto,
+    String,
+    Gate,
+    tempfile::TempDir,
+) {
     let rt = rt();
     let moto = Moto::start();
     let dist = moto.create_distribution(&rt);
     let gate = Gate::start(moto.port, false);
-    let dir = assets(&[("a.mp4", b"x")]);
+    (rt, moto, dist, gate, assets(&[("a.mp4", b"x")]))
+}
+
+#[test]
+fn an_unreachable_cdn_keeps_the_invalidation_queued_until_it_is_back() {
+    // CloudFront (moto) unreachable: the gate in front of it does not listen, so connections
+    // are refused as with moto stopped (moto keeps the distribution meanwhile).
+    let (rt, moto, dist, gate, dir) = behind_a_closed_gate();
     let srv = start_behind(dir.path(), &gate, &dist);
     let r = put(&srv, "a.mp4", b"new");
     assert_eq!(
@@ -580,11 +592,7 @@ fn an_unreachable_cdn_keeps_the_invalidation_queued_until_it_is_back() {
 
 #[test]
 fn a_crash_before_the_send_loses_nothing_and_a_torn_journal_still_starts() {
-    let rt = rt();
-    let moto = Moto::start();
-    let dist = moto.create_distribution(&rt);
-    let gate = Gate::start(moto.port, false);
-    let dir = assets(&[("a.mp4", b"x")]);
+    let (rt, moto, dist, gate, dir) = behind_a_closed_gate();
     let srv = start_behind(dir.path(), &gate, &dist);
     let r = put(&srv, "a.mp4", b"new bytes");
     assert_eq!(r.status, 200);

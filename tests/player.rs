@@ -306,6 +306,20 @@ impl Browser {
         std::fs::write(to, png).unwrap();
     }
 
+    /// Waits for the page to show the origin's 403 to the viewer, in words containing `words`.
+    fn expect_refusal(&self, words: &str) {
+        self.wait_for(
+            "the refusal on the page",
+            "return window.voPlayer.error === 403",
+            Duration::from_secs(20),
+        );
+        let text = self.js("return document.getElementById('error').textContent");
+        assert!(
+            text.as_str().unwrap().contains(words),
+            "the page says why: {text}"
+        );
+    }
+
     /// Polls a script until it returns true.
     fn wait_for(&self, what: &str, script: &str, limit: Duration) {
         let end = Instant::now() + limit;
@@ -530,16 +544,7 @@ fn chromium_plays_seeks_reports_presence_and_honours_signed_links() {
             >= 2),
         "one retry of the failed load"
     );
-    browser.wait_for(
-        "the origin's answer on the page",
-        "return window.voPlayer.error === 403",
-        Duration::from_secs(10),
-    );
-    let text = browser.js("return document.getElementById('error').textContent");
-    assert!(
-        text.as_str().unwrap().contains("expired or is not valid"),
-        "{text}"
-    );
+    browser.expect_refusal("expired or is not valid");
     assert!(
         eventually(Duration::from_secs(5), || srv
             .log_text()
@@ -817,16 +822,7 @@ fn chromium_plays_a_private_hls_and_dash_ladder_from_one_link_or_a_cookie() {
     browser.go(&format!(
         "{base}/player/private/movie42/master.m3u8?{expired}"
     ));
-    browser.wait_for(
-        "the refusal on the page",
-        "return window.voPlayer.error === 403",
-        Duration::from_secs(20),
-    );
-    let text = browser.js("return document.getElementById('error').textContent");
-    assert!(
-        text.as_str().unwrap().contains("expired"),
-        "the page says why: {text}"
-    );
+    browser.expect_refusal("expired");
 
     // 5. dash.js (also served by the origin) plays the DASH variant from one link.
     let mpd = "/video/private/movie42/dash/manifest.mpd";

@@ -280,20 +280,13 @@ fn key_rotation_and_non_ascii_paths() {
     assert_eq!(srv.get(&old, &[]).body, b"unknown-key\n");
 }
 
-#[test]
-fn cli_mints_links_that_play() {
-    let dir = library();
-    let srv = start(dir.path(), &[]);
+/// `video-origin sign private/movie42/master.m3u8 --ttl 10m <how>` with key k1 and the
+/// cdn.example.com base: its stdout.
+fn sign_ladder(assets: &std::path::Path, how: &str) -> String {
     let out = Command::new(BIN)
-        .args([
-            "sign",
-            "private/movie42/master.m3u8",
-            "--ttl",
-            "10m",
-            "--prefix",
-            "--assets",
-        ])
-        .arg(dir.path())
+        .args(["sign", "private/movie42/master.m3u8", "--ttl", "10m", how])
+        .arg("--assets")
+        .arg(assets)
         .env("VIDEO_ORIGIN_SIGNING__KEYS__K1", K1)
         .env(
             "VIDEO_ORIGIN_SIGNING__PUBLIC_BASE_URL",
@@ -306,7 +299,14 @@ fn cli_mints_links_that_play() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let url = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn cli_mints_links_that_play() {
+    let dir = library();
+    let srv = start(dir.path(), &[]);
+    let url = sign_ladder(dir.path(), "--prefix").trim().to_string();
     assert!(
         url.starts_with("https://cdn.example.com/video/private/movie42/master.m3u8?exp="),
         "{url}"
@@ -786,29 +786,7 @@ fn vo1_cookies_minted_by_cli_and_admin_admit_the_ladder_only() {
     // cookie exactly as the query form (spec signed-urls §8), the query taking precedence.
     let dir = library();
     let srv = start(dir.path(), &[]);
-    let out = Command::new(BIN)
-        .args([
-            "sign",
-            "private/movie42/master.m3u8",
-            "--ttl",
-            "10m",
-            "--cookie",
-            "--assets",
-        ])
-        .arg(dir.path())
-        .env("VIDEO_ORIGIN_SIGNING__KEYS__K1", K1)
-        .env(
-            "VIDEO_ORIGIN_SIGNING__PUBLIC_BASE_URL",
-            "https://cdn.example.com",
-        )
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = String::from_utf8(out.stdout).unwrap();
+    let out = sign_ladder(dir.path(), "--cookie");
     let lines: Vec<&str> = out.lines().collect();
     let [set_cookie, url] = lines.as_slice() else {
         panic!("{out}")
