@@ -26,8 +26,6 @@ pub struct App {
     pub draining: std::sync::atomic::AtomicBool,
     /// The last readiness seen (0 none yet, 1 ready, 2 not), so each change is logged once.
     ready_seen: std::sync::atomic::AtomicU8,
-    /// CloudFront client, built on first use (never at startup).
-    pub cloudfront: tokio::sync::OnceCell<crate::cdn::cloudfront::CloudFront>,
     /// The invalidation outbox (`serve` opens it when `invalidation.enabled`).
     pub outbox: std::sync::OnceLock<Arc<crate::cdn::outbox::Outbox>>,
     /// Its series, registered with the others at construction.
@@ -154,7 +152,6 @@ impl App {
             player_page,
             draining: std::sync::atomic::AtomicBool::new(false),
             ready_seen: std::sync::atomic::AtomicU8::new(0),
-            cloudfront: tokio::sync::OnceCell::new(),
             outbox: std::sync::OnceLock::new(),
             outbox_metrics,
             access,

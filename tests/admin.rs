@@ -139,11 +139,6 @@ fn put(srv: &Server, path: &str, body: &[u8]) -> Resp {
     srv.admin_put(path, ADMIN, body)
 }
 
-fn body_json(r: &Resp) -> serde_json::Value {
-    serde_json::from_slice(&r.body)
-        .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&r.body)))
-}
-
 fn leftovers(dir: &std::path::Path) -> Vec<String> {
     let mut out = Vec::new();
     for e in walk(dir) {
@@ -388,12 +383,7 @@ fn log_has_states(log: &str) -> bool {
 
 /// The state of job `id` as `GET /admin/invalidations/{id}` shows it.
 fn job(srv: &Server, id: &str) -> serde_json::Value {
-    body_json(&srv.admin(
-        "GET",
-        &format!("/admin/invalidations/{id}"),
-        Some(ADMIN),
-        None,
-    ))
+    invalidation_job(srv, ADMIN, id)
 }
 
 #[test]

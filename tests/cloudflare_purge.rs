@@ -293,18 +293,8 @@ fn start(dir: &std::path::Path, cf: &StandIn, token: &str, extra: &[(&str, &str)
     Server::start(dir, &env)
 }
 
-fn body_json(r: &Resp) -> Value {
-    serde_json::from_slice(&r.body)
-        .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&r.body)))
-}
-
 fn job(srv: &Server, id: &str) -> Value {
-    body_json(&srv.admin(
-        "GET",
-        &format!("/admin/invalidations/{id}"),
-        Some(ADMIN),
-        None,
-    ))
+    invalidation_job(srv, ADMIN, id)
 }
 
 #[test]

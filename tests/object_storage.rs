@@ -477,24 +477,30 @@ fn a_bucket_that_does_not_answer_stops_startup_with_the_key() {
     let moto = Moto::shared();
     let bucket = Bucket::new(&moto.endpoint);
     let empty = tempfile::tempdir().unwrap();
-    let mut env = bucket.env();
-    for (k, v) in env.iter_mut() {
-        if k == "VIDEO_ORIGIN_STORAGE__S3__BUCKET" {
-            *v = "no-such-bucket-here".into();
+    // `serve` on the bucket with one of its settings changed: (started, stderr).
+    let serve_with = |key: &str, value: &str| {
+        let mut env = bucket.env();
+        for (k, v) in env.iter_mut() {
+            if k == key {
+                *v = value.to_owned();
+            }
         }
-    }
-    let mut pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    pairs.push(("VIDEO_ORIGIN_ADMIN__LISTEN", "127.0.0.1:0"));
-    let (ok, _out, err) = run_cli(
-        &[
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--assets",
-            empty.path().to_str().unwrap(),
-        ],
-        &pairs,
-    );
+        let mut pairs: Vec<(&str, &str)> =
+            env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        pairs.push(("VIDEO_ORIGIN_ADMIN__LISTEN", "127.0.0.1:0"));
+        let (ok, _out, err) = run_cli(
+            &[
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--assets",
+                empty.path().to_str().unwrap(),
+            ],
+            &pairs,
+        );
+        (ok, err)
+    };
+    let (ok, err) = serve_with("VIDEO_ORIGIN_STORAGE__S3__BUCKET", "no-such-bucket-here");
     assert!(!ok);
     assert!(err.contains("storage.s3.bucket"), "{err}");
     assert!(
@@ -509,24 +515,7 @@ fn a_bucket_that_does_not_answer_stops_startup_with_the_key() {
     let proxy = Proxy::start(moto.port);
     proxy.deny.store(true, Ordering::Relaxed);
     let endpoint = format!("http://127.0.0.1:{}", proxy.port);
-    let mut env = bucket.env();
-    for (k, v) in env.iter_mut() {
-        if k == "VIDEO_ORIGIN_STORAGE__S3__ENDPOINT_URL" {
-            *v = endpoint.clone();
-        }
-    }
-    let mut pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    pairs.push(("VIDEO_ORIGIN_ADMIN__LISTEN", "127.0.0.1:0"));
-    let (ok, _out, err) = run_cli(
-        &[
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--assets",
-            empty.path().to_str().unwrap(),
-        ],
-        &pairs,
-    );
+    let (ok, err) = serve_with("VIDEO_ORIGIN_STORAGE__S3__ENDPOINT_URL", &endpoint);
     assert!(!ok);
     assert!(
         err.contains("storage.s3.bucket") && err.contains("HTTP 403"),

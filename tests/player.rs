@@ -306,6 +306,23 @@ impl Browser {
         std::fs::write(to, png).unwrap();
     }
 
+    /// Waits until the video has played past `secs`, for at most `limit_secs`.
+    fn wait_playing_past(&self, what: &str, secs: f64, limit_secs: u64) {
+        self.wait_for(
+            what,
+            &format!("return document.getElementById('video').currentTime > {secs}"),
+            Duration::from_secs(limit_secs),
+        );
+    }
+
+    /// The page's session id, kept in localStorage.
+    fn session_id(&self) -> String {
+        self.js("return localStorage.getItem('vo-session')")
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
     /// Waits for the page to show the origin's 403 to the viewer, in words containing `words`.
     fn expect_refusal(&self, words: &str) {
         self.wait_for(
@@ -358,10 +375,9 @@ const STATE: &str = "const v = document.getElementById('video'); \
 
 /// Access-log lines (JSON) for one session.
 fn session_lines(srv: &Server, id: &str) -> Vec<Value> {
-    srv.log_text()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|v| v["target"] == "access" && v["session"] == id)
+    access_lines(srv)
+        .into_iter()
+        .filter(|v| v["session"] == id)
         .collect()
 }
 
@@ -379,24 +395,12 @@ fn chromium_plays_seeks_reports_presence_and_honours_signed_links() {
 
     // 1. The page loads and the video plays: currentTime advances.
     browser.go(&format!("{base}/player/long.mp4?stats=1"));
-    browser.wait_for(
-        "playback to advance",
-        "return document.getElementById('video').currentTime > 1.5",
-        Duration::from_secs(40),
-    );
-    let id = browser
-        .js("return localStorage.getItem('vo-session')")
-        .as_str()
-        .unwrap()
-        .to_string();
+    browser.wait_playing_past("playback to advance", 1.5, 40);
+    let id = browser.session_id();
     assert!(id.len() >= 8, "session id kept in localStorage: {id}");
     // #18.15: loading the page again keeps the session id.
     browser.go(&format!("{base}/player/long.mp4?stats=1"));
-    browser.wait_for(
-        "playback after a reload",
-        "return document.getElementById('video').currentTime > 0.5",
-        Duration::from_secs(40),
-    );
+    browser.wait_playing_past("playback after a reload", 0.5, 40);
     assert_eq!(browser.js("return window.voPlayer.session"), id.as_str());
 
     // 2. The presence socket shows the session with its video, position and bytes.
@@ -514,11 +518,7 @@ fn chromium_plays_seeks_reports_presence_and_honours_signed_links() {
         "{base}/player/private/clip.mp4?{}",
         mint(now + 600)
     ));
-    browser.wait_for(
-        "the private video to play with a valid link",
-        "return document.getElementById('video').currentTime > 0.5",
-        Duration::from_secs(30),
-    );
+    browser.wait_playing_past("the private video to play with a valid link", 0.5, 30);
     // ...and not with an expired one.
     browser.go(&format!(
         "{base}/player/private/clip.mp4?{}",
@@ -532,12 +532,9 @@ fn chromium_plays_seeks_reports_presence_and_honours_signed_links() {
     // The page tried once more before giving up (two refused GETs), then asked the origin what
     // it answered and says so in words.
     assert!(
-        eventually(Duration::from_secs(10), || srv
-            .log_text()
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter(|v| v["target"] == "access"
-                && v["path"] == "/video/private/clip.mp4"
+        eventually(Duration::from_secs(10), || access_lines(&srv)
+            .iter()
+            .filter(|v| v["path"] == "/video/private/clip.mp4"
                 && v["method"] == "GET"
                 && v["token"] == "expired")
             .count()
@@ -546,14 +543,11 @@ fn chromium_plays_seeks_reports_presence_and_honours_signed_links() {
     );
     browser.expect_refusal("expired or is not valid");
     assert!(
-        eventually(Duration::from_secs(5), || srv
-            .log_text()
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .any(|v| v["target"] == "access"
-                && v["path"] == "/video/private/clip.mp4"
+        eventually(Duration::from_secs(5), || access_lines(&srv).iter().any(
+            |v| v["path"] == "/video/private/clip.mp4"
                 && v["status"] == 403
-                && v["token"] == "expired")),
+                && v["token"] == "expired"
+        )),
         "the expired link was refused by the origin"
     );
 }
@@ -716,11 +710,7 @@ fn chromium_plays_a_private_hls_and_dash_ladder_from_one_link_or_a_cookie() {
     browser.go(&format!(
         "{base}/player/private/movie42/master.m3u8?{query}"
     ));
-    browser.wait_for(
-        "HLS playback to advance",
-        "return document.getElementById('video').currentTime > 1.5",
-        Duration::from_secs(40),
-    );
+    browser.wait_playing_past("HLS playback to advance", 1.5, 40);
     let engine = browser.js("return window.voPlayer.engine");
     assert_eq!(engine, "hls.js 1.7.4", "the library the origin served");
     // 2. A seek to 8 s plays on from there.
@@ -730,11 +720,7 @@ fn chromium_plays_a_private_hls_and_dash_ladder_from_one_link_or_a_cookie() {
         "const v = document.getElementById('video'); return v.currentTime > 8.5;",
         Duration::from_secs(30),
     );
-    let id = browser
-        .js("return localStorage.getItem('vo-session')")
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = browser.session_id();
     let lines = session_lines(&srv, &id);
     let paths: Vec<&str> = lines.iter().filter_map(|v| v["path"].as_str()).collect();
     assert!(
@@ -760,25 +746,19 @@ fn chromium_plays_a_private_hls_and_dash_ladder_from_one_link_or_a_cookie() {
 
     // 3. The same ladder with the VO1 cookie (minted by `sign --cookie`, set through WebDriver)
     // and no token in the URL: playlists are served as stored, the cookie admits every request.
-    let out = Command::new(BIN)
-        .args([
+    let (ok, out, err) = run_cli(
+        &[
             "sign",
             "private/movie42/master.m3u8",
             "--cookie",
             "--ttl",
             "10m",
             "--assets",
-        ])
-        .arg(dir.path())
-        .env("VIDEO_ORIGIN_SIGNING__KEYS__K1", TEST_KEY)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+            dir.path().to_str().unwrap(),
+        ],
+        &[("VIDEO_ORIGIN_SIGNING__KEYS__K1", TEST_KEY)],
     );
-    let out = String::from_utf8(out.stdout).unwrap();
+    assert!(ok, "{err}");
     let set_cookie = out
         .lines()
         .find_map(|l| l.strip_prefix("Set-Cookie: VO1="))
@@ -800,11 +780,7 @@ fn chromium_plays_a_private_hls_and_dash_ladder_from_one_link_or_a_cookie() {
     );
     let before = access_lines(&srv).len();
     browser.go(&format!("{base}/player/private/movie42/master.m3u8"));
-    browser.wait_for(
-        "HLS playback with the cookie",
-        "return document.getElementById('video').currentTime > 1.5",
-        Duration::from_secs(40),
-    );
+    browser.wait_playing_past("HLS playback with the cookie", 1.5, 40);
     let cookie_lines: Vec<Value> = access_lines(&srv)[before..]
         .iter()
         .filter(|v| v["path"].as_str().unwrap_or("").starts_with("/video/"))
@@ -830,11 +806,7 @@ fn chromium_plays_a_private_hls_and_dash_ladder_from_one_link_or_a_cookie() {
         "{base}/player/private/movie42/dash/manifest.mpd?{}",
         prefix_query(mpd, unix_now() + 600)
     ));
-    browser.wait_for(
-        "DASH playback to advance",
-        "return document.getElementById('video').currentTime > 1.5",
-        Duration::from_secs(40),
-    );
+    browser.wait_playing_past("DASH playback to advance", 1.5, 40);
     let engine = browser.js("return window.voPlayer.engine");
     assert!(
         engine.as_str().unwrap().starts_with("dash.js 5.2.1"),

@@ -283,23 +283,26 @@ fn key_rotation_and_non_ascii_paths() {
 /// `video-origin sign private/movie42/master.m3u8 --ttl 10m <how>` with key k1 and the
 /// cdn.example.com base: its stdout.
 fn sign_ladder(assets: &std::path::Path, how: &str) -> String {
-    let out = Command::new(BIN)
-        .args(["sign", "private/movie42/master.m3u8", "--ttl", "10m", how])
-        .arg("--assets")
-        .arg(assets)
-        .env("VIDEO_ORIGIN_SIGNING__KEYS__K1", K1)
-        .env(
-            "VIDEO_ORIGIN_SIGNING__PUBLIC_BASE_URL",
-            "https://cdn.example.com",
-        )
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let (ok, out, err) = run_cli(
+        &[
+            "sign",
+            "private/movie42/master.m3u8",
+            "--ttl",
+            "10m",
+            how,
+            "--assets",
+            assets.to_str().unwrap(),
+        ],
+        &[
+            ("VIDEO_ORIGIN_SIGNING__KEYS__K1", K1),
+            (
+                "VIDEO_ORIGIN_SIGNING__PUBLIC_BASE_URL",
+                "https://cdn.example.com",
+            ),
+        ],
     );
-    String::from_utf8(out.stdout).unwrap()
+    assert!(ok, "{err}");
+    out
 }
 
 #[test]
@@ -625,25 +628,25 @@ tokens = ["akamai"]
         let rest = url.split_once("://").map_or(url, |(_, r)| r);
         format!("/{}", rest.split_once('/').unwrap().1)
     };
-    let sign = |path: &str, format: &str| -> String {
-        let (ok, out, err) = run_cli(
-            &[
-                "sign",
-                path,
-                "--format",
-                format,
-                "--ttl",
-                "5m",
-                "--config",
-                config,
-                "--assets",
-                dir.path().to_str().unwrap(),
-            ],
-            &[],
-        );
+    let sign_with = |path: &str, format: &str, extra: &[&str]| -> String {
+        let mut args = vec![
+            "sign",
+            path,
+            "--format",
+            format,
+            "--ttl",
+            "5m",
+            "--config",
+            config,
+            "--assets",
+            dir.path().to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let (ok, out, err) = run_cli(&args, &[]);
         assert!(ok, "{err}");
         out.trim().to_owned()
     };
+    let sign = |path: &str, format: &str| sign_with(path, format, &[]);
     // Cloudflare and Akamai: the origin's own verifiers admit what the CLI minted.
     let cf = sign("private/movie42/master.m3u8", "cloudflare");
     assert_eq!(srv.get(&path_of(&cf), &[]).status, 200, "{cf}");
@@ -720,23 +723,7 @@ tokens = ["akamai"]
         .is_err());
     // #16.2 CloudFront signed cookies (spec signed-urls §3.5): a custom policy whose resource is
     // the directory with a wildcard, one Set-Cookie per value, scoped to the directory.
-    let (ok, out, err) = run_cli(
-        &[
-            "sign",
-            "private/trailers/t1.mp4",
-            "--format",
-            "cloudfront",
-            "--cookie",
-            "--ttl",
-            "5m",
-            "--config",
-            config,
-            "--assets",
-            dir.path().to_str().unwrap(),
-        ],
-        &[],
-    );
-    assert!(ok, "{err}");
+    let out = sign_with("private/trailers/t1.mp4", "cloudfront", &["--cookie"]);
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(
         lines.last().unwrap(),

@@ -191,7 +191,7 @@ pub async fn api(app: &App, req: Request<AdminBody>, peer: IpAddr) -> Response<O
                 );
             }
             // A CloudFront invalidation id (what a job's `cdn_ref` names).
-            match cloudfront(app).await {
+            match outbox.cloudfront().await {
                 None => error(StatusCode::NOT_FOUND, "no such invalidation"),
                 Some(cf) => match cf.get(id).await {
                     Ok(inv) => json(
@@ -281,7 +281,7 @@ fn not_allowed(allow: &'static str) -> Response<OriginBody> {
 fn disabled() -> Response<OriginBody> {
     error(
         StatusCode::CONFLICT,
-        "CloudFront invalidation is disabled (invalidation.enabled = false)",
+        "CDN invalidation is disabled (invalidation.enabled = false)",
     )
 }
 
@@ -323,17 +323,6 @@ async fn read_json<T: serde::de::DeserializeOwned>(
             };
             error(StatusCode::BAD_REQUEST, &msg)
         },
-    )
-}
-
-async fn cloudfront(app: &App) -> Option<&crate::cdn::cloudfront::CloudFront> {
-    if !app.settings.invalidation.enabled {
-        return None;
-    }
-    Some(
-        app.cloudfront
-            .get_or_init(|| crate::cdn::cloudfront::CloudFront::connect(&app.settings.invalidation))
-            .await,
     )
 }
 

@@ -239,17 +239,6 @@ impl Journal {
         Self::open_locked(&path, lock)
     }
 
-    /// Opens the journal at `path` (tests and tools; locked like [`Journal::open_in`]).
-    pub fn open(path: &Path) -> std::io::Result<(Journal, Vec<Record>, ReadReport)> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)?;
-        }
-        let lock = try_lock(&lock_path(path))?.ok_or_else(|| {
-            std::io::Error::other(format!("{} is locked by another process", path.display()))
-        })?;
-        Self::open_locked(path, lock)
-    }
-
     fn open_locked(
         path: &Path,
         lock: std::fs::File,
@@ -397,9 +386,10 @@ mod tests {
     #[test]
     fn open_repairs_the_file_and_appends_after_it() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("sub/outbox.journal");
-        let (mut j, records, _) = Journal::open(&path).unwrap();
+        let sub = dir.path().join("sub");
+        let (mut j, records, _) = Journal::open_in(&sub, "pod").unwrap();
         assert!(records.is_empty());
+        let path = j.path().to_owned();
         j.append(&[queued("j1")]).unwrap();
         drop(j);
         // Simulate a crash mid-append.
@@ -409,12 +399,12 @@ mod tests {
             .unwrap();
         f.write_all(b"abcd1234 {\"op\":\"que").unwrap();
         drop(f);
-        let (mut j, records, report) = Journal::open(&path).unwrap();
+        let (mut j, records, report) = Journal::open_in(&sub, "pod").unwrap();
         assert_eq!(records, vec![queued("j1")]);
         assert!(report.torn_bytes > 0);
         j.append(&[queued("j2")]).unwrap();
         drop(j);
-        let (_, records, report) = Journal::open(&path).unwrap();
+        let (_, records, report) = Journal::open_in(&sub, "pod").unwrap();
         assert_eq!(records, vec![queued("j1"), queued("j2")]);
         assert_eq!(report, ReadReport::default());
     }

@@ -314,7 +314,8 @@ struct SendError {
 /// What a worker sends through (one per worker: the size difference costs nothing).
 #[allow(clippy::large_enum_variant)]
 enum Sender {
-    CloudFront(CloudFront),
+    /// Through [`Outbox::cloudfront`], the one CloudFront client of the process.
+    CloudFront,
     Cloudflare {
         client: Cloudflare,
         /// Scheme and host of public URLs.
@@ -344,16 +345,26 @@ impl Sender {
     /// The largest number of distinct paths one request may carry.
     fn max_paths(&self, settings: &InvalidationSettings) -> usize {
         match self {
-            Sender::CloudFront(_) => settings.max_paths_per_request,
+            Sender::CloudFront => settings.max_paths_per_request,
             // Each path costs one operation per purge kind; calls are split further anyway.
             Sender::Cloudflare { max_ops, .. } => (*max_ops).max(1),
         }
     }
 
     /// Sends one batch; `Ok((cdn_ref, completed))`.
-    async fn send(&self, reference: &str, paths: &[String]) -> Result<(String, bool), SendError> {
+    async fn send(
+        &self,
+        outbox: &Outbox,
+        reference: &str,
+        paths: &[String],
+    ) -> Result<(String, bool), SendError> {
         match self {
-            Sender::CloudFront(cf) => match cf.create(paths, reference).await {
+            Sender::CloudFront => match outbox
+                .cloudfront_client()
+                .await
+                .create(paths, reference)
+                .await
+            {
                 Ok(info) => Ok((info.id, info.status.eq_ignore_ascii_case("completed"))),
                 Err(e) => Err(SendError {
                     transient: !CLOUDFRONT_PERMANENT.contains(&e.code.as_str()),
@@ -426,6 +437,7 @@ pub struct Outbox {
     /// The folder of every process's journal.
     dir: std::path::PathBuf,
     wake: [tokio::sync::Notify; 2],
+    cloudfront: tokio::sync::OnceCell<CloudFront>,
     settings: InvalidationSettings,
     metrics: Arc<OutboxMetrics>,
     seq: AtomicU64,
@@ -472,6 +484,7 @@ impl Outbox {
             journal: Mutex::new(journal),
             dir: dir.to_owned(),
             wake: [tokio::sync::Notify::new(), tokio::sync::Notify::new()],
+            cloudfront: tokio::sync::OnceCell::new(),
             settings: settings.clone(),
             metrics,
             seq: AtomicU64::new(0),
@@ -514,6 +527,21 @@ impl Outbox {
             }
         }
         Ok(taken)
+    }
+
+    /// The CloudFront client (built on first use; no AWS call at startup), when CloudFront is
+    /// one of the CDNs: the workers send through it and the admin API looks invalidations up.
+    pub async fn cloudfront(&self) -> Option<&CloudFront> {
+        if !self.settings.cdn.contains(&CdnKind::Cloudfront) {
+            return None;
+        }
+        Some(self.cloudfront_client().await)
+    }
+
+    async fn cloudfront_client(&self) -> &CloudFront {
+        self.cloudfront
+            .get_or_init(|| CloudFront::connect(&self.settings))
+            .await
     }
 
     pub fn journal_path(&self) -> std::path::PathBuf {
@@ -656,9 +684,7 @@ impl Outbox {
             let mount = mount.clone();
             tokio::spawn(async move {
                 let sender = match cdn {
-                    CdnKind::Cloudfront => {
-                        Sender::CloudFront(CloudFront::connect(&me.settings).await)
-                    }
+                    CdnKind::Cloudfront => Sender::CloudFront,
                     CdnKind::Cloudflare => {
                         let s = &me.settings.cloudflare;
                         let client = match Cloudflare::new(s) {
@@ -745,7 +771,7 @@ impl Outbox {
                     .collect()
             };
             let mut room = match sender {
-                Sender::CloudFront(_) => cloudfront_room(&self.in_progress(cdn)),
+                Sender::CloudFront => cloudfront_room(&self.in_progress(cdn)),
                 Sender::Cloudflare { .. } => (usize::MAX, usize::MAX),
             };
             for (ids, paths) in batches(&ready, sender.max_paths(&self.settings)) {
@@ -837,7 +863,7 @@ impl Outbox {
                 tracing::error!(error = %e, "invalidation journal: cannot write the batch record; sending anyway");
             }
         }
-        let result = sender.send(&batch, &paths).await;
+        let result = sender.send(self, &batch, &paths).await;
         let outcome;
         let mut records = Vec::new();
         {
@@ -925,9 +951,10 @@ impl Outbox {
 
     /// Asks CloudFront about invalidations in progress.
     async fn poll(self: &Arc<Self>, sender: &Sender, cdn: CdnKind) {
-        let Sender::CloudFront(cf) = sender else {
+        let Sender::CloudFront = sender else {
             return;
         };
+        let cf = self.cloudfront_client().await;
         let refs: Vec<String> = {
             let jobs = self.jobs.lock().expect("jobs lock");
             let mut refs: Vec<String> = jobs

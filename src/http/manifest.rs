@@ -47,6 +47,15 @@ fn uri_attributes(element: &[u8]) -> &'static [&'static [u8]] {
     }
 }
 
+/// The directory of a URL path, with its trailing `/` (`/a/b/c.m3u8` -> `/a/b/`; a path that
+/// ends with `/` is its own directory; no `/` at all -> `/`).
+pub fn directory_of(path: &str) -> &str {
+    match path.rfind('/') {
+        Some(i) => &path[..=i],
+        None => "/",
+    }
+}
+
 /// An MPD served at `mpd_path` with `query` appended to every URI that resolves under `scope`.
 pub fn rewrite_dash(
     text: &[u8],
@@ -58,10 +67,7 @@ pub fn rewrite_dash(
     let text = std::str::from_utf8(text).map_err(|_| NotAPlaylist::NotUtf8)?;
     let mut reader = quick_xml::Reader::from_str(text);
     let mut writer = quick_xml::Writer::new(Vec::with_capacity(text.len() + 1024));
-    let root = match mpd_path.rfind('/') {
-        Some(i) => mpd_path[..=i].to_owned(),
-        None => "/".to_owned(),
-    };
+    let root = directory_of(mpd_path).to_owned();
     // The base in force inside each open element (None: another host, leave everything).
     let mut bases: Vec<Option<String>> = vec![Some(root)];
     let mut in_base_url = false;
@@ -122,11 +128,7 @@ pub fn rewrite_dash(
                 let (resolved, written) = match inherited.as_deref() {
                     Some(b) => match resolve(value, b) {
                         Some(path) => {
-                            let dir = if path.ends_with('/') {
-                                path.clone()
-                            } else {
-                                path[..=path.rfind('/').unwrap_or(0)].to_owned()
-                            };
+                            let dir = directory_of(&path).to_owned();
                             (Some(dir), with_token(value, &raw, b, scope, query))
                         }
                         None => (None, raw.to_string()),
@@ -178,10 +180,7 @@ pub fn rewrite_hls(
     if !body.starts_with("#EXTM3U") {
         return Err(NotAPlaylist::NoHeader);
     }
-    let base = match playlist_path.rfind('/') {
-        Some(i) => &playlist_path[..=i],
-        None => "/",
-    };
+    let base = directory_of(playlist_path);
     let mut out = String::with_capacity(text.len() + text.len() / 4);
     for piece in text.split_inclusive('\n') {
         let (line, end) = split_line_end(piece);

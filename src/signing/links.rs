@@ -172,10 +172,8 @@ impl LinkMinter {
             }
         }
         // A cookie always grants the directory: it is sent with every request under its Path.
-        let scope = (req.prefix || req.cookie.is_some()).then(|| match path.rfind('/') {
-            Some(i) => path[..=i].to_owned(),
-            None => "/".to_owned(),
-        });
+        let scope = (req.prefix || req.cookie.is_some())
+            .then(|| crate::http::manifest::directory_of(&path).to_owned());
         let url = match req.format {
             LinkFormat::Native => {
                 let (kid, key) = self

@@ -675,3 +675,19 @@ impl Gate {
         format!("http://127.0.0.1:{}", self.port)
     }
 }
+
+/// A JSON response body (panics with the body when it is not JSON).
+pub fn body_json(r: &Resp) -> serde_json::Value {
+    serde_json::from_slice(&r.body)
+        .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&r.body)))
+}
+
+/// The invalidation job `id` as `GET /admin/invalidations/{id}` shows it.
+pub fn invalidation_job(srv: &Server, bearer: &str, id: &str) -> serde_json::Value {
+    body_json(&srv.admin(
+        "GET",
+        &format!("/admin/invalidations/{id}"),
+        Some(bearer),
+        None,
+    ))
+}
