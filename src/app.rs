@@ -22,6 +22,8 @@ pub struct App {
     pub minter: crate::signing::links::LinkMinter,
     /// Caps concurrent streaming responses (load shedding).
     pub streams: crate::limits::StreamLimiter,
+    /// Admin uploads in progress (admin.max_concurrent_uploads).
+    pub uploads: tokio::sync::Semaphore,
     /// Set when shutdown begins: /readyz answers 503 so load balancers drain.
     pub draining: std::sync::atomic::AtomicBool,
     /// The last readiness seen (0 none yet, 1 ready, 2 not), so each change is logged once.
@@ -130,6 +132,7 @@ impl App {
         let player_page = crate::player::page(&settings.assets.mount, libraries);
         let outbox_metrics = Arc::new(crate::cdn::outbox::OutboxMetrics::default());
         Ok(App {
+            uploads: tokio::sync::Semaphore::new(settings.admin.max_concurrent_uploads),
             streams: crate::limits::StreamLimiter::with_queue(
                 settings.limits.max_streams,
                 settings.limits.max_streams_per_client,

@@ -374,6 +374,48 @@ fn failed_uploads_leave_the_old_file_and_no_temp_file() {
     assert_eq!(srv.get("/video/a.mp4", &[]).body, b"original");
 }
 
+/// `admin.max_concurrent_uploads` bounds uploads in progress (on the s3 backend each holds a
+/// part in memory): one more is refused with 503 and `Retry-After`, naming the key, and the slot
+/// comes back when the upload in progress ends, also when its client hangs up.
+#[test]
+fn uploads_beyond_the_concurrency_limit_are_refused_until_one_ends() {
+    let dir = assets(&[("a.mp4", b"original")]);
+    let srv = Server::start(
+        dir.path(),
+        &[
+            ("VIDEO_ORIGIN_ADMIN__TOKENS__OPS", ADMIN),
+            ("VIDEO_ORIGIN_ADMIN__LISTEN", "127.0.0.1:0"),
+            ("VIDEO_ORIGIN_ADMIN__MAX_CONCURRENT_UPLOADS", "1"),
+        ],
+    );
+    let mut held = std::net::TcpStream::connect(("127.0.0.1", srv.admin_port.unwrap())).unwrap();
+    let head = format!("PUT /admin/assets/a.mp4 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN}\r\nContent-Length: 1000\r\n\r\n");
+    held.write_all(head.as_bytes()).unwrap();
+    held.write_all(b"0123456789").unwrap();
+    // The held upload has its slot once its temporary file exists.
+    assert!(eventually(Duration::from_secs(5), || !leftovers(
+        dir.path()
+    )
+    .is_empty()));
+    let r = put(&srv, "b.mp4", b"second");
+    assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.header("retry-after"), Some("5"));
+    assert!(
+        String::from_utf8_lossy(&r.body).contains("admin.max_concurrent_uploads = 1"),
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    assert_eq!(srv.get("/video/b.mp4", &[]).status, 404);
+    drop(held);
+    assert!(eventually(Duration::from_secs(5), || put(
+        &srv, "b.mp4", b"second"
+    )
+    .status
+        == 201));
+    assert_eq!(srv.get("/video/b.mp4", &[]).body, b"second");
+    assert_eq!(srv.get("/video/a.mp4", &[]).body, b"original");
+}
+
 /// An audit line per state change of an invalidation.
 fn log_has_states(log: &str) -> bool {
     ["queued", "sent", "completed"].iter().all(|state| {

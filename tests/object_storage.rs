@@ -655,3 +655,41 @@ fn a_missing_object_stays_404_for_the_negative_ttl_until_evicted() {
         b"published after the first request"
     );
 }
+
+/// A client that hangs up in the middle of a multipart upload: the upload is aborted (no open
+/// multipart upload, no staging object) and the old object stays as it was.
+#[test]
+fn an_upload_cut_off_mid_body_leaves_the_old_object_and_no_upload() {
+    let moto = Moto::shared();
+    let bucket = Bucket::new(&moto.endpoint);
+    bucket.put("show/ep1.mp4", b"version one", true);
+    let (_a0, a) = replica(
+        &bucket,
+        &moto.endpoint,
+        &[("VIDEO_ORIGIN_STORAGE__S3__PART_SIZE_MIB", "5")],
+    );
+    {
+        let mut s = TcpStream::connect(("127.0.0.1", a.admin_port.unwrap())).unwrap();
+        let head = format!("PUT /admin/assets/show/ep1.mp4 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN}\r\nContent-Length: {}\r\n\r\n", 20u32 << 20);
+        s.write_all(head.as_bytes()).unwrap();
+        // More than a part: the multipart upload has begun when the client goes.
+        s.write_all(&vec![7u8; 6 << 20]).unwrap();
+        assert!(eventually(Duration::from_secs(10), || bucket
+            .open_uploads()
+            == 1));
+    }
+    assert!(
+        eventually(Duration::from_secs(10), || bucket.open_uploads() == 0),
+        "the multipart upload was left open"
+    );
+    assert!(
+        bucket
+            .keys()
+            .iter()
+            .all(|k| !k.contains(".video-origin-uploads")),
+        "staging objects left: {:?}",
+        bucket.keys()
+    );
+    assert_eq!(bucket.get("show/ep1.mp4").unwrap(), b"version one");
+    assert_eq!(a.get("/video/show/ep1.mp4", &[]).body, b"version one");
+}

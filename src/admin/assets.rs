@@ -80,6 +80,18 @@ pub async fn put(
         Ok(a) => a,
         Err(why) => return error(StatusCode::BAD_REQUEST, &why),
     };
+    // Held until the upload ends (or the request is dropped).
+    let Ok(_slot) = app.uploads.try_acquire() else {
+        tracing::warn!(target: "audit", who, action = "replace", path = asset.as_str(), outcome = "busy");
+        let limit = app.settings.admin.max_concurrent_uploads;
+        let mut r = error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("too many uploads in progress (admin.max_concurrent_uploads = {limit}); retry later"),
+        );
+        r.headers_mut()
+            .insert(http::header::RETRY_AFTER, http::HeaderValue::from(5u64));
+        return r;
+    };
     if let Some(s3) = app.store.s3() {
         return put_s3(app, s3, who, asset, do_invalidate, body).await;
     }

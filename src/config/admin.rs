@@ -19,6 +19,14 @@ pub struct AdminSettings {
     pub max_body_bytes: usize,
     /// Largest upload accepted by PUT /admin/assets/{path}.
     pub max_upload_bytes: u64,
+    /// Uploads in progress at once; one more is answered 503 with `Retry-After`. On the s3
+    /// backend each holds up to one part in memory, so this bounds upload memory.
+    #[serde(default = "default_max_concurrent_uploads")]
+    pub max_concurrent_uploads: usize,
+}
+
+fn default_max_concurrent_uploads() -> usize {
+    4
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -173,6 +181,12 @@ impl Section for AdminSettings {
         }
         if self.max_upload_bytes == 0 {
             return Err(("admin.max_upload_bytes", "must be at least 1".into()));
+        }
+        if !(1..=1024).contains(&self.max_concurrent_uploads) {
+            return Err((
+                "admin.max_concurrent_uploads",
+                "must be between 1 and 1024".into(),
+            ));
         }
         if !(1024..=64 << 20).contains(&self.max_body_bytes) {
             return Err((
