@@ -416,6 +416,57 @@ fn uploads_beyond_the_concurrency_limit_are_refused_until_one_ends() {
     assert_eq!(srv.get("/video/a.mp4", &[]).body, b"original");
 }
 
+/// The s3 backend's replace and delete go through the same outbox as the fs backend's: one
+/// moto serves the bucket and the distribution; the journal lives in a folder of its own
+/// (required with s3).
+#[test]
+fn s3_replace_and_delete_invalidate_cloudfront() {
+    let rt = rt();
+    let moto = Moto::start();
+    let dist = moto.create_distribution(&rt);
+    let bucket = common::s3::Bucket::new(&moto.endpoint);
+    bucket.put("show/ep1.mp4", b"version one", true);
+    let journal = tempfile::tempdir().unwrap();
+    let empty = tempfile::tempdir().unwrap();
+    let mut env: Vec<(String, String)> = bucket.env();
+    for (k, v) in [
+        ("VIDEO_ORIGIN_ADMIN__TOKENS__OPS", ADMIN),
+        ("VIDEO_ORIGIN_ADMIN__LISTEN", "127.0.0.1:0"),
+        ("VIDEO_ORIGIN_INVALIDATION__ENABLED", "true"),
+        ("VIDEO_ORIGIN_INVALIDATION__DISTRIBUTION_ID", &dist),
+        ("VIDEO_ORIGIN_INVALIDATION__ENDPOINT_URL", &moto.endpoint),
+        ("VIDEO_ORIGIN_INVALIDATION__ACCESS_KEY_ID", "testing"),
+        ("VIDEO_ORIGIN_INVALIDATION__SECRET_ACCESS_KEY", "testing"),
+        ("VIDEO_ORIGIN_INVALIDATION__BATCH_WINDOW_MS", "50"),
+        (
+            "VIDEO_ORIGIN_INVALIDATION__JOURNAL_DIR",
+            journal.path().to_str().unwrap(),
+        ),
+    ] {
+        env.push((k.into(), v.into()));
+    }
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let srv = Server::start(empty.path(), &env);
+
+    let r = put(&srv, "show/ep1.mp4", b"version two");
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let jobs = &body_json(&r)["invalidation"]["jobs"];
+    assert_eq!(jobs.as_array().map(Vec::len), Some(1), "{jobs}");
+    assert_eq!(bucket.get("show/ep1.mp4").unwrap(), b"version two");
+    let r = srv.admin("DELETE", "/admin/assets/show/ep1.mp4", Some(ADMIN), None);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(bucket.get("show/ep1.mp4"), None);
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            let paths = moto.invalidated_paths(&rt, &dist);
+            paths.iter().filter(|p| *p == "/video/show/ep1.mp4").count() >= 1
+        }),
+        "moto has {:?}",
+        moto.invalidated_paths(&rt, &dist)
+    );
+    assert_eq!(srv.get("/video/show/ep1.mp4", &[]).status, 404);
+}
+
 /// An audit line per state change of an invalidation.
 fn log_has_states(log: &str) -> bool {
     ["queued", "sent", "completed"].iter().all(|state| {
