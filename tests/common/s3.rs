@@ -176,6 +176,13 @@ impl Bucket {
         })
     }
 
+    /// Keys of upload staging objects (none may be left once an upload has ended).
+    pub fn staging_keys(&self) -> Vec<String> {
+        let mut keys = self.keys();
+        keys.retain(|k| k.contains(".video-origin-uploads"));
+        keys
+    }
+
     /// Open multipart uploads (none may be left by a failed upload).
     pub fn open_uploads(&self) -> usize {
         let c = client(&self.endpoint);
