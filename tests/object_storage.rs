@@ -293,7 +293,8 @@ fn replacing_during_range_reads_never_mixes_versions() {
 /// throttle the way S3 does (503 `SlowDown`, documented in the S3 API reference's error codes).
 struct Proxy {
     port: u16,
-    /// 0 pass, 1 refuse (close at once), 2 pass the first 64 KiB of each response, then cut.
+    /// 0 pass, 1 refuse (close at once), 2 pass the first 64 KiB of each response, then cut,
+    /// 3 stall (read the request, never answer, hold the connection).
     mode: Arc<AtomicU8>,
     /// Connections still to answer with 503 SlowDown (any mode).
     throttle: Arc<std::sync::atomic::AtomicUsize>,
@@ -337,6 +338,14 @@ impl Proxy {
                 let mode = m.load(Ordering::Relaxed);
                 if mode == 1 {
                     drop(client);
+                    continue;
+                }
+                if mode == 3 {
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 4096];
+                        let _ = client.read(&mut buf);
+                        std::thread::sleep(Duration::from_secs(30));
+                    });
                     continue;
                 }
                 let Ok(upstream) = TcpStream::connect(("127.0.0.1", target)) else {
@@ -448,6 +457,36 @@ fn a_store_outage_is_503_and_not_ready_then_recovers() {
         .status
         == 200));
     assert_eq!(srv.get("/video/o.mp4", &[]).body, video);
+
+    // A store that accepts and never answers: each attempt times out (500 ms, 2 attempts), then
+    // 503 with Retry-After rather than a hung request; back at once when it answers again.
+    let unreachable = || {
+        metric(
+            &scrape(&srv),
+            "video_origin_store_requests_total{operation=\"head\",outcome=\"unreachable\"}",
+        )
+        .unwrap_or(0.0)
+    };
+    let before = unreachable();
+    proxy.mode.store(3, Ordering::Relaxed);
+    let asked = std::time::Instant::now();
+    let r = srv.get("/video/o.mp4", &[]);
+    assert_eq!(r.status, 503);
+    assert!(r.header("retry-after").is_some());
+    assert!(
+        asked.elapsed() < Duration::from_secs(10),
+        "answered after the attempt budget, not when the store gave up"
+    );
+    assert!(
+        unreachable() > before,
+        "the timed-out lookup is counted unreachable"
+    );
+    assert!(srv.log_text().contains("Timeout"), "{}", srv.log_text());
+    proxy.mode.store(0, Ordering::Relaxed);
+    assert!(eventually(Duration::from_secs(10), || srv
+        .get("/video/o.mp4", &[])
+        .body
+        == video));
 
     // Cut mid-body: the response ends short, never padded or corrupted.
     proxy.mode.store(2, Ordering::Relaxed);
