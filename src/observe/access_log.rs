@@ -46,12 +46,27 @@ pub struct AccessRecord {
     pub referer: Option<String>,
 }
 
-static DIRECT: std::sync::OnceLock<LogFormat> = std::sync::OnceLock::new();
+/// How the binary's subscriber writes access lines: its format, and whether its filter lets
+/// them through (decided once: the filter is fixed when the subscriber is installed).
+struct Direct {
+    json: bool,
+    enabled: bool,
+}
+
+static DIRECT: std::sync::OnceLock<Direct> = std::sync::OnceLock::new();
+
+thread_local! {
+    /// The line being written, reused: no allocation per request.
+    static LINE: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
 
 /// Writes structured access lines straight to the log writer, in `format` (set once by the
-/// binary, with the subscriber whose output it matches).
+/// binary, right after it installed the subscriber whose output it matches).
 pub fn write_directly(format: LogFormat) {
-    let _ = DIRECT.set(format);
+    let _ = DIRECT.set(Direct {
+        json: format == LogFormat::Json,
+        enabled: tracing::enabled!(target: "access", tracing::Level::INFO),
+    });
 }
 
 /// Writes the line for `r` in `format`: `sent` body bytes, `complete` when the body ended.
@@ -59,12 +74,22 @@ pub fn write(format: AccessFormat, r: &AccessRecord, sent: u64, complete: bool) 
     match format {
         AccessFormat::Off => {}
         AccessFormat::Structured if DIRECT.get().is_some() => {
-            if tracing::enabled!(target: "access", tracing::Level::INFO) {
+            let Some(direct) = DIRECT.get().filter(|d| d.enabled) else {
+                return;
+            };
+            LINE.with_borrow_mut(|line| {
                 use std::io::Write;
-                let json = DIRECT.get() == Some(&LogFormat::Json);
-                let line = structured_line(r, sent, complete, json, std::time::SystemTime::now());
+                line.clear();
+                structured_line_into(
+                    line,
+                    r,
+                    sent,
+                    complete,
+                    direct.json,
+                    std::time::SystemTime::now(),
+                );
                 let _ = crate::observe::logbuf::LineWriter.write_all(line.as_bytes());
-            }
+            });
         }
         AccessFormat::Structured => tracing::info!(
             target: "access",
@@ -95,6 +120,7 @@ pub fn write(format: AccessFormat, r: &AccessRecord, sent: u64, complete: bool) 
 
 /// The structured line as tracing-subscriber's text or JSON formatter writes the event,
 /// built with plain pushes (the `fmt` machinery was a few per cent of a 304's CPU).
+#[cfg(test)]
 fn structured_line(
     r: &AccessRecord,
     sent: u64,
@@ -102,8 +128,21 @@ fn structured_line(
     json: bool,
     now: std::time::SystemTime,
 ) -> String {
-    use std::fmt::Write;
     let mut out = String::with_capacity(320);
+    structured_line_into(&mut out, r, sent, complete, json, now);
+    out
+}
+
+/// [`structured_line`], appended to `out`.
+fn structured_line_into(
+    out: &mut String,
+    r: &AccessRecord,
+    sent: u64,
+    complete: bool,
+    json: bool,
+    now: std::time::SystemTime,
+) {
+    use std::fmt::Write;
     let micros = (r.started.elapsed().as_secs_f64() * 1e6).round() as u64;
     let strings: [(&str, &str); 7] = [
         ("path", r.path.as_str()),
@@ -127,61 +166,60 @@ fn structured_line(
     };
     if json {
         out.push_str("{\"timestamp\":\"");
-        rfc3339_micros(&mut out, now);
+        rfc3339_micros(out, now);
         let _ = write!(
             out,
             "\",\"level\":\"INFO\",\"client\":\"{}\",\"peer\":\"{}\",\"method\":\"{}\",\"path\":",
             r.client, r.peer, r.method
         );
-        json_string(&mut out, strings[0].1);
+        json_string(out, strings[0].1);
         out.push_str(",\"proto\":\"");
         out.push_str(proto);
         out.push_str("\",\"status\":");
-        push_int(&mut out, u64::from(r.status));
+        push_int(out, u64::from(r.status));
         out.push_str(",\"bytes\":");
-        push_int(&mut out, sent);
+        push_int(out, sent);
         out.push_str(",\"range\":");
-        json_string(&mut out, strings[1].1);
+        json_string(out, strings[1].1);
         out.push_str(",\"complete\":");
         out.push_str(if complete { "true" } else { "false" });
         out.push_str(",\"duration_ms\":");
-        push_millis(&mut out, micros);
+        push_millis(out, micros);
         for (k, v) in &strings[2..] {
             out.push_str(",\"");
             out.push_str(k);
             out.push_str("\":");
-            json_string(&mut out, v);
+            json_string(out, v);
         }
         out.push_str(",\"target\":\"access\"}\n");
     } else {
-        rfc3339_micros(&mut out, now);
+        rfc3339_micros(out, now);
         let _ = write!(
             out,
             "  INFO access: client={} peer={} method={} path=",
             r.client, r.peer, r.method
         );
-        debug_string(&mut out, strings[0].1);
+        debug_string(out, strings[0].1);
         out.push_str(" proto=");
         out.push_str(proto);
         out.push_str(" status=");
-        push_int(&mut out, u64::from(r.status));
+        push_int(out, u64::from(r.status));
         out.push_str(" bytes=");
-        push_int(&mut out, sent);
+        push_int(out, sent);
         out.push_str(" range=");
-        debug_string(&mut out, strings[1].1);
+        debug_string(out, strings[1].1);
         out.push_str(" complete=");
         out.push_str(if complete { "true" } else { "false" });
         out.push_str(" duration_ms=");
-        push_millis(&mut out, micros);
+        push_millis(out, micros);
         for (k, v) in &strings[2..] {
             out.push(' ');
             out.push_str(k);
             out.push('=');
-            debug_string(&mut out, v);
+            debug_string(out, v);
         }
         out.push('\n');
     }
-    out
 }
 
 /// A string as `{:?}` writes it: quoted, with Rust's escapes. Plain printable ASCII (nearly
@@ -239,11 +277,34 @@ fn push_millis(out: &mut String, micros: u64) {
     out.push_str(std::str::from_utf8(&digits[..len]).unwrap_or("0"));
 }
 
-/// `2026-11-30T10:48:18.840958Z`, as tracing-subscriber's default timer writes it.
+/// `2026-11-30T10:48:18.840958Z`, as tracing-subscriber's default timer writes it. The part
+/// up to the seconds is worked out once per second and thread.
 fn rfc3339_micros(out: &mut String, t: std::time::SystemTime) {
-    use std::fmt::Write;
+    thread_local! {
+        static SECOND: std::cell::Cell<(u64, [u8; 19])> = const { std::cell::Cell::new((u64::MAX, [0; 19])) };
+    }
     let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs();
+    let (cached, mut prefix) = SECOND.get();
+    if cached != secs {
+        prefix = civil_second(secs);
+        SECOND.set((secs, prefix));
+    }
+    // Only ASCII digits and separators were written.
+    out.push_str(std::str::from_utf8(&prefix).unwrap_or("1970-01-01T00:00:00"));
+    out.push('.');
+    let micros = d.subsec_micros();
+    let mut frac = [b'0'; 6];
+    for (i, place) in [100_000, 10_000, 1_000, 100, 10, 1].into_iter().enumerate() {
+        frac[i] = b'0' + (micros / place % 10) as u8;
+    }
+    out.push_str(std::str::from_utf8(&frac).unwrap_or("000000"));
+    out.push('Z');
+}
+
+/// `YYYY-MM-DDTHH:MM:SS` of a second since the epoch.
+fn civil_second(secs: u64) -> [u8; 19] {
+    use std::io::Write;
     let (days, rem) = (secs / 86_400, secs % 86_400);
     // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
     let z = days as i64 + 719_468;
@@ -255,14 +316,15 @@ fn rfc3339_micros(out: &mut String, t: std::time::SystemTime) {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
+    let mut text = [0u8; 19];
     let _ = write!(
-        out,
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
+        &mut text[..],
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}",
         rem / 3600,
         rem % 3600 / 60,
         rem % 60,
-        d.subsec_micros()
     );
+    text
 }
 
 /// A JSON string literal, escaped as serde_json does.
@@ -497,5 +559,17 @@ mod tests {
             std::time::UNIX_EPOCH + std::time::Duration::from_secs(951_782_400),
         );
         assert_eq!(s, "2000-02-29T00:00:00.000000Z");
+        // The date part is kept per second: within it, across it, and back.
+        let base = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_796_083_199);
+        for (micros, want) in [
+            (5, "2026-11-30T23:59:59.000005Z"),
+            (999_999, "2026-11-30T23:59:59.999999Z"),
+            (1_000_000, "2026-12-01T00:00:00.000000Z"),
+            (7, "2026-11-30T23:59:59.000007Z"),
+        ] {
+            s.clear();
+            rfc3339_micros(&mut s, base + std::time::Duration::from_micros(micros));
+            assert_eq!(s, want);
+        }
     }
 }
