@@ -142,7 +142,6 @@ fn structured_line_into(
     json: bool,
     now: std::time::SystemTime,
 ) {
-    use std::fmt::Write;
     let micros = (r.started.elapsed().as_secs_f64() * 1e6).round() as u64;
     let strings: [(&str, &str); 7] = [
         ("path", r.path.as_str()),
@@ -167,11 +166,13 @@ fn structured_line_into(
     if json {
         out.push_str("{\"timestamp\":\"");
         rfc3339_micros(out, now);
-        let _ = write!(
-            out,
-            "\",\"level\":\"INFO\",\"client\":\"{}\",\"peer\":\"{}\",\"method\":\"{}\",\"path\":",
-            r.client, r.peer, r.method
-        );
+        out.push_str("\",\"level\":\"INFO\",\"client\":\"");
+        push_ip(out, r.client);
+        out.push_str("\",\"peer\":\"");
+        push_socket(out, r.peer);
+        out.push_str("\",\"method\":\"");
+        out.push_str(r.method.as_str());
+        out.push_str("\",\"path\":");
         json_string(out, strings[0].1);
         out.push_str(",\"proto\":\"");
         out.push_str(proto);
@@ -194,11 +195,13 @@ fn structured_line_into(
         out.push_str(",\"target\":\"access\"}\n");
     } else {
         rfc3339_micros(out, now);
-        let _ = write!(
-            out,
-            "  INFO access: client={} peer={} method={} path=",
-            r.client, r.peer, r.method
-        );
+        out.push_str("  INFO access: client=");
+        push_ip(out, r.client);
+        out.push_str(" peer=");
+        push_socket(out, r.peer);
+        out.push_str(" method=");
+        out.push_str(r.method.as_str());
+        out.push_str(" path=");
         debug_string(out, strings[0].1);
         out.push_str(" proto=");
         out.push_str(proto);
@@ -234,6 +237,39 @@ fn debug_string(out: &mut String, s: &str) {
     } else {
         use std::fmt::Write;
         let _ = write!(out, "{s:?}");
+    }
+}
+
+/// An address as `Display` writes it; IPv4 without the formatting machinery.
+fn push_ip(out: &mut String, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                push_int(out, u64::from(octet));
+            }
+        }
+        IpAddr::V6(v6) => {
+            use std::fmt::Write;
+            let _ = write!(out, "{v6}");
+        }
+    }
+}
+
+/// A socket address as `Display` writes it (`1.2.3.4:80`, `[::1]:80`).
+fn push_socket(out: &mut String, addr: SocketAddr) {
+    match addr {
+        SocketAddr::V4(v4) => {
+            push_ip(out, IpAddr::V4(*v4.ip()));
+            out.push(':');
+            push_int(out, u64::from(v4.port()));
+        }
+        SocketAddr::V6(v6) => {
+            use std::fmt::Write;
+            let _ = write!(out, "{v6}");
+        }
     }
 }
 
@@ -404,6 +440,35 @@ fn escape(s: &str) -> String {
 #[cfg(test)]
 mod fast_format_tests {
     use super::*;
+
+    #[test]
+    fn addresses_match_what_display_writes() {
+        for ip in [
+            "0.0.0.0",
+            "255.255.255.255",
+            "10.0.12.3",
+            "::1",
+            "2001:db8::7",
+            "::ffff:1.2.3.4",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            let mut out = String::new();
+            push_ip(&mut out, ip);
+            assert_eq!(out, ip.to_string());
+        }
+        for sock in [
+            "127.0.0.1:4000",
+            "0.0.0.0:0",
+            "9.8.7.6:65535",
+            "[::1]:443",
+            "[fe80::1%2]:80",
+        ] {
+            let sock: SocketAddr = sock.parse().unwrap();
+            let mut out = String::new();
+            push_socket(&mut out, sock);
+            assert_eq!(out, sock.to_string());
+        }
+    }
 
     #[test]
     fn millis_and_strings_match_what_debug_writes() {
