@@ -84,13 +84,13 @@ pub async fn put(
     let Ok(_slot) = app.uploads.try_acquire() else {
         tracing::warn!(target: "audit", who, action = "replace", path = asset.as_str(), outcome = "busy");
         let limit = app.settings.admin.max_concurrent_uploads;
-        let mut r = error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &format!("too many uploads in progress (admin.max_concurrent_uploads = {limit}); retry later"),
+        return retry_after(
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("too many uploads in progress (admin.max_concurrent_uploads = {limit}); retry later"),
+            ),
+            5,
         );
-        r.headers_mut()
-            .insert(http::header::RETRY_AFTER, http::HeaderValue::from(5u64));
-        return r;
     };
     if let Some(s3) = app.store.s3() {
         return put_s3(app, s3, who, asset, do_invalidate, body).await;
@@ -308,9 +308,15 @@ fn store_failure(e: &StoreError, what: &str) -> http::Response<OriginBody> {
         &format!("{what}; the old object is unchanged: object store said {e}"),
     );
     if r.status() == StatusCode::SERVICE_UNAVAILABLE {
-        r.headers_mut()
-            .insert(http::header::RETRY_AFTER, http::HeaderValue::from(1u64));
+        r = retry_after(r, 1);
     }
+    r
+}
+
+/// `r` with `Retry-After: secs`.
+fn retry_after(mut r: http::Response<OriginBody>, secs: u64) -> http::Response<OriginBody> {
+    r.headers_mut()
+        .insert(http::header::RETRY_AFTER, http::HeaderValue::from(secs));
     r
 }
 

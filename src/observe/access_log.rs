@@ -163,65 +163,84 @@ fn structured_line_into(
         http::Version::HTTP_3 => "HTTP/3.0",
         _ => "HTTP/?",
     };
+    let mut line = Fields { out, json };
     if json {
-        out.push_str("{\"timestamp\":\"");
-        rfc3339_micros(out, now);
-        out.push_str("\",\"level\":\"INFO\",\"client\":\"");
-        push_ip(out, r.client);
-        out.push_str("\",\"peer\":\"");
-        push_socket(out, r.peer);
-        out.push_str("\",\"method\":\"");
-        out.push_str(r.method.as_str());
-        out.push_str("\",\"path\":");
-        json_string(out, strings[0].1);
-        out.push_str(",\"proto\":\"");
-        out.push_str(proto);
-        out.push_str("\",\"status\":");
-        push_int(out, u64::from(r.status));
-        out.push_str(",\"bytes\":");
-        push_int(out, sent);
-        out.push_str(",\"range\":");
-        json_string(out, strings[1].1);
-        out.push_str(",\"complete\":");
-        out.push_str(if complete { "true" } else { "false" });
-        out.push_str(",\"duration_ms\":");
-        push_millis(out, micros);
-        for (k, v) in &strings[2..] {
-            out.push_str(",\"");
-            out.push_str(k);
-            out.push_str("\":");
-            json_string(out, v);
-        }
-        out.push_str(",\"target\":\"access\"}\n");
+        line.out.push_str("{\"timestamp\":\"");
+        rfc3339_micros(line.out, now);
+        line.out.push_str("\",\"level\":\"INFO\"");
     } else {
-        rfc3339_micros(out, now);
-        out.push_str("  INFO access: client=");
-        push_ip(out, r.client);
-        out.push_str(" peer=");
-        push_socket(out, r.peer);
-        out.push_str(" method=");
-        out.push_str(r.method.as_str());
-        out.push_str(" path=");
-        debug_string(out, strings[0].1);
-        out.push_str(" proto=");
-        out.push_str(proto);
-        out.push_str(" status=");
-        push_int(out, u64::from(r.status));
-        out.push_str(" bytes=");
-        push_int(out, sent);
-        out.push_str(" range=");
-        debug_string(out, strings[1].1);
-        out.push_str(" complete=");
-        out.push_str(if complete { "true" } else { "false" });
-        out.push_str(" duration_ms=");
-        push_millis(out, micros);
-        for (k, v) in &strings[2..] {
-            out.push(' ');
-            out.push_str(k);
-            out.push('=');
-            debug_string(out, v);
+        rfc3339_micros(line.out, now);
+        line.out.push_str("  INFO access:");
+    }
+    line.plain("client", |o| push_ip(o, r.client));
+    line.plain("peer", |o| push_socket(o, r.peer));
+    line.plain("method", |o| o.push_str(r.method.as_str()));
+    line.string("path", strings[0].1);
+    line.plain("proto", |o| o.push_str(proto));
+    line.number("status", |o| push_int(o, u64::from(r.status)));
+    line.number("bytes", |o| push_int(o, sent));
+    line.string("range", strings[1].1);
+    line.number("complete", |o| {
+        o.push_str(if complete { "true" } else { "false" })
+    });
+    line.number("duration_ms", |o| push_millis(o, micros));
+    for (k, v) in &strings[2..] {
+        line.string(k, v);
+    }
+    line.out.push_str(if json {
+        ",\"target\":\"access\"}\n"
+    } else {
+        "\n"
+    });
+}
+
+/// Fields of the structured line, written as tracing-subscriber's text (` key=value`) or JSON
+/// (`,"key":value`) formatter writes them.
+struct Fields<'a> {
+    out: &'a mut String,
+    json: bool,
+}
+
+impl Fields<'_> {
+    fn key(&mut self, key: &str) {
+        if self.json {
+            self.out.push_str(",\"");
+            self.out.push_str(key);
+            self.out.push_str("\":");
+        } else {
+            self.out.push(' ');
+            self.out.push_str(key);
+            self.out.push('=');
         }
-        out.push('\n');
+    }
+
+    /// A value recorded with `%` (Display): bare in text, a JSON string (these never need
+    /// escaping: addresses, methods, protocol names).
+    fn plain(&mut self, key: &str, value: impl FnOnce(&mut String)) {
+        self.key(key);
+        if self.json {
+            self.out.push('"');
+            value(self.out);
+            self.out.push('"');
+        } else {
+            value(self.out);
+        }
+    }
+
+    /// A number or boolean: bare in both.
+    fn number(&mut self, key: &str, value: impl FnOnce(&mut String)) {
+        self.key(key);
+        value(self.out);
+    }
+
+    /// A string from the request: quoted and escaped as `Debug` (text) or JSON does.
+    fn string(&mut self, key: &str, value: &str) {
+        self.key(key);
+        if self.json {
+            json_string(self.out, value);
+        } else {
+            debug_string(self.out, value);
+        }
     }
 }
 
