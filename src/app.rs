@@ -495,51 +495,43 @@ fn watch_library(app: &App) {
     let Some(local) = app.store.local() else {
         return;
     };
-    use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
-    use notify::{EventKind, RecursiveMode, Watcher};
-    let (tx, rx) = std::sync::mpsc::channel::<std::path::PathBuf>();
-    let handler = move |res: notify::Result<notify::Event>| {
-        let Ok(event) = res else { return };
-        let written = matches!(
-            event.kind,
-            EventKind::Access(AccessKind::Close(AccessMode::Write))
-                | EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Both))
-        );
-        if written {
-            for p in event.paths {
-                let _ = tx.send(p);
-            }
-        }
-    };
-    // Lives as long as this thread: dropping it would stop the notifications.
-    let mut watcher = match notify::recommended_watcher(handler) {
+    let mut watch = match crate::storage::local::watch::LibraryWatch::new(&local.root) {
         Ok(w) => w,
         Err(e) => {
-            tracing::warn!(error = %e, "no file-system notifications: files are hashed when first requested");
+            tracing::warn!(error = %e, "cannot watch the asset root: files are hashed when first requested");
             return;
         }
     };
-    if let Err(e) = watcher.watch(&local.root, RecursiveMode::Recursive) {
-        tracing::warn!(error = %e, "cannot watch the asset root: files are hashed when first requested");
-        return;
-    }
-    tracing::info!(root = %local.root.display(), "watching the asset root for new and replaced files");
+    tracing::info!(root = %local.root.display(), folders = watch.folders(), "watching the asset root for new and replaced files");
     let Ok(rt) = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     else {
         return;
     };
-    while let Ok(path) = rx.recv() {
-        let Some(asset) = path
-            .strip_prefix(local.root.as_path())
-            .ok()
-            .and_then(|rel| rel.to_str())
-            .and_then(|rel| crate::storage::path::normalize(&rel.replace('%', "%25")).ok())
-        else {
-            continue; // dotfiles (uploads in progress, the index), outside, not UTF-8
+    loop {
+        let changes = match watch.wait() {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "library notifications stopped: files are hashed when first requested");
+                return;
+            }
         };
-        let noticed = rt.block_on(local.open(&asset, false)).is_ok();
-        tracing::debug!(path = asset.as_str(), noticed, "library change");
+        app.metrics.library_events.inc_by(changes.events);
+        if changes.overflowed {
+            tracing::warn!("library notifications overflowed: files changed meanwhile are hashed when first requested");
+        }
+        for path in changes.files {
+            let Some(asset) = path
+                .strip_prefix(local.root.as_path())
+                .ok()
+                .and_then(|rel| rel.to_str())
+                .and_then(|rel| crate::storage::path::normalize(&rel.replace('%', "%25")).ok())
+            else {
+                continue; // outside the root, not UTF-8, not a servable path
+            };
+            let noticed = rt.block_on(local.open(&asset, false)).is_ok();
+            tracing::debug!(path = asset.as_str(), noticed, "library change");
+        }
     }
 }

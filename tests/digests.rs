@@ -200,3 +200,47 @@ fn new_and_replaced_files_are_hashed_before_anyone_asks() {
     let r = srv.get("/video/moved.mp4", &[("Range", "bytes=0-0")]);
     assert_eq!(r.header("etag"), Some(content_etag(&renamed).as_str()));
 }
+
+/// Reading the library (nginx beside us, a backup) must cost the watcher nothing: only writes,
+/// renames and new folders are subscribed to. A folder of files moved in at once (a show's
+/// segments) is hashed without a request, through a watch added for it.
+#[test]
+fn reads_by_other_processes_wake_nothing_and_folders_moved_in_are_hashed() {
+    let dir = assets(&[("old.mp4", b"old")]);
+    let srv = Server::start(dir.path(), BACKGROUND);
+    assert!(eventually(Duration::from_secs(10), || srv
+        .log_text()
+        .contains("watching the asset root")));
+    let events = |srv: &Server| metric(&scrape(srv), "video_origin_library_events_total");
+    let before = events(&srv);
+    assert_eq!(before, Some(0.0), "{}", scrape(&srv));
+    for _ in 0..500 {
+        std::fs::read(dir.path().join("old.mp4")).unwrap();
+    }
+    // A write after the reads: once it is counted, the reads would have been counted too.
+    std::fs::write(dir.path().join("marker.mp4"), b"m").unwrap();
+    assert!(eventually(Duration::from_secs(10), || events(&srv) > before));
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        events(&srv),
+        Some(2.0),
+        "one create and one close-after-write, nothing for 500 reads"
+    );
+
+    let digests = |srv: &Server| {
+        metric(&scrape(srv), "video_origin_digest_computations_total").unwrap_or(0.0)
+    };
+    let hashed = digests(&srv);
+    let outside = tempfile::tempdir().unwrap();
+    let seg = vec![5u8; 3 << 20];
+    std::fs::create_dir_all(outside.path().join("show/hls")).unwrap();
+    std::fs::write(outside.path().join("show/hls/a.ts"), &seg).unwrap();
+    std::fs::rename(outside.path().join("show"), dir.path().join("show")).unwrap();
+    assert!(
+        eventually(Duration::from_secs(30), || digests(&srv) == hashed + 1.0),
+        "the moved-in folder's file hashed without a request: {}",
+        scrape(&srv)
+    );
+    let r = srv.get("/video/show/hls/a.ts", &[("Range", "bytes=0-0")]);
+    assert_eq!(r.header("etag"), Some(content_etag(&seg).as_str()));
+}

@@ -109,6 +109,7 @@ pub struct Metrics {
     pub ws_closed: Family<ReasonLabels, Counter>,
     pub fd_exhaustion: Counter,
     pub fd_warnings: Counter,
+    pub library_events: Counter,
     /// Open client connections (both listeners); a gauge kept by the server.
     pub connections: AtomicI64,
 }
@@ -185,6 +186,12 @@ impl Metrics {
             "Warnings that open descriptors passed limits.fd_warn_percent of the limit (at most one a minute)",
             fd_warnings.clone(),
         );
+        let library_events = Counter::default();
+        registry.register(
+            "library_events",
+            "File-system notifications the library watcher received (writes, renames, new folders; never reads)",
+            library_events.clone(),
+        );
         // Every documented label value exists from the start (zero), so dashboards and alerts
         // see a series before the first event instead of "no data".
         for reason in SHED_REASONS {
@@ -235,6 +242,7 @@ impl Metrics {
             ws_closed,
             fd_exhaustion,
             fd_warnings,
+            library_events,
             connections: AtomicI64::new(0),
         }
     }

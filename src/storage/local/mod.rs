@@ -23,6 +23,7 @@ pub mod beneath;
 pub mod metadata;
 pub mod open;
 pub mod read;
+pub mod watch;
 
 use self::metadata::{FileIdentity, FileMeta, MetadataCache};
 use self::open::{is_fd_exhaustion, open_under_root, OpenError};
