@@ -124,7 +124,10 @@ pub struct CachePolicy {
 }
 
 /// Headers for a path, and the position of the rule that made them (None: the fallback).
-type Rendered = (Vec<(HeaderName, HeaderValue)>, Option<usize>);
+/// Rendered headers, shared: a hit hands out a reference count, not a copy of every value.
+pub type PolicyList = std::sync::Arc<[(HeaderName, HeaderValue)]>;
+
+type Rendered = (PolicyList, Option<usize>);
 
 /// Which rule applied and the headers it produced (for `video-origin explain`).
 #[derive(Debug, Clone)]
@@ -320,7 +323,7 @@ impl CachePolicy {
 
     /// The caching headers for `path` (normalized asset path) and response class.
     pub fn headers(&self, path: &str, class: ResponseClass) -> Vec<(HeaderName, HeaderValue)> {
-        self.apply(path, class).0
+        self.apply(path, class).0.to_vec()
     }
 
     /// The headers for `path` and the label of the rule that produced them (None: fallback).
@@ -328,17 +331,17 @@ impl CachePolicy {
         &self,
         path: &str,
         class: ResponseClass,
-    ) -> (Vec<(HeaderName, HeaderValue)>, Option<&std::sync::Arc<str>>) {
+    ) -> (PolicyList, Option<&std::sync::Arc<str>>) {
         if class == ResponseClass::Success {
             let (headers, index) = match self.rendered.get(path) {
                 Some(hit) => hit,
                 None => {
-                    let made = match self.find(path, class) {
+                    let made: Rendered = match self.find(path, class) {
                         Some(rule) => (
-                            Self::render(rule, path),
+                            Self::render(rule, path).into(),
                             self.rules.iter().position(|r| std::ptr::eq(r, rule)),
                         ),
-                        None => (Self::fallback(class), None),
+                        None => (Self::fallback(class).into(), None),
                     };
                     self.rendered.insert(path.to_owned(), made.clone());
                     made
@@ -347,8 +350,8 @@ impl CachePolicy {
             return (headers, index.map(|i| &self.rules[i].log_label));
         }
         match self.find(path, class) {
-            Some(rule) => (Self::render(rule, path), Some(&rule.log_label)),
-            None => (Self::fallback(class), None),
+            Some(rule) => (Self::render(rule, path).into(), Some(&rule.log_label)),
+            None => (Self::fallback(class).into(), None),
         }
     }
 

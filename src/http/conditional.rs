@@ -58,8 +58,12 @@ fn single_date(values: &[String]) -> Option<SystemTime> {
     }
 }
 
-fn joined(values: &[String]) -> String {
-    values.join(", ")
+/// Several field lines are one comma-separated list (RFC 9110 §5.3); one line is used as it is.
+fn joined(values: &[String]) -> std::borrow::Cow<'_, str> {
+    match values {
+        [one] => one.as_str().into(),
+        _ => values.join(", ").into(),
+    }
 }
 
 /// Evaluates preconditions for a GET (`is_get`) or HEAD; `has_range` says whether the request

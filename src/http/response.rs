@@ -109,7 +109,7 @@ pub fn build_head(
     let status = match decision {
         Decision::Full | Decision::Partial(_) | Decision::Multipart(_) | Decision::NotModified => {
             if let Some(tag) = res.etag {
-                h.insert(header::ETAG, header_value(&tag.to_string()));
+                h.insert(header::ETAG, etag_value(tag));
             }
             h.insert(header::LAST_MODIFIED, http_date(res.last_modified));
             for (name, value) in policy {
@@ -119,13 +119,13 @@ pub fn build_head(
                 Decision::NotModified => StatusCode::NOT_MODIFIED, // C-19/C-20: no CT, no CL
                 Decision::Full => {
                     h.insert(header::ACCEPT_RANGES, BYTES.clone());
-                    h.insert(header::CONTENT_TYPE, header_value(res.content_type));
+                    h.insert(header::CONTENT_TYPE, content_type_value(res.content_type));
                     h.insert(header::CONTENT_LENGTH, HeaderValue::from(res.len));
                     StatusCode::OK
                 }
                 Decision::Partial(r) => {
                     h.insert(header::ACCEPT_RANGES, BYTES.clone());
-                    h.insert(header::CONTENT_TYPE, header_value(res.content_type));
+                    h.insert(header::CONTENT_TYPE, content_type_value(res.content_type));
                     h.insert(header::CONTENT_LENGTH, HeaderValue::from(r.len()));
                     h.insert(
                         header::CONTENT_RANGE,
@@ -218,6 +218,61 @@ fn http_date(t: SystemTime) -> HeaderValue {
     })
 }
 
+/// A header value for `text`, built by `make`. The last few values built on this thread are kept:
+/// a hot file's ETag and Content-Type are the same on every response, so nearly every response
+/// reuses them instead of formatting and allocating them again.
+fn recent_value(
+    cache: &'static std::thread::LocalKey<std::cell::RefCell<Recent>>,
+    key: &[u8],
+    make: impl FnOnce() -> HeaderValue,
+) -> HeaderValue {
+    cache.with_borrow_mut(|recent| {
+        if let Some((_, v)) = recent.slots.iter().find(|(k, _)| k.as_slice() == key) {
+            return v.clone();
+        }
+        let v = make();
+        if recent.slots.len() < RECENT_SLOTS {
+            recent.slots.push((key.to_vec(), v.clone()));
+        } else {
+            recent.slots[recent.next] = (key.to_vec(), v.clone());
+            recent.next = (recent.next + 1) % RECENT_SLOTS;
+        }
+        v
+    })
+}
+
+const RECENT_SLOTS: usize = 8;
+
+#[derive(Default)]
+struct Recent {
+    slots: Vec<(Vec<u8>, HeaderValue)>,
+    next: usize,
+}
+
+thread_local! {
+    static RECENT_ETAGS: std::cell::RefCell<Recent> = std::cell::RefCell::new(Recent::default());
+    static RECENT_TYPES: std::cell::RefCell<Recent> = std::cell::RefCell::new(Recent::default());
+}
+
+/// The `ETag` field value of `tag` (weak tags keyed apart by their `W/` prefix byte).
+fn etag_value(tag: &EntityTag) -> HeaderValue {
+    let mut key = Vec::with_capacity(0);
+    let key: &[u8] = if tag.weak {
+        key.extend_from_slice(b"W/");
+        key.extend_from_slice(tag.tag.as_bytes());
+        &key
+    } else {
+        tag.tag.as_bytes()
+    };
+    recent_value(&RECENT_ETAGS, key, || header_value(&tag.to_string()))
+}
+
+fn content_type_value(content_type: &str) -> HeaderValue {
+    recent_value(&RECENT_TYPES, content_type.as_bytes(), || {
+        header_value(content_type)
+    })
+}
+
 /// Every value we build is ASCII without control characters; fall back to an empty value
 /// rather than panic if that ever stops being true.
 fn header_value(s: &str) -> HeaderValue {
@@ -228,6 +283,31 @@ fn header_value(s: &str) -> HeaderValue {
 mod tests {
     use super::*;
     use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn kept_values_are_the_values_of_their_own_keys() {
+        // More distinct tags than slots, each asked twice, strong and weak with the same
+        // opaque part: every answer is the formatted tag itself.
+        for round in 0..2 {
+            for i in 0..(RECENT_SLOTS * 2) {
+                for weak in [false, true] {
+                    let tag = EntityTag {
+                        weak,
+                        tag: format!("t{i}"),
+                    };
+                    assert_eq!(etag_value(&tag), tag.to_string().as_str(), "round {round}");
+                }
+            }
+        }
+        for ct in [
+            "video/mp4",
+            "video/mp2t",
+            "video/mp4",
+            "application/vnd.apple.mpegurl",
+        ] {
+            assert_eq!(content_type_value(ct), ct);
+        }
+    }
 
     const OPTS: RangeOptions = RangeOptions {
         max_ranges: 16,

@@ -347,7 +347,7 @@ fn head(
     let policy = match access {
         Access::Granted {
             edge_verified: false,
-        } => vec![(header::CACHE_CONTROL, PRIVATE_NO_STORE.clone())],
+        } => vec![(header::CACHE_CONTROL, PRIVATE_NO_STORE.clone())].into(),
         _ => {
             let (headers, rule) = app.policy.apply(asset.as_str(), ResponseClass::Success);
             note.cache_rule = rule.cloned();

@@ -219,29 +219,42 @@ pub struct CdnHop<'a> {
 }
 
 pub fn detect_cdn(headers: &HeaderMap) -> Option<CdnHop<'_>> {
-    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    if headers.contains_key("x-amz-cf-id")
-        || text("via").is_some_and(|v| v.contains("(CloudFront)"))
-    {
+    // One pass over the fields (a request has a handful): looking each marker up by name would
+    // parse and hash seven names per request.
+    let (mut cloudfront, mut pop, mut ray, mut akamai, mut fastly) =
+        (false, None, None, false, false);
+    for (name, value) in headers {
+        let text = || value.to_str().ok();
+        match name.as_str() {
+            "x-amz-cf-id" => cloudfront = true,
+            "via" => cloudfront |= text().is_some_and(|v| v.contains("(CloudFront)")),
+            "x-amz-cf-pop" => pop = pop.or_else(text),
+            "cf-ray" => ray = ray.or_else(text),
+            "akamai-origin-hop" | "akamai-grn" => akamai = true,
+            "fastly-ff" | "fastly-client-ip" => fastly = true,
+            _ => {}
+        }
+    }
+    if cloudfront {
         return Some(CdnHop {
             cdn: "cloudfront",
-            pop: text("x-amz-cf-pop"),
+            pop,
         });
     }
-    if let Some(ray) = text("cf-ray") {
+    if let Some(ray) = ray {
         // `8c7f1e2a3b4c5d6e-IAD`: the suffix is the data centre.
         return Some(CdnHop {
             cdn: "cloudflare",
             pop: ray.rsplit_once('-').map(|(_, colo)| colo),
         });
     }
-    if headers.contains_key("akamai-origin-hop") || headers.contains_key("akamai-grn") {
+    if akamai {
         return Some(CdnHop {
             cdn: "akamai",
             pop: None,
         });
     }
-    if headers.contains_key("fastly-ff") || headers.contains_key("fastly-client-ip") {
+    if fastly {
         return Some(CdnHop {
             cdn: "fastly",
             pop: None,

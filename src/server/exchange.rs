@@ -213,13 +213,15 @@ where
         head_too_large()
     } else {
         req.extensions_mut().insert(ClientAddr(client));
-        let answered = match routes {
-            Routes::Public(svc) => svc.oneshot(req).await,
-            Routes::Admin(svc) => svc.oneshot(req).await,
-        };
-        match answered {
-            Ok(r) => r,
-            Err(never) => match never {},
+        match routes {
+            // Called directly, not through the service: nearly every request is public, and
+            // the service's boxed future and Oneshot cost an allocation and moves of the whole
+            // routing state per request.
+            Routes::Public(_) => crate::routes::public::route(&app, req).await,
+            Routes::Admin(svc) => match svc.oneshot(req).await {
+                Ok(r) => r,
+                Err(never) => match never {},
+            },
         }
     };
     let (mut parts, inner) = resp.into_parts();
