@@ -12,7 +12,7 @@
 
 use std::time::SystemTime;
 
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderMap};
 use http::{Method, Response, StatusCode};
 
 use crate::app::App;
@@ -163,15 +163,11 @@ async fn playlist(
         last_modified: effective_last_modified(object.modified(), now),
         content_type: object.content_type(),
     };
-    let ranges: Vec<&[u8]> = headers
-        .get_all(header::RANGE)
-        .iter()
-        .map(HeaderValue::as_bytes)
-        .collect();
+    let (ranges, cond) = range_and_conditions(headers);
     let decision = decide_pure(
         method == Method::GET,
         &ranges,
-        &conditional_headers(headers),
+        &cond,
         &representation,
         RangeOptions {
             max_ranges: app.settings.ranges.max_ranges,
@@ -313,11 +309,7 @@ fn decide(
     object: &Object,
     now: SystemTime,
 ) -> Decision {
-    let ranges: Vec<&[u8]> = headers
-        .get_all(header::RANGE)
-        .iter()
-        .map(HeaderValue::as_bytes)
-        .collect();
+    let (ranges, cond) = range_and_conditions(headers);
     let opts = RangeOptions {
         max_ranges: app.settings.ranges.max_ranges,
         coalesce_gap: app.settings.ranges.coalesce_gap,
@@ -325,7 +317,7 @@ fn decide(
     decide_pure(
         method == Method::GET,
         &ranges,
-        &conditional_headers(headers),
+        &cond,
         &resource(object, now),
         opts,
         now,
@@ -426,18 +418,25 @@ async fn stream(
     }
 }
 
-fn conditional_headers(h: &HeaderMap) -> ConditionalHeaders {
-    let all = |name: header::HeaderName| -> Vec<String> {
-        h.get_all(name)
-            .iter()
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-            .collect()
-    };
-    ConditionalHeaders {
-        if_match: all(header::IF_MATCH),
-        if_none_match: all(header::IF_NONE_MATCH),
-        if_modified_since: all(header::IF_MODIFIED_SINCE),
-        if_unmodified_since: all(header::IF_UNMODIFIED_SINCE),
-        if_range: all(header::IF_RANGE),
+/// The request's Range lines and precondition fields, in one pass over its fields (a request
+/// has a handful; six lookups by name would hash six names for mostly absent fields).
+fn range_and_conditions(h: &HeaderMap) -> (Vec<&[u8]>, ConditionalHeaders) {
+    let mut ranges = Vec::new();
+    let mut cond = ConditionalHeaders::default();
+    for (name, value) in h {
+        let list = match *name {
+            header::RANGE => {
+                ranges.push(value.as_bytes());
+                continue;
+            }
+            header::IF_MATCH => &mut cond.if_match,
+            header::IF_NONE_MATCH => &mut cond.if_none_match,
+            header::IF_MODIFIED_SINCE => &mut cond.if_modified_since,
+            header::IF_UNMODIFIED_SINCE => &mut cond.if_unmodified_since,
+            header::IF_RANGE => &mut cond.if_range,
+            _ => continue,
+        };
+        list.push(String::from_utf8_lossy(value.as_bytes()).into_owned());
     }
+    (ranges, cond)
 }

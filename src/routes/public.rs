@@ -2,6 +2,7 @@
 //! player page and its `/ws` socket, CORS, and the video mount (`pipeline`).
 
 use std::convert::Infallible;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::SystemTime;
@@ -39,14 +40,16 @@ impl<B: Send + 'static> tower::Service<Request<B>> for PublicService {
 
     fn call(&mut self, req: Request<B>) -> RouteFuture {
         let app = Arc::clone(&self.app);
-        answer(async move { route(&app, req).await })
+        answer(async move {
+            let client = client_of(&req);
+            route(&app, req, client).await
+        })
     }
 }
 
-/// Routes one request on the public listener.
-pub async fn route<B>(app: &Arc<App>, req: Request<B>) -> Response<OriginBody> {
+/// Routes one request on the public listener from `client` (resolved through trusted proxies).
+pub async fn route<B>(app: &Arc<App>, req: Request<B>, client: IpAddr) -> Response<OriginBody> {
     let now = SystemTime::now();
-    let client = client_of(&req);
     let path = req.uri().path();
     if path == "/healthz" {
         return reply::text(req.method(), StatusCode::OK, "ok\n", now);

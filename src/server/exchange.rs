@@ -212,16 +212,18 @@ where
     let resp = if head_size(&req) > app.settings.server.max_header_bytes {
         head_too_large()
     } else {
-        req.extensions_mut().insert(ClientAddr(client));
         match routes {
             // Called directly, not through the service: nearly every request is public, and
-            // the service's boxed future and Oneshot cost an allocation and moves of the whole
-            // routing state per request.
-            Routes::Public(_) => crate::routes::public::route(&app, req).await,
-            Routes::Admin(svc) => match svc.oneshot(req).await {
-                Ok(r) => r,
-                Err(never) => match never {},
-            },
+            // the service's boxed future, Oneshot and the client's extension cost allocations
+            // and moves of the whole routing state per request.
+            Routes::Public(_) => crate::routes::public::route(&app, req, client).await,
+            Routes::Admin(svc) => {
+                req.extensions_mut().insert(ClientAddr(client));
+                match svc.oneshot(req).await {
+                    Ok(r) => r,
+                    Err(never) => match never {},
+                }
+            }
         }
     };
     let (mut parts, inner) = resp.into_parts();

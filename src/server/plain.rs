@@ -287,6 +287,11 @@ impl Plain {
             if !self.boxed_exchange(sock, *simple).await? {
                 return Ok(Outcome::Close);
             }
+            // One request per turn, as nginx's event loop does: a client that sends its next
+            // request as soon as it has the answer would otherwise keep the worker (socket
+            // readiness and try_read use no scheduling budget), and the other connections of
+            // this worker would wait for it.
+            tokio::task::yield_now().await;
         }
     }
 
