@@ -275,3 +275,52 @@ fn sendfile_mode_sends_exact_bytes_and_ends_short_on_a_rewrite() {
     assert_eq!(r.content_length(), data.len());
     assert!(r.body.len() < data.len(), "the response must end early");
 }
+
+/// Fairness between connections of one worker: a client that pipelines thousands of requests
+/// (or sends each next one the moment it has an answer) gets one answer per turn, as on nginx's
+/// event loop; another viewer's request is answered meanwhile, not after the whole pipeline.
+#[test]
+fn a_client_that_pipelines_many_requests_does_not_hold_its_worker() {
+    const N: usize = 20_000;
+    let dir = assets(&[("v.mp4", b"0123456789")]);
+    let srv = Server::start(dir.path(), &[("VIDEO_ORIGIN_SERVER__WORKERS", "1")]);
+    let a = srv.connect();
+    let mut writer = a.try_clone().unwrap();
+    std::thread::spawn(move || {
+        let one = b"HEAD /video/v.mp4 HTTP/1.1\r\nHost: x\r\n\r\n";
+        let all: Vec<u8> = one.iter().copied().cycle().take(one.len() * N).collect();
+        let _ = writer.write_all(&all);
+    });
+    // Drains A's answers, counting heads (a HEAD answer is a head alone).
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = std::sync::Arc::clone(&answered);
+    let mut reader = a;
+    let drain = std::thread::spawn(move || {
+        let mut bite = [0u8; 65536];
+        let mut tail: Vec<u8> = Vec::new();
+        while counter.load(std::sync::atomic::Ordering::Relaxed) < N {
+            let n = reader.read(&mut bite).unwrap();
+            assert!(n > 0, "closed");
+            tail.extend_from_slice(&bite[..n]);
+            let heads = tail.windows(4).filter(|w| w == b"\r\n\r\n").count();
+            counter.fetch_add(heads, std::sync::atomic::Ordering::Relaxed);
+            let keep = tail.len().min(3);
+            tail.drain(..tail.len() - keep);
+        }
+    });
+    while answered.load(std::sync::atomic::Ordering::Relaxed) < 100 {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let mut b = srv.connect();
+    b.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let got = read_responses(&mut b, 1);
+    let a_done = answered.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(got[0].body, b"ok\n");
+    assert!(
+        a_done < N / 2,
+        "the other viewer waited for {a_done} of the {N} pipelined answers"
+    );
+    drain.join().unwrap();
+    assert_eq!(answered.load(std::sync::atomic::Ordering::Relaxed), N);
+}
