@@ -254,13 +254,13 @@ thread_local! {
     static RECENT_TYPES: std::cell::RefCell<Recent> = std::cell::RefCell::new(Recent::default());
 }
 
-/// The `ETag` field value of `tag` (weak tags keyed apart by their `W/` prefix byte).
+/// The `ETag` field value of `tag`. Weak tags are keyed with a leading DQUOTE, which no
+/// opaque tag can contain, so a weak `W/"x"` and a strong `"W/x"` never share a slot.
 fn etag_value(tag: &EntityTag) -> HeaderValue {
-    let mut key = Vec::with_capacity(0);
+    let weak_key;
     let key: &[u8] = if tag.weak {
-        key.extend_from_slice(b"W/");
-        key.extend_from_slice(tag.tag.as_bytes());
-        &key
+        weak_key = [b"\"", tag.tag.as_bytes()].concat();
+        &weak_key
     } else {
         tag.tag.as_bytes()
     };
@@ -298,6 +298,14 @@ mod tests {
                     assert_eq!(etag_value(&tag), tag.to_string().as_str(), "round {round}");
                 }
             }
+        }
+        // A strong tag whose opaque part looks like a weak tag's field value, then the weak one.
+        for weak in [false, true] {
+            let tag = EntityTag {
+                weak,
+                tag: if weak { "x" } else { "W/x" }.into(),
+            };
+            assert_eq!(etag_value(&tag), tag.to_string().as_str());
         }
         for ct in [
             "video/mp4",
