@@ -141,6 +141,51 @@ impl AssetStore {
                 return Ok(hit);
             }
         }
+        let Some(open) = &self.open else {
+            return self.open_fresh(asset, wait_for_digest).await;
+        };
+        if !wait_for_digest {
+            // Concurrent first requests of one path (a replaced video's viewers arriving
+            // together, a cold start) share one open and one metadata lookup: each used to take
+            // a blocking thread, and 2,000 at once filled the whole blocking pool.
+            return open
+                .try_get_with(
+                    asset.as_str().to_owned(),
+                    self.open_fresh(asset, wait_for_digest),
+                )
+                .await
+                .map_err(|shared| shared.copy());
+        }
+        let opened = self.open_fresh(asset, wait_for_digest).await?;
+        // A request and the library watcher may open the same new version at once: the first
+        // descriptor cached is kept and the other closed now, never left to linger in the
+        // cache's pending work.
+        let identity = opened.meta.identity;
+        let candidate = opened.clone();
+        let kept = open
+            .entry(asset.as_str().to_owned())
+            .and_compute_with(|current| {
+                std::future::ready(match current {
+                    Some(e) if e.value().meta.identity == identity => moka::ops::compute::Op::Nop,
+                    _ => moka::ops::compute::Op::Put(candidate),
+                })
+            })
+            .await;
+        use moka::ops::compute::CompResult;
+        Ok(match kept {
+            CompResult::Inserted(e) | CompResult::ReplacedWith(e) | CompResult::Unchanged(e) => {
+                e.into_value()
+            }
+            _ => opened,
+        })
+    }
+
+    /// Opens `asset` on the blocking pool and looks up its metadata (not cached here).
+    async fn open_fresh(
+        &self,
+        asset: &AssetPath,
+        wait_for_digest: bool,
+    ) -> Result<OpenAsset, OpenError> {
         // The file may change between open and hashing; a reopen settles it.
         let mut attempt = 0;
         loop {
@@ -157,35 +202,7 @@ impl AssetStore {
                 .get(asset.as_str(), &file, identity, wait_for_digest)
                 .await
             {
-                Ok(meta) => {
-                    let opened = OpenAsset { file, meta };
-                    let Some(open) = &self.open else {
-                        return Ok(opened);
-                    };
-                    // Two first requests (or a request and the library watcher) may open the
-                    // same new version at once: the first descriptor cached is kept and the
-                    // other closed now, never left to linger in the cache's pending work.
-                    let identity = opened.meta.identity;
-                    let candidate = opened.clone();
-                    let kept = open
-                        .entry(asset.as_str().to_owned())
-                        .and_compute_with(|current| {
-                            std::future::ready(match current {
-                                Some(e) if e.value().meta.identity == identity => {
-                                    moka::ops::compute::Op::Nop
-                                }
-                                _ => moka::ops::compute::Op::Put(candidate),
-                            })
-                        })
-                        .await;
-                    use moka::ops::compute::CompResult;
-                    return Ok(match kept {
-                        CompResult::Inserted(e)
-                        | CompResult::ReplacedWith(e)
-                        | CompResult::Unchanged(e) => e.into_value(),
-                        _ => opened,
-                    });
-                }
+                Ok(meta) => return Ok(OpenAsset { file, meta }),
                 Err(e) if attempt < 3 => {
                     tracing::debug!(path = asset.as_str(), error = %e, "metadata retry");
                 }
@@ -264,6 +281,38 @@ mod tests {
         assert!(!Arc::ptr_eq(&first.file, &third.file));
         assert_eq!(third.meta.len(), 4);
         assert_ne!(first.meta.etag(), third.meta.etag());
+    }
+
+    #[tokio::test]
+    async fn concurrent_first_requests_share_one_open() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.mp4"), b"one").unwrap();
+        let s = store(dir.path(), 16);
+        let a = asset("a.mp4");
+        let all = futures_util::future::join_all((0..200).map(|_| s.open(&a, false))).await;
+        let first = all[0].as_ref().unwrap();
+        for opened in &all {
+            assert!(Arc::ptr_eq(&first.file, &opened.as_ref().unwrap().file));
+        }
+        let st = s.metadata.stats();
+        assert_eq!(
+            st.hits + st.misses,
+            1,
+            "one open and one metadata lookup for 200 requests"
+        );
+        // A missing file is not remembered: each later request looks again.
+        let missing = asset("b.mp4");
+        let all = futures_util::future::join_all((0..20).map(|_| s.open(&missing, false))).await;
+        assert!(all.iter().all(|r| matches!(r, Err(OpenError::NotFound))));
+        std::fs::write(dir.path().join("b.mp4"), b"now").unwrap();
+        assert!(s.open(&missing, false).await.is_ok());
+    }
+
+    #[test]
+    fn a_shared_error_keeps_its_os_code() {
+        let e = OpenError::Io(io::Error::from_raw_os_error(libc::EMFILE)).copy();
+        assert!(matches!(&e, OpenError::Io(e) if is_fd_exhaustion(e)));
+        assert!(matches!(OpenError::NotFound.copy(), OpenError::NotFound));
     }
 
     #[tokio::test]

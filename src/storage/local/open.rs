@@ -20,6 +20,21 @@ pub enum OpenError {
     Io(io::Error),
 }
 
+impl OpenError {
+    /// The same error, for each of the requests that shared one open (the OS error code is kept,
+    /// so descriptor exhaustion is still recognised).
+    pub fn copy(&self) -> OpenError {
+        match self {
+            OpenError::NotFound => OpenError::NotFound,
+            OpenError::Escapes(real) => OpenError::Escapes(real.clone()),
+            OpenError::Io(e) => OpenError::Io(match e.raw_os_error() {
+                Some(code) => io::Error::from_raw_os_error(code),
+                None => io::Error::new(e.kind(), e.to_string()),
+            }),
+        }
+    }
+}
+
 /// Resolves `asset` under `root` (which must already be canonical) and opens it.
 /// Blocking: call from the blocking pool.
 pub fn open_under_root(
