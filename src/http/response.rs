@@ -192,35 +192,20 @@ pub fn error_text(status: StatusCode) -> &'static str {
     }
 }
 
-/// An HTTP-date header value. The last few distinct seconds formatted on this thread are kept:
-/// `Date` changes once a second and a hot file's `Last-Modified` not at all, so nearly every
-/// response reuses a value instead of formatting and allocating one.
+/// An HTTP-date header value. `Date` changes once a second and a hot file's `Last-Modified` not
+/// at all, so nearly every response reuses a value kept on this thread.
 fn http_date(t: SystemTime) -> HeaderValue {
-    use std::cell::RefCell;
-    const SLOTS: usize = 4;
-    thread_local! {
-        static RECENT: RefCell<[(u64, Option<HeaderValue>); SLOTS]> =
-            const { RefCell::new([(0, None), (0, None), (0, None), (0, None)]) };
-        static NEXT: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
-    }
     let secs = t
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    RECENT.with_borrow_mut(|recent| {
-        if let Some((_, Some(v))) = recent.iter().find(|(s, v)| *s == secs && v.is_some()) {
-            return v.clone();
-        }
-        let v = header_value(&httpdate::fmt_http_date(t));
-        let slot = NEXT.get();
-        NEXT.set((slot + 1) % SLOTS);
-        recent[slot] = (secs, Some(v.clone()));
-        v
+    recent_value(&RECENT_DATES, &secs.to_le_bytes(), || {
+        header_value(&httpdate::fmt_http_date(t))
     })
 }
 
-/// A header value for `text`, built by `make`. The last few values built on this thread are kept:
-/// a hot file's ETag and Content-Type are the same on every response, so nearly every response
-/// reuses them instead of formatting and allocating them again.
+/// A header value for `key`, built by `make`. The last few values built on this thread are kept:
+/// a hot file's dates, ETag and Content-Type are the same on every response, so nearly every
+/// response reuses them instead of formatting and allocating them again.
 fn recent_value(
     cache: &'static std::thread::LocalKey<std::cell::RefCell<Recent>>,
     key: &[u8],
@@ -250,6 +235,7 @@ struct Recent {
 }
 
 thread_local! {
+    static RECENT_DATES: std::cell::RefCell<Recent> = std::cell::RefCell::new(Recent::default());
     static RECENT_ETAGS: std::cell::RefCell<Recent> = std::cell::RefCell::new(Recent::default());
     static RECENT_TYPES: std::cell::RefCell<Recent> = std::cell::RefCell::new(Recent::default());
 }

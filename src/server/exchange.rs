@@ -19,7 +19,7 @@ use crate::app::App;
 use crate::config::AccessFormat;
 use crate::observe::access_log::{self, AccessNote, AccessRecord};
 use crate::observe::metrics::Route;
-use crate::routes::{AdminService, ClientAddr, PublicService};
+use crate::routes::{AdminService, ClientAddr};
 use crate::storage::body::OriginBody;
 
 /// Which route table a listener serves.
@@ -29,24 +29,25 @@ pub enum Listener {
     Admin,
 }
 
-/// The tower service a listener runs its requests through.
+/// What a listener runs its requests through: the public routes directly (nearly every
+/// request), the admin routes through their tower service.
 #[derive(Clone)]
 pub enum Routes {
-    Public(PublicService),
+    Public,
     Admin(AdminService),
 }
 
 impl Routes {
     pub fn new(app: &Arc<App>, which: Listener) -> Routes {
         match which {
-            Listener::Public => Routes::Public(PublicService::new(Arc::clone(app))),
+            Listener::Public => Routes::Public,
             Listener::Admin => Routes::Admin(AdminService::new(Arc::clone(app))),
         }
     }
 
     fn which(&self) -> Listener {
         match self {
-            Routes::Public(_) => Listener::Public,
+            Routes::Public => Listener::Public,
             Routes::Admin(_) => Listener::Admin,
         }
     }
@@ -168,9 +169,8 @@ pub async fn handle<B>(
     mut req: Request<B>,
 ) -> Result<Response<LoggedBody>, std::convert::Infallible>
 where
-    PublicService: tower::Service<Request<B>, Response = Response<OriginBody>, Error = Infallible>,
+    B: Send + 'static,
     AdminService: tower::Service<Request<B>, Response = Response<OriginBody>, Error = Infallible>,
-    <PublicService as tower::Service<Request<B>>>::Future: Send,
     <AdminService as tower::Service<Request<B>>>::Future: Send,
 {
     let which = routes.which();
@@ -213,10 +213,9 @@ where
         head_too_large()
     } else {
         match routes {
-            // Called directly, not through the service: nearly every request is public, and
-            // the service's boxed future, Oneshot and the client's extension cost allocations
-            // and moves of the whole routing state per request.
-            Routes::Public(_) => crate::routes::public::route(&app, req, client).await,
+            // Not through `PublicService` (kept for embedding): its boxed future, Oneshot and
+            // the client's extension cost allocations and moves per request.
+            Routes::Public => crate::routes::public::route(&app, req, client).await,
             Routes::Admin(svc) => {
                 req.extensions_mut().insert(ClientAddr(client));
                 match svc.oneshot(req).await {
