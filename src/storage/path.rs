@@ -55,19 +55,29 @@ pub fn normalize(raw: &str) -> Result<AssetPath, PathRejection> {
     if decoded.chars().any(char::is_control) {
         return Err(PathRejection::BadRequest("control character in path"));
     }
-    let mut segments = Vec::new();
+    // Already canonical (no empty segments; nearly every request): the decoded path is
+    // the result, once its segments are checked. Otherwise it is rebuilt without them.
+    let canonical = !decoded.starts_with('/') && !decoded.ends_with('/') && !decoded.contains("//");
+    let mut rebuilt = String::new();
     for seg in decoded.split('/') {
         match seg {
             "" => continue,
             "." | ".." => return Err(PathRejection::BadRequest("dot segment in path")),
             s if s.starts_with('.') => return Err(PathRejection::NotFound),
-            s => segments.push(s),
+            s if !canonical => {
+                if !rebuilt.is_empty() {
+                    rebuilt.push('/');
+                }
+                rebuilt.push_str(s);
+            }
+            _ => {}
         }
     }
-    if segments.is_empty() {
+    let path = if canonical { decoded } else { rebuilt };
+    if path.is_empty() {
         return Err(PathRejection::NotFound);
     }
-    Ok(AssetPath(segments.join("/")))
+    Ok(AssetPath(path))
 }
 
 #[cfg(test)]

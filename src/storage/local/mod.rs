@@ -103,6 +103,10 @@ impl super::Backend for AssetStore {
     }
 }
 
+thread_local! {
+    static STAT_PATH: std::cell::RefCell<PathBuf> = const { std::cell::RefCell::new(PathBuf::new()) };
+}
+
 impl AssetStore {
     /// `open_files` = 0 disables the open-file cache (every request opens its own descriptor).
     pub fn new(
@@ -217,7 +221,16 @@ impl AssetStore {
         let hit = open.get(asset.as_str()).await?;
         // One stat of a path whose dentry is hot (it was just served): cheap enough to run
         // inline, and it is what catches replacement by rename or a re-pointed symlink.
-        let now = std::fs::metadata(self.root.join(asset.as_str())).ok();
+        let now = STAT_PATH
+            .with_borrow_mut(|full| {
+                // Built in a buffer kept per thread: `root.join` allocated (and grew) a path
+                // on every request.
+                full.as_mut_os_string().clear();
+                full.push(&*self.root);
+                full.push(asset.as_str());
+                std::fs::metadata(&*full)
+            })
+            .ok();
         if now.is_some_and(|m| FileIdentity::of(&m) == hit.meta.identity) {
             self.open_hits
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
