@@ -87,8 +87,10 @@ pub enum Parsed {
     Other,
 }
 
-/// Parses a request head at the start of `buf` (pure).
-pub fn parse(buf: &[u8], max_headers: usize) -> Parsed {
+/// Parses a request head at the start of `buf` (pure). The request's target and field values
+/// are slices of `buf`, not copies: one shared buffer per request instead of an allocation per
+/// field.
+pub fn parse(buf: &Bytes, max_headers: usize) -> Parsed {
     let mut headers = [httparse::EMPTY_HEADER; MAX_PARSED_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     let len = match req.parse(buf) {
@@ -109,7 +111,7 @@ pub fn parse(buf: &[u8], max_headers: usize) -> Parsed {
     let Some(path) = req.path.filter(|p| p.starts_with('/')) else {
         return Parsed::Other;
     };
-    let Ok(uri) = http::Uri::try_from(path) else {
+    let Ok(uri) = http::Uri::from_maybe_shared(buf.slice_ref(path.as_bytes())) else {
         return Parsed::Other;
     };
     if req.headers.len() > max_headers {
@@ -120,7 +122,7 @@ pub fn parse(buf: &[u8], max_headers: usize) -> Parsed {
     for h in req.headers.iter() {
         let (Ok(name), Ok(value)) = (
             HeaderName::from_bytes(h.name.as_bytes()),
-            HeaderValue::from_bytes(h.value),
+            HeaderValue::from_maybe_shared(buf.slice_ref(h.value)),
         ) else {
             return Parsed::Other;
         };
@@ -248,15 +250,26 @@ impl Plain {
         loop {
             let simple = loop {
                 if !pending.is_empty() {
-                    match parse(&pending, self.app.settings.server.max_headers) {
-                        Parsed::Simple(s) => break s,
-                        Parsed::Other => return Ok(Outcome::Handoff(pending)),
-                        Parsed::Partial
-                            if pending.len() > self.app.settings.server.read_buffer_limit() =>
-                        {
-                            return Ok(Outcome::Handoff(pending))
+                    // Parsed from a shared buffer the request's fields can point into; the
+                    // bytes go back into `pending` (without a copy) when they are not a
+                    // request for this path.
+                    let buf = Bytes::from(std::mem::take(&mut pending));
+                    match parse(&buf, self.app.settings.server.max_headers) {
+                        Parsed::Simple(s) => {
+                            // Pipelined requests: copied out, the head's buffer stays with
+                            // the request.
+                            if buf.len() > s.len {
+                                pending = buf[s.len..].to_vec();
+                            }
+                            break s;
                         }
-                        Parsed::Partial => {}
+                        Parsed::Other => return Ok(Outcome::Handoff(Vec::from(buf))),
+                        Parsed::Partial => {
+                            pending = Vec::from(buf);
+                            if pending.len() > self.app.settings.server.read_buffer_limit() {
+                                return Ok(Outcome::Handoff(pending));
+                            }
+                        }
                     }
                 }
                 if *self.stopping.borrow() && pending.is_empty() {
@@ -278,10 +291,6 @@ impl Plain {
                     Err(e) => return Err(e),
                 }
             };
-            pending.drain(..simple.len);
-            if pending.is_empty() {
-                pending = Vec::new();
-            }
             // Boxed: a connection between requests (most of them, most of the time) then holds
             // only the small state above, not room for a request in progress.
             if !self.boxed_exchange(sock, *simple).await? {
@@ -351,7 +360,8 @@ impl Plain {
         head: Vec<u8>,
         mut body: Option<&mut LoggedBody>,
     ) -> io::Result<()> {
-        let mut head = Bytes::from(head);
+        // Sent from the Vec itself: a `Bytes` made from it would cost another allocation.
+        let mut head: &[u8] = &head;
         // Bytes of a blocking (cold) read not yet taken by the socket.
         let mut cold = Bytes::new();
         let streaming = &self.app.settings.streaming;
@@ -437,7 +447,7 @@ impl Plain {
                 if head.is_empty() && data.is_empty() {
                     return Ok(Step::Done);
                 }
-                let slices = [io::IoSlice::new(&head), io::IoSlice::new(data)];
+                let slices = [io::IoSlice::new(head), io::IoSlice::new(data)];
                 let offered = head.len() + data.len();
                 let n = match sock.try_write_vectored(&slices) {
                     Ok(n) => n,
@@ -648,7 +658,7 @@ mod tests {
     use super::*;
 
     fn simple(raw: &[u8]) -> Simple {
-        match parse(raw, 100) {
+        match parse(&Bytes::copy_from_slice(raw), 100) {
             Parsed::Simple(s) => *s,
             other => panic!("{other:?}"),
         }
@@ -690,17 +700,18 @@ mod tests {
             b"GET /\x01 HTTP/1.1\r\n\r\n",
         ] {
             assert!(
-                matches!(parse(raw, 100), Parsed::Other),
+                matches!(parse(&Bytes::copy_from_slice(raw), 100), Parsed::Other),
                 "{}",
                 String::from_utf8_lossy(raw)
             );
         }
         let many: String = (0..20).map(|i| format!("h{i}: v\r\n")).collect();
         let raw = format!("GET / HTTP/1.1\r\n{many}\r\n");
-        assert!(matches!(parse(raw.as_bytes(), 10), Parsed::Other));
-        assert!(matches!(parse(raw.as_bytes(), 100), Parsed::Simple(_)));
+        let raw = Bytes::from(raw);
+        assert!(matches!(parse(&raw, 10), Parsed::Other));
+        assert!(matches!(parse(&raw, 100), Parsed::Simple(_)));
         assert!(matches!(
-            parse(b"GET / HTTP/1.1\r\nHost:", 100),
+            parse(&Bytes::from_static(b"GET / HTTP/1.1\r\nHost:"), 100),
             Parsed::Partial
         ));
     }
