@@ -5,18 +5,72 @@
 //! Step 0 of §2.3 (auth, path, method) is the caller's job and must run first: preconditions
 //! are only consulted for a resource that exists and may be served.
 
+use std::borrow::Cow;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::etag::{EntityTag, TagList};
+use super::etag::{list_matches, EntityTag};
 
 /// The precondition header fields of one request, as received (each may have several lines).
 #[derive(Debug, Default, Clone)]
-pub struct ConditionalHeaders {
-    pub if_match: Vec<String>,
-    pub if_none_match: Vec<String>,
-    pub if_modified_since: Vec<String>,
-    pub if_unmodified_since: Vec<String>,
-    pub if_range: Vec<String>,
+pub struct ConditionalHeaders<'a> {
+    pub if_match: Lines<'a>,
+    pub if_none_match: Lines<'a>,
+    pub if_modified_since: Lines<'a>,
+    pub if_unmodified_since: Lines<'a>,
+    pub if_range: Lines<'a>,
+}
+
+/// The lines of one field as received, usually borrowed from the request. Nearly every
+/// request has at most one line per field, which is kept without an allocation.
+#[derive(Debug, Default, Clone)]
+pub struct Lines<'a> {
+    first: Option<Cow<'a, str>>,
+    more: Vec<Cow<'a, str>>,
+}
+
+impl<'a> Lines<'a> {
+    pub fn push(&mut self, line: impl Into<Cow<'a, str>>) {
+        if self.first.is_none() {
+            self.first = Some(line.into());
+        } else {
+            self.more.push(line.into());
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.first.is_none()
+    }
+
+    /// The only line; `None` when there is none or more than one.
+    pub fn single(&self) -> Option<&str> {
+        self.first.as_deref().filter(|_| self.more.is_empty())
+    }
+
+    /// Several lines are one comma-separated list (RFC 9110 §5.3); one line is used as it is.
+    pub fn joined(&self) -> Cow<'_, str> {
+        match (&self.first, self.single()) {
+            (_, Some(one)) => one.into(),
+            (None, None) => "".into(),
+            (Some(first), None) => {
+                let mut all = first.to_string();
+                for line in &self.more {
+                    all.push_str(", ");
+                    all.push_str(line);
+                }
+                all.into()
+            }
+        }
+    }
+}
+
+impl<'a, S: Into<Cow<'a, str>>> FromIterator<S> for Lines<'a> {
+    fn from_iter<I: IntoIterator<Item = S>>(lines: I) -> Self {
+        let mut all = Lines::default();
+        for line in lines {
+            all.push(line);
+        }
+        all
+    }
 }
 
 /// The current validators of the selected representation.
@@ -50,20 +104,9 @@ pub fn effective_last_modified(mtime: SystemTime, now: SystemTime) -> SystemTime
 }
 
 /// A single HTTP-date; a list or an invalid date is `None` (C-6, C-9, C-10).
-fn single_date(values: &[String]) -> Option<SystemTime> {
-    match values {
-        // A comma-joined list is not a valid HTTP-date, so it fails to parse and is ignored.
-        [one] => httpdate::parse_http_date(one.trim()).ok(),
-        _ => None,
-    }
-}
-
-/// Several field lines are one comma-separated list (RFC 9110 §5.3); one line is used as it is.
-fn joined(values: &[String]) -> std::borrow::Cow<'_, str> {
-    match values {
-        [one] => one.as_str().into(),
-        _ => values.join(", ").into(),
-    }
+fn single_date(lines: &Lines<'_>) -> Option<SystemTime> {
+    // A comma-joined list is not a valid HTTP-date, so it fails to parse and is ignored.
+    httpdate::parse_http_date(lines.single()?.trim()).ok()
 }
 
 /// Evaluates preconditions for a GET (`is_get`) or HEAD; `has_range` says whether the request
@@ -78,7 +121,7 @@ pub fn evaluate(
     let lm = unix_secs(v.last_modified);
     // Steps 1–2: If-Match, else If-Unmodified-Since.
     if !h.if_match.is_empty() {
-        if !TagList::parse(&joined(&h.if_match)).matches_strong(v.etag) {
+        if !list_matches(&h.if_match.joined(), v.etag, true) {
             return Precondition::Failed;
         }
     } else if let Some(date) = single_date(&h.if_unmodified_since) {
@@ -88,7 +131,7 @@ pub fn evaluate(
     }
     // Steps 3–4: If-None-Match, else If-Modified-Since (GET/HEAD only, which is all we serve).
     if !h.if_none_match.is_empty() {
-        if TagList::parse(&joined(&h.if_none_match)).matches_weak(v.etag) {
+        if list_matches(&h.if_none_match.joined(), v.etag, false) {
             return Precondition::NotModified;
         }
     } else if let Some(date) = single_date(&h.if_modified_since) {
@@ -107,8 +150,8 @@ pub fn evaluate(
 
 /// If-Range (§13.1.5; C-15..C-18): strong ETag match, or an exact Last-Modified date that is
 /// itself a strong validator (at least one second older than `now`).
-fn if_range_passes(values: &[String], v: &Validators<'_>, now: SystemTime) -> bool {
-    let [value] = values else {
+fn if_range_passes(values: &Lines<'_>, v: &Validators<'_>, now: SystemTime) -> bool {
+    let Some(value) = values.single() else {
         return false;
     };
     let value = value.trim();
@@ -144,7 +187,7 @@ mod tests {
         EntityTag::parse("\"abc\"").unwrap()
     }
 
-    fn eval_with(h: ConditionalHeaders, has_range: bool) -> Precondition {
+    fn eval_with(h: ConditionalHeaders<'_>, has_range: bool) -> Precondition {
         let etag = tag();
         let v = Validators {
             etag: Some(&etag),
@@ -153,7 +196,7 @@ mod tests {
         evaluate(&h, &v, at(T + 3600), true, has_range)
     }
 
-    fn hdr(f: impl FnOnce(&mut ConditionalHeaders)) -> ConditionalHeaders {
+    fn hdr<'a>(f: impl FnOnce(&mut ConditionalHeaders<'a>)) -> ConditionalHeaders<'a> {
         let mut h = ConditionalHeaders::default();
         f(&mut h);
         h
@@ -166,7 +209,7 @@ mod tests {
     #[test]
     fn if_none_match() {
         // spec: http-origin CT-1..CT-5
-        let s = |v: &str| eval_with(hdr(|h| h.if_none_match = vec![v.into()]), false);
+        let s = |v: &str| eval_with(hdr(|h| h.if_none_match = Lines::from_iter([v])), false);
         assert_eq!(s("\"abc\""), NotModified); // CT-1
         assert_eq!(s("W/\"abc\""), NotModified); // CT-2
         assert_eq!(s("\"x\", \"abc\""), NotModified); // CT-3
@@ -174,19 +217,24 @@ mod tests {
         assert_eq!(s("\"ABC\""), PASS); // case-sensitive (S7)
         assert_eq!(s(","), PASS); // S8
         let both = hdr(|h| {
-            h.if_none_match = vec!["\"x\"".into()];
-            h.if_modified_since = vec![date(T)];
+            h.if_none_match = Lines::from_iter(["\"x\""]);
+            h.if_modified_since = Lines::from_iter([date(T)]);
         });
         assert_eq!(eval_with(both, false), PASS); // CT-5: IMS ignored when INM present
                                                   // Two header lines are one list.
-        let lines = hdr(|h| h.if_none_match = vec!["\"x\"".into(), "\"abc\"".into()]);
+        let lines = hdr(|h| h.if_none_match = Lines::from_iter(["\"x\"", "\"abc\""]));
         assert_eq!(eval_with(lines, false), NotModified);
     }
 
     #[test]
     fn if_modified_since() {
         // spec: http-origin CT-6..CT-8
-        let s = |vals: Vec<String>| eval_with(hdr(|h| h.if_modified_since = vals), false);
+        let s = |vals: Vec<String>| {
+            eval_with(
+                hdr(|h| h.if_modified_since = vals.into_iter().collect()),
+                false,
+            )
+        };
         assert_eq!(s(vec![date(T)]), NotModified);
         assert_eq!(s(vec![date(T + 1)]), NotModified);
         assert_eq!(s(vec![date(T - 1)]), PASS);
@@ -204,7 +252,7 @@ mod tests {
     #[test]
     fn if_match_and_unmodified_since() {
         // spec: http-origin CT-9..CT-13, §5.3 S18–S23
-        let m = |v: &str| eval_with(hdr(|h| h.if_match = vec![v.into()]), false);
+        let m = |v: &str| eval_with(hdr(|h| h.if_match = Lines::from_iter([v])), false);
         assert_eq!(m("\"abc\""), PASS);
         assert_eq!(m("*"), PASS);
         assert_eq!(m("\"x\", \"abc\""), PASS);
@@ -212,17 +260,22 @@ mod tests {
         assert_eq!(m("W/\"abc\""), Failed); // S21: weak never matches strongly
         assert_eq!(m("garbage"), Failed);
         let im_ius = hdr(|h| {
-            h.if_match = vec!["\"abc\"".into()];
-            h.if_unmodified_since = vec![date(T - 10)];
+            h.if_match = Lines::from_iter(["\"abc\""]);
+            h.if_unmodified_since = Lines::from_iter([date(T - 10)]);
         });
         assert_eq!(eval_with(im_ius, false), PASS); // CT-11
-        let ius = |d| eval_with(hdr(|h| h.if_unmodified_since = vec![d]), false);
+        let ius = |d| {
+            eval_with(
+                hdr(|h| h.if_unmodified_since = Lines::from_iter([d])),
+                false,
+            )
+        };
         assert_eq!(ius(date(T)), PASS); // CT-12
         assert_eq!(ius(date(T - 2)), Failed);
         assert_eq!(ius("nonsense".into()), PASS); // invalid date → ignored
         let order = hdr(|h| {
-            h.if_match = vec!["\"x\"".into()];
-            h.if_none_match = vec!["\"abc\"".into()];
+            h.if_match = Lines::from_iter(["\"x\""]);
+            h.if_none_match = Lines::from_iter(["\"abc\""]);
         });
         assert_eq!(eval_with(order, false), Failed); // CT-13
     }
@@ -230,7 +283,7 @@ mod tests {
     #[test]
     fn if_range() {
         // spec: http-origin CT-14..CT-17, §5.3 S10–S16
-        let r = |v: &str| eval_with(hdr(|h| h.if_range = vec![v.into()]), true);
+        let r = |v: &str| eval_with(hdr(|h| h.if_range = Lines::from_iter([v])), true);
         assert_eq!(r("\"abc\""), PASS); // CT-14
         assert_eq!(r("W/\"abc\""), NO_RANGE); // CT-15
         assert_eq!(r("\"x\""), NO_RANGE);
@@ -240,7 +293,7 @@ mod tests {
         assert_eq!(r(&date(T - 1)), NO_RANGE);
         // CT-17: without a Range, If-Range is ignored.
         assert_eq!(
-            eval_with(hdr(|h| h.if_range = vec!["\"x\"".into()]), false),
+            eval_with(hdr(|h| h.if_range = Lines::from_iter(["\"x\""])), false),
             PASS
         );
         // C-17: a date equal to an mtime within the current second is weak → full.
@@ -249,7 +302,7 @@ mod tests {
             etag: Some(&etag),
             last_modified: at(T),
         };
-        let h = hdr(|h| h.if_range = vec![date(T)]);
+        let h = hdr(|h| h.if_range = Lines::from_iter([date(T)]));
         assert_eq!(evaluate(&h, &v, at(T), true, true), NO_RANGE);
         // HEAD ignores Range and so If-Range.
         assert_eq!(evaluate(&h, &v, at(T), false, true), PASS);

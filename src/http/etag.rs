@@ -59,6 +59,18 @@ fn is_etagc(b: u8) -> bool {
 
 /// Scans one entity-tag at the start of `s`; returns it and the unread rest (Go's `scanETag`).
 fn scan_etag(s: &str) -> Option<(EntityTag, &str)> {
+    let (weak, tag, rest) = scan_tag(s)?;
+    Some((
+        EntityTag {
+            weak,
+            tag: tag.to_string(),
+        },
+        rest,
+    ))
+}
+
+/// [`scan_etag`] without the copy: weakness, the opaque tag (without quotes), the rest.
+fn scan_tag(s: &str) -> Option<(bool, &str, &str)> {
     let (weak, body) = match s.strip_prefix("W/") {
         Some(rest) => (true, rest),
         None => (false, s),
@@ -68,13 +80,50 @@ fn scan_etag(s: &str) -> Option<(EntityTag, &str)> {
     if body.as_bytes()[end] != b'"' {
         return None;
     }
-    Some((
-        EntityTag {
-            weak,
-            tag: body[..end].to_string(),
-        },
-        &body[end + 1..],
-    ))
+    Some((weak, &body[..end], &body[end + 1..]))
+}
+
+/// One member of an If-Match / If-None-Match list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Member<'a> {
+    Any,
+    Tag { weak: bool, tag: &'a str },
+}
+
+/// The members of a (possibly comma-joined) list, borrowed: what [`TagList::parse`] keeps and
+/// [`list_matches`] compares, read the same way by both.
+fn members(value: &str) -> impl Iterator<Item = Member<'_>> {
+    let mut rest = Some(value);
+    std::iter::from_fn(move || {
+        let r = rest.take()?.trim_start_matches([' ', '\t', ',']);
+        if r.is_empty() {
+            return None;
+        }
+        if let Some(after) = r.strip_prefix('*') {
+            let after = after.trim_start_matches([' ', '\t']);
+            // A `*` element makes the list match anything; a malformed one ends it.
+            return (after.is_empty() || after.starts_with(',')).then_some(Member::Any);
+        }
+        let (weak, tag, after) = scan_tag(r)?;
+        let after = after.trim_start_matches([' ', '\t']);
+        // A member followed by garbage still counts; nothing after it does.
+        if after.is_empty() || after.starts_with(',') {
+            rest = Some(after);
+        }
+        Some(Member::Tag { weak, tag })
+    })
+}
+
+/// Whether the list `value` matches `current`, as `TagList::parse(value)` then
+/// `matches_strong` (If-Match) or `matches_weak` (If-None-Match) would say, without building
+/// the list (this runs on every revalidation).
+pub fn list_matches(value: &str, current: Option<&EntityTag>, strong: bool) -> bool {
+    members(value).any(|m| match (m, current) {
+        (Member::Any, _) => true,
+        (Member::Tag { .. }, None) => false,
+        (Member::Tag { weak, tag }, Some(c)) if strong => !weak && !c.weak && tag == c.tag,
+        (Member::Tag { tag, .. }, Some(c)) => tag == c.tag,
+    })
 }
 
 /// The value of If-Match / If-None-Match: `*` or a list of entity-tags (RFC 9110 §13.1.1-2).
@@ -90,36 +139,19 @@ impl TagList {
     /// A `*` element makes the list match anything (C-11, as Go does).
     pub fn parse(value: &str) -> TagList {
         let mut tags = Vec::new();
-        let mut rest = value;
-        loop {
-            rest = rest.trim_start_matches([' ', '\t', ',']);
-            if rest.is_empty() {
-                break;
-            }
-            if let Some(after) = rest.strip_prefix('*') {
-                let after = after.trim_start_matches([' ', '\t']);
-                if after.is_empty() || after.starts_with(',') {
-                    return TagList::Any;
-                }
-                break;
-            }
-            match scan_etag(rest) {
-                Some((tag, after)) => {
-                    tags.push(tag);
-                    let after = after.trim_start_matches([' ', '\t']);
-                    if !(after.is_empty() || after.starts_with(',')) {
-                        break;
-                    }
-                    rest = after;
-                }
-                None => break,
+        for m in members(value) {
+            match m {
+                Member::Any => return TagList::Any,
+                Member::Tag { weak, tag } => tags.push(EntityTag {
+                    weak,
+                    tag: tag.to_string(),
+                }),
             }
         }
         TagList::Tags(tags)
     }
 
-    /// If-Match semantics: `*` (a representation exists) or any member strongly equal to
-    /// `current`. A representation without an entity-tag yet matches no listed tag.
+    /// If-Match semantics: `*` or any member strongly equal to `current`.
     pub fn matches_strong(&self, current: Option<&EntityTag>) -> bool {
         match (self, current) {
             (TagList::Any, _) => true,
@@ -144,6 +176,53 @@ mod tests {
 
     fn t(s: &str) -> EntityTag {
         EntityTag::parse(s).unwrap()
+    }
+
+    #[test]
+    fn list_matches_says_what_the_parsed_list_says() {
+        // The allocation-free comparison must agree with TagList on every kind of list,
+        // well-formed or not (spec http-origin C-11, §5.5 O8/O9).
+        let lists = [
+            "\"abc\"",
+            "W/\"abc\"",
+            "\"x\", \"abc\"",
+            "\"x\",W/\"abc\"",
+            "*",
+            " * ",
+            "*, \"x\"",
+            "\"x\", *",
+            "*x",
+            ",",
+            "",
+            " , ,",
+            "\"abc",
+            "abc",
+            "\"x\" junk, \"abc\"",
+            "\"abc\" junk",
+            "W/\"x\"\t,\t\"abc\"",
+            "\"ABC\"",
+            "W/abc",
+            "\"a\"\"abc\"",
+            "\"x\", , \"abc\"",
+            "\"\"",
+            "\"é\", \"abc\"",
+        ];
+        let tags = [t("\"abc\""), t("W/\"abc\""), t("\"\"")];
+        for list in lists {
+            let parsed = TagList::parse(list);
+            for current in tags.iter().map(Some).chain([None]) {
+                assert_eq!(
+                    list_matches(list, current, true),
+                    parsed.matches_strong(current),
+                    "strong {list:?} {current:?}"
+                );
+                assert_eq!(
+                    list_matches(list, current, false),
+                    parsed.matches_weak(current),
+                    "weak {list:?} {current:?}"
+                );
+            }
+        }
     }
 
     #[test]

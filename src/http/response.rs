@@ -9,6 +9,8 @@ use std::time::SystemTime;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::StatusCode;
 
+#[cfg(test)]
+use super::conditional::Lines;
 use super::conditional::{evaluate, ConditionalHeaders, Precondition, Validators};
 use super::etag::EntityTag;
 use super::multipart::MultipartPlan;
@@ -321,7 +323,7 @@ mod tests {
         }
     }
 
-    fn run(is_get: bool, range: &[&str], cond: ConditionalHeaders) -> Decision {
+    fn run(is_get: bool, range: &[&str], cond: ConditionalHeaders<'_>) -> Decision {
         let tag = EntityTag::parse("\"abc\"").unwrap();
         let range: Vec<&[u8]> = range.iter().map(|r| r.as_bytes()).collect();
         decide(is_get, &range, &cond, &res(&tag), OPTS, now(), || {
@@ -346,7 +348,7 @@ mod tests {
     fn preconditions_beat_range() {
         // spec: http-origin R-17, RT-19
         let cond = ConditionalHeaders {
-            if_none_match: vec!["\"abc\"".into()],
+            if_none_match: Lines::from_iter(["\"abc\""]),
             ..Default::default()
         };
         assert_eq!(run(true, &["bytes=0-4"], cond), Decision::NotModified);

@@ -63,17 +63,20 @@ impl Target<'_> {
 /// as is: 404s and 304-free refusals are common enough not to box them).
 type Step<T> = Result<T, Response<OriginBody>>;
 
-/// Serves one GET/HEAD for `target`.
+/// Serves one GET/HEAD for `target`; what the access log should say beyond the status goes
+/// into `note` (handed down, not attached to the response: an extension map costs
+/// allocations on every request).
 pub async fn serve_asset(
     app: &App,
     method: &Method,
     headers: &HeaderMap,
     target: &Target<'_>,
+    note: &mut AccessNote,
 ) -> Response<OriginBody> {
     let now = SystemTime::now();
     let answer = async {
         let asset = resolve(app, target, now)?;
-        let (access, mut note) = verify(app, &asset, target, now)?;
+        let access = verify(app, &asset, target, now, note)?;
         // A remote store's version can be replaced between lookup and read: then once more.
         let mut second = false;
         loop {
@@ -84,7 +87,7 @@ pub async fn serve_asset(
                 return Ok(resp);
             }
             let decision = decide(app, method, headers, &object, now);
-            let (status, head) = head(app, &asset, access, &decision, &object, &mut note, now);
+            let (status, head) = head(app, &asset, access, &decision, &object, note, now);
             let body =
                 match stream(app, method, &decision, &object, status, target.client, now).await {
                     Ok(body) => body,
@@ -95,9 +98,7 @@ pub async fn serve_asset(
                     Err(Stop::Changed) => return Err(crate::reply::unavailable(1, now)),
                     Err(Stop::Answer(r)) => return Err(r),
                 };
-            let mut resp = with_head(status, head, body);
-            resp.extensions_mut().insert(note);
-            return Ok(resp);
+            return Ok(with_head(status, head, body));
         }
     };
     answer
@@ -200,12 +201,7 @@ async fn playlist(
             _ => OriginBody::Empty,
         }
     };
-    let mut resp = with_head(status, head, body);
-    resp.extensions_mut().insert(AccessNote {
-        token: Some("ok"),
-        ..Default::default()
-    });
-    Some(resp)
+    Some(with_head(status, head, body))
 }
 
 /// Why step 6 gave no body. (Rare, and the response is moved out at once: not boxed.)
@@ -240,16 +236,16 @@ fn verify(
     asset: &AssetPath,
     target: &Target<'_>,
     now: SystemTime,
-) -> Step<(Access, AccessNote)> {
+    note: &mut AccessNote,
+) -> Step<Access> {
     let token_request = target.token_request(now);
-    let mut note = AccessNote::default();
     match app.access.check(asset.as_str(), &token_request) {
         Ok(access) => {
             if matches!(access, Access::Granted { .. }) {
                 note.token = Some("ok");
                 Metrics::count_result(&app.metrics.tokens, "ok");
             }
-            Ok((access, note))
+            Ok(access)
         }
         Err(rejection) => {
             let reason = rejection.reason.as_str();
@@ -260,15 +256,13 @@ fn verify(
                 detail = rejection.detail.as_str(),
                 "signed link refused"
             );
-            let mut r = error_response(
+            note.token = Some(reason);
+            Err(error_response(
                 StatusCode::FORBIDDEN,
                 &format!("{reason}\n"),
                 &NO_STORE,
                 now,
-            );
-            note.token = Some(reason);
-            r.extensions_mut().insert(note);
-            Err(r)
+            ))
         }
     }
 }
@@ -420,7 +414,7 @@ async fn stream(
 
 /// The request's Range lines and precondition fields, in one pass over its fields (a request
 /// has a handful; six lookups by name would hash six names for mostly absent fields).
-fn range_and_conditions(h: &HeaderMap) -> (Vec<&[u8]>, ConditionalHeaders) {
+fn range_and_conditions(h: &HeaderMap) -> (Vec<&[u8]>, ConditionalHeaders<'_>) {
     let mut ranges = Vec::new();
     let mut cond = ConditionalHeaders::default();
     for (name, value) in h {
@@ -436,7 +430,7 @@ fn range_and_conditions(h: &HeaderMap) -> (Vec<&[u8]>, ConditionalHeaders) {
             header::IF_RANGE => &mut cond.if_range,
             _ => continue,
         };
-        list.push(String::from_utf8_lossy(value.as_bytes()).into_owned());
+        list.push(String::from_utf8_lossy(value.as_bytes()));
     }
     (ranges, cond)
 }

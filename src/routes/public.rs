@@ -12,6 +12,7 @@ use http::{Method, Request, Response, StatusCode};
 
 use super::{answer, client_of, metrics_response, readiness, RouteFuture};
 use crate::app::App;
+use crate::observe::access_log::AccessNote;
 use crate::pipeline::serve_asset;
 use crate::reply::{self, NO_STORE};
 use crate::storage::body::OriginBody;
@@ -42,13 +43,22 @@ impl<B: Send + 'static> tower::Service<Request<B>> for PublicService {
         let app = Arc::clone(&self.app);
         answer(async move {
             let client = client_of(&req);
-            route(&app, req, client).await
+            let mut note = AccessNote::default();
+            let mut resp = route(&app, req, client, &mut note).await;
+            resp.extensions_mut().insert(note);
+            resp
         })
     }
 }
 
-/// Routes one request on the public listener from `client` (resolved through trusted proxies).
-pub async fn route<B>(app: &Arc<App>, req: Request<B>, client: IpAddr) -> Response<OriginBody> {
+/// Routes one request on the public listener from `client` (resolved through trusted proxies);
+/// what the access log should add goes into `note`.
+pub async fn route<B>(
+    app: &Arc<App>,
+    req: Request<B>,
+    client: IpAddr,
+    note: &mut AccessNote,
+) -> Response<OriginBody> {
     let now = SystemTime::now();
     let path = req.uri().path();
     if path == "/healthz" {
@@ -107,7 +117,7 @@ pub async fn route<B>(app: &Arc<App>, req: Request<B>, client: IpAddr) -> Respon
                     .filter_map(|v| v.to_str().ok())
                     .collect(),
             };
-            let mut resp = serve_asset(app, req.method(), req.headers(), &target).await;
+            let mut resp = serve_asset(app, req.method(), req.headers(), &target, note).await;
             add_cors(app, origin, resp.headers_mut());
             resp
         }

@@ -215,7 +215,9 @@ where
         match routes {
             // Not through `PublicService` (kept for embedding): its boxed future, Oneshot and
             // the client's extension cost allocations and moves per request.
-            Routes::Public => crate::routes::public::route(&app, req, client).await,
+            Routes::Public => {
+                crate::routes::public::route(&app, req, client, &mut record.note).await
+            }
             Routes::Admin(svc) => {
                 req.extensions_mut().insert(ClientAddr(client));
                 match svc.oneshot(req).await {
