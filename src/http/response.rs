@@ -105,7 +105,7 @@ pub fn build_head(
     policy: &PolicyHeaders,
     now: SystemTime,
 ) -> (StatusCode, HeaderMap) {
-    let mut h = HeaderMap::with_capacity(12);
+    let mut h = spare_headers();
     h.insert(header::DATE, http_date(now));
     h.insert(header::X_CONTENT_TYPE_OPTIONS, NOSNIFF.clone());
     let status = match decision {
@@ -259,6 +259,36 @@ fn content_type_value(content_type: &str) -> HeaderValue {
     recent_value(&RECENT_TYPES, content_type.as_bytes(), || {
         header_value(content_type)
     })
+}
+
+/// Response header maps whose heads were sent, cleared (a cleared map keeps its room), kept on
+/// this thread for the next response: building a map cost two allocations per response.
+const SPARE_MAPS: usize = 16;
+
+thread_local! {
+    static SPARE: std::cell::RefCell<Vec<HeaderMap>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// An empty header map, reused when one is at hand.
+fn spare_headers() -> HeaderMap {
+    SPARE
+        .with_borrow_mut(Vec::pop)
+        .unwrap_or_else(|| HeaderMap::with_capacity(12))
+}
+
+/// Hands a response's header map back once its head is sent (a writer that encodes heads
+/// itself calls this; maps dropped elsewhere are simply freed). Maps grown past the usual size
+/// are not kept.
+pub fn recycle_headers(mut h: HeaderMap) {
+    if h.capacity() > 32 {
+        return;
+    }
+    h.clear();
+    SPARE.with_borrow_mut(|spare| {
+        if spare.len() < SPARE_MAPS {
+            spare.push(h);
+        }
+    });
 }
 
 /// Every value we build is ASCII without control characters; fall back to an empty value
@@ -427,5 +457,41 @@ mod tests {
         assert_eq!(h[header::ACCEPT_RANGES], "bytes");
         let (_, h) = build_head(&Decision::Full, &r, &[], now());
         assert!(!h.contains_key(header::CONTENT_RANGE));
+    }
+
+    #[test]
+    fn a_recycled_map_carries_nothing_into_the_next_head() {
+        let tag = EntityTag::parse("\"abc\"").unwrap();
+        let r = res(&tag);
+        let (_, mut h) = build_head(
+            &Decision::Partial(ByteRange { start: 5, end: 9 }),
+            &r,
+            &[(header::VARY, HeaderValue::from_static("Origin"))],
+            now(),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            HeaderValue::from_static("*"),
+        );
+        recycle_headers(h);
+        let (s, h) = build_head(&Decision::NotModified, &r, &[], now());
+        assert_eq!(s, StatusCode::NOT_MODIFIED);
+        let mut names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(
+            names,
+            ["date", "etag", "last-modified", "x-content-type-options"]
+        );
+        // A map grown past the usual size is freed, not kept.
+        let mut big = HeaderMap::new();
+        for i in 0..40 {
+            big.insert(
+                HeaderName::from_bytes(format!("x-{i}").as_bytes()).unwrap(),
+                HeaderValue::from_static("v"),
+            );
+        }
+        let before = SPARE.with_borrow(Vec::len);
+        recycle_headers(big);
+        assert_eq!(SPARE.with_borrow(Vec::len), before);
     }
 }

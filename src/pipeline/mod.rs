@@ -63,7 +63,7 @@ impl Target<'_> {
 /// as is: 404s and 304-free refusals are common enough not to box them).
 type Step<T> = Result<T, Response<OriginBody>>;
 
-/// Serves one GET/HEAD for `target`; what the access log should say beyond the status goes
+/// Serves one GET/HEAD for `target` received at `now`; what the access log should say beyond the status goes
 /// into `note` (handed down, not attached to the response: an extension map costs
 /// allocations on every request).
 pub async fn serve_asset(
@@ -72,8 +72,8 @@ pub async fn serve_asset(
     headers: &HeaderMap,
     target: &Target<'_>,
     note: &mut AccessNote,
+    now: SystemTime,
 ) -> Response<OriginBody> {
-    let now = SystemTime::now();
     let answer = async {
         let asset = resolve(app, target, now)?;
         let access = verify(app, &asset, target, now, note)?;

@@ -117,7 +117,7 @@ pub async fn route<B>(
                     .filter_map(|v| v.to_str().ok())
                     .collect(),
             };
-            let mut resp = serve_asset(app, req.method(), req.headers(), &target, note).await;
+            let mut resp = serve_asset(app, req.method(), req.headers(), &target, note, now).await;
             add_cors(app, origin, resp.headers_mut());
             resp
         }

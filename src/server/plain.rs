@@ -236,6 +236,7 @@ fn prepare(
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
     let head = encode_head(&parts, version, body_len, head_request, keep_alive);
     let send_body = !head_request && !bodiless(parts.status);
+    crate::http::response::recycle_headers(parts.headers);
     (head, body, keep_alive, send_body)
 }
 
