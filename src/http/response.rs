@@ -264,6 +264,8 @@ fn content_type_value(content_type: &str) -> HeaderValue {
 /// Response header maps whose heads were sent, cleared (a cleared map keeps its room), kept on
 /// this thread for the next response: building a map cost two allocations per response.
 const SPARE_MAPS: usize = 16;
+/// A response head has about a dozen fields; a map grown past this many is freed, not kept.
+const SPARE_MAX_FIELDS: usize = 32;
 
 thread_local! {
     static SPARE: std::cell::RefCell<Vec<HeaderMap>> = const { std::cell::RefCell::new(Vec::new()) };
@@ -277,10 +279,9 @@ fn spare_headers() -> HeaderMap {
 }
 
 /// Hands a response's header map back once its head is sent (a writer that encodes heads
-/// itself calls this; maps dropped elsewhere are simply freed). Maps grown past the usual size
-/// are not kept.
+/// itself calls this; maps dropped elsewhere are simply freed).
 pub fn recycle_headers(mut h: HeaderMap) {
-    if h.capacity() > 32 {
+    if h.capacity() > SPARE_MAX_FIELDS {
         return;
     }
     h.clear();

@@ -63,9 +63,9 @@ impl Target<'_> {
 /// as is: 404s and 304-free refusals are common enough not to box them).
 type Step<T> = Result<T, Response<OriginBody>>;
 
-/// Serves one GET/HEAD for `target` received at `now`; what the access log should say beyond the status goes
-/// into `note` (handed down, not attached to the response: an extension map costs
-/// allocations on every request).
+/// Serves one GET/HEAD for `target` received at `now`. What the access log should say beyond
+/// the status goes into `note` (handed down, not attached to the response: an extension map
+/// costs allocations on every request).
 pub async fn serve_asset(
     app: &App,
     method: &Method,

@@ -227,10 +227,8 @@ where
             }
         }
     };
-    let (mut parts, inner) = resp.into_parts();
-    if let Some(note) = parts.extensions.remove::<AccessNote>() {
-        record.note = note;
-    }
+    // The public routes wrote their note into `record.note`; the admin routes write none.
+    let (parts, inner) = resp.into_parts();
     record.status = parts.status.as_u16();
     if let Some(id) = &record.session {
         app.sessions
