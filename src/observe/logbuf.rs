@@ -1,31 +1,29 @@
 //! Buffered log output, like nginx's `access_log ... buffer=32k flush=1s`.
 //!
 //! Worker threads format log lines into a buffer of their own and write it to stderr in one
-//! syscall when it fills, when a line finds the buffer older than the flush interval, on a
-//! periodic tick, and when the worker stops. Nothing crosses threads, so logging a request
-//! costs no wakeup of another thread. Threads that never opted in (main, blocking pool) write
-//! each line straight through.
+//! syscall when it fills, on their periodic flush tick (`log.flush_ms`, run by the worker's
+//! runtime, which is what bounds a line's age), and when the worker stops. Nothing crosses
+//! threads, so logging a request costs no wakeup of another thread, and no clock read: a
+//! line does not look at the buffer's age. Threads that never opted in (main, blocking pool)
+//! write each line straight through.
 
 use std::cell::RefCell;
 use std::io::{self, Write};
-use std::time::{Duration, Instant};
 
 use tracing_subscriber::fmt::MakeWriter;
 
 struct ThreadBuffer {
     buf: Vec<u8>,
     capacity: usize,
-    flush_every: Duration,
-    last_flush: Instant,
 }
 
 thread_local! {
     static BUFFER: RefCell<Option<ThreadBuffer>> = const { RefCell::new(None) };
 }
 
-/// Buffers this thread's log lines (up to `capacity` bytes, at most `flush_every` old).
-/// A capacity of 0 leaves the thread writing straight through.
-pub fn buffer_this_thread(capacity: usize, flush_every: Duration) {
+/// Buffers this thread's log lines (up to `capacity` bytes); the caller runs
+/// [`flush_this_thread`] on a tick. A capacity of 0 leaves the thread writing straight through.
+pub fn buffer_this_thread(capacity: usize) {
     if capacity == 0 {
         return;
     }
@@ -33,8 +31,6 @@ pub fn buffer_this_thread(capacity: usize, flush_every: Duration) {
         *b.borrow_mut() = Some(ThreadBuffer {
             buf: Vec::with_capacity(capacity),
             capacity,
-            flush_every,
-            last_flush: Instant::now(),
         })
     });
 }
@@ -54,7 +50,6 @@ fn drain(tb: &mut ThreadBuffer) {
         let _ = io::stderr().lock().write_all(&tb.buf);
         tb.buf.clear();
     }
-    tb.last_flush = Instant::now();
 }
 
 /// The `MakeWriter` given to tracing-subscriber.
@@ -69,7 +64,7 @@ impl Write for LineWriter {
             let mut b = b.borrow_mut();
             let Some(tb) = b.as_mut() else { return false };
             tb.buf.extend_from_slice(data);
-            if tb.buf.len() >= tb.capacity || tb.last_flush.elapsed() >= tb.flush_every {
+            if tb.buf.len() >= tb.capacity {
                 drain(tb);
             }
             true
@@ -100,7 +95,7 @@ mod tests {
     #[test]
     fn buffers_until_capacity_then_flushes() {
         std::thread::spawn(|| {
-            buffer_this_thread(64, Duration::from_secs(3600));
+            buffer_this_thread(64);
             let mut w = LineWriter;
             w.write_all(b"0123456789\n").unwrap();
             let len = BUFFER.with(|b| b.borrow().as_ref().unwrap().buf.len());

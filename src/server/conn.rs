@@ -14,16 +14,27 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::OnceLock;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// Milliseconds since an arbitrary process-wide start; never 0 (0 means "unset" below).
+/// Milliseconds since an arbitrary start; never 0 (0 means "unset" below).
+///
+/// On Linux the kernel's coarse monotonic clock: it advances once per tick (a few ms, plenty
+/// for timeouts counted in seconds) and reading it costs no TSC read with its barriers. It is
+/// read several times per request.
+#[cfg(target_os = "linux")]
 pub fn now_ms() -> u64 {
-    static START: OnceLock<Instant> = OnceLock::new();
-    let start = *START.get_or_init(Instant::now);
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::MonotonicCoarse);
+    t.tv_sec as u64 * 1_000 + t.tv_nsec as u64 / 1_000_000 + 1
+}
+
+/// Milliseconds since an arbitrary process-wide start; never 0 (0 means "unset" below).
+#[cfg(not(target_os = "linux"))]
+pub fn now_ms() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let start = *START.get_or_init(std::time::Instant::now);
     start.elapsed().as_millis() as u64 + 1
 }
 

@@ -374,7 +374,7 @@ pub fn run_workers(
                     .max_blocking_threads(per_worker_blocking)
                     .thread_name(format!("worker-{i}-blocking"))
                     .build()?;
-                crate::observe::logbuf::buffer_this_thread(log_buffer, log_flush);
+                crate::observe::logbuf::buffer_this_thread(log_buffer);
                 let result = rt.block_on(async move {
                     let listener = TcpListener::from_std(listener)?;
                     // Flush idle workers' log buffers so lines never wait long.

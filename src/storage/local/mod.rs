@@ -145,6 +145,19 @@ impl AssetStore {
                 return Ok(hit);
             }
         }
+        // Boxed: opening and the caches' insert paths are futures of several KiB, and a hit
+        // (nearly every request) would otherwise carry their size in its state, which is
+        // allocated and copied with every request.
+        Box::pin(self.open_missed(asset, wait_for_digest)).await
+    }
+
+    /// [`Self::open`] for an asset the open-file cache does not hold (or holds without the
+    /// digest the caller must have).
+    async fn open_missed(
+        &self,
+        asset: &AssetPath,
+        wait_for_digest: bool,
+    ) -> Result<OpenAsset, OpenError> {
         let Some(open) = &self.open else {
             return self.open_fresh(asset, wait_for_digest).await;
         };
