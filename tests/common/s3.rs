@@ -19,17 +19,22 @@ pub fn s3_mode() -> bool {
         .is_some_and(|n| n.starts_with("s3_suites"))
 }
 
-/// A moto server on a free loopback port; killed when dropped.
+/// A moto server on a free loopback port; stopped when dropped, and when the test process
+/// ends without dropping it (the shared one is a `static`, never dropped).
 pub struct Moto {
-    child: Child,
+    /// A shell that started moto and waits for its stdin (a pipe from this process) to close,
+    /// then stops moto: the kernel closes the pipe however this process ends. Stopping moto
+    /// from a `Drop` alone left the shared servers running after every test run, and
+    /// `PR_SET_PDEATHSIG` fires when the spawning thread ends, not the process.
+    keeper: Child,
     pub endpoint: String,
     pub port: u16,
 }
 
 impl Drop for Moto {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        drop(self.keeper.stdin.take());
+        let _ = self.keeper.wait();
     }
 }
 
@@ -43,8 +48,19 @@ impl Moto {
             Path::new(bin).exists(),
             "moto is not installed: run `bash tests/run-all.sh`, which installs it"
         );
-        let mut child = Command::new(bin)
-            .args(["-H", "127.0.0.1", "-p", "0"])
+        // The shell gives up its own stderr once moto runs, so that moto dying early still
+        // ends the reads below.
+        let mut child = Command::new("sh")
+            .args([
+                "-c",
+                r#""$0" -H 127.0.0.1 -p 0 & moto=$!
+                exec 2>/dev/null
+                cat >/dev/null
+                kill "$moto"
+                wait "$moto""#,
+                bin,
+            ])
+            .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -72,7 +88,7 @@ impl Moto {
             }
         });
         Moto {
-            child,
+            keeper: child,
             endpoint: format!("http://127.0.0.1:{port}"),
             port,
         }
