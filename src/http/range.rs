@@ -163,20 +163,16 @@ pub fn plan_ranges(specs: &[RangeSpec], len: u64, coalesce_gap: u64) -> RangePla
     if len == 0 {
         return RangePlan::Full; // no Content-Range can describe an empty representation
     }
-    let resolved: Vec<ByteRange> = specs
-        .iter()
-        .filter_map(|spec| match *spec {
-            RangeSpec::FromTo { first, last } => (first < len).then(|| ByteRange {
-                start: first,
-                end: last.map_or(len - 1, |l| l.min(len - 1)),
-            }),
-            RangeSpec::Suffix(0) => None,
-            RangeSpec::Suffix(n) => Some(ByteRange {
-                start: len.saturating_sub(n),
-                end: len - 1,
-            }),
-        })
-        .collect();
+    // Nearly every request asks for one range: planned without the lists `plan_many` builds.
+    if let [spec] = specs {
+        return resolve(spec, len).map_or(RangePlan::Unsatisfiable, RangePlan::Single);
+    }
+    plan_many(specs, len, coalesce_gap)
+}
+
+/// [`plan_ranges`] for any number of specs, through the lists (len > 0).
+fn plan_many(specs: &[RangeSpec], len: u64, coalesce_gap: u64) -> RangePlan {
+    let resolved: Vec<ByteRange> = specs.iter().filter_map(|s| resolve(s, len)).collect();
     if resolved.is_empty() {
         return RangePlan::Unsatisfiable;
     }
@@ -192,6 +188,21 @@ pub fn plan_ranges(specs: &[RangeSpec], len: u64, coalesce_gap: u64) -> RangePla
         RangePlan::Single(parts.remove(0))
     } else {
         RangePlan::Multi(parts)
+    }
+}
+
+/// The bytes `spec` selects from a representation of `len` (> 0) bytes, if any (R-11..R-13).
+fn resolve(spec: &RangeSpec, len: u64) -> Option<ByteRange> {
+    match *spec {
+        RangeSpec::FromTo { first, last } => (first < len).then(|| ByteRange {
+            start: first,
+            end: last.map_or(len - 1, |l| l.min(len - 1)),
+        }),
+        RangeSpec::Suffix(0) => None,
+        RangeSpec::Suffix(n) => Some(ByteRange {
+            start: len.saturating_sub(n),
+            end: len - 1,
+        }),
     }
 }
 
@@ -466,6 +477,22 @@ mod tests {
             let p = plan(&format!("bytes={a}-"), len, 80);
             if a < len { prop_assert_eq!(p, RangePlan::Single(br(a, len - 1))); }
             else { prop_assert_eq!(p, RangePlan::Unsatisfiable); }
+        }
+
+        /// A single spec (answered without the lists) is planned as the lists plan it.
+        #[test]
+        fn one_spec_is_planned_as_many_are(
+            first in 0u64..6000,
+            last in proptest::option::of(0u64..6000),
+            suffix in proptest::option::of(0u64..6000),
+            len in 1u64..5000,
+            gap in 0u64..100,
+        ) {
+            let spec = match suffix {
+                Some(n) => Suffix(n),
+                None => FromTo { first, last: last.map(|l| l.max(first)) },
+            };
+            prop_assert_eq!(plan_ranges(&[spec], len, gap), plan_many(&[spec], len, gap));
         }
 
         /// Arbitrary bytes never panic the parser.

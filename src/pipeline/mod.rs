@@ -164,10 +164,10 @@ async fn playlist(
         last_modified: effective_last_modified(object.modified(), now),
         content_type: object.content_type(),
     };
-    let (ranges, cond) = range_and_conditions(headers);
+    let (ranges, range_lines, cond) = range_and_conditions(headers);
     let decision = decide_pure(
         method == Method::GET,
-        &ranges,
+        &ranges[..range_lines],
         &cond,
         &representation,
         RangeOptions {
@@ -303,14 +303,14 @@ fn decide(
     object: &Object,
     now: SystemTime,
 ) -> Decision {
-    let (ranges, cond) = range_and_conditions(headers);
+    let (ranges, range_lines, cond) = range_and_conditions(headers);
     let opts = RangeOptions {
         max_ranges: app.settings.ranges.max_ranges,
         coalesce_gap: app.settings.ranges.coalesce_gap,
     };
     decide_pure(
         method == Method::GET,
-        &ranges,
+        &ranges[..range_lines],
         &cond,
         &resource(object, now),
         opts,
@@ -413,14 +413,19 @@ async fn stream(
 }
 
 /// The request's Range lines and precondition fields, in one pass over its fields (a request
-/// has a handful; six lookups by name would hash six names for mostly absent fields).
-fn range_and_conditions(h: &HeaderMap) -> (Vec<&[u8]>, ConditionalHeaders<'_>) {
-    let mut ranges = Vec::new();
+/// has a handful; six lookups by name would hash six names for mostly absent fields). Of the
+/// Range lines, the first two and their count up to two: a second line is enough to ignore
+/// them all, and no list is allocated for them.
+fn range_and_conditions(h: &HeaderMap) -> ([&[u8]; 2], usize, ConditionalHeaders<'_>) {
+    let (mut ranges, mut range_lines): ([&[u8]; 2], usize) = ([&[], &[]], 0);
     let mut cond = ConditionalHeaders::default();
     for (name, value) in h {
         let list = match *name {
             header::RANGE => {
-                ranges.push(value.as_bytes());
+                if let Some(slot) = ranges.get_mut(range_lines) {
+                    *slot = value.as_bytes();
+                    range_lines += 1;
+                }
                 continue;
             }
             header::IF_MATCH => &mut cond.if_match,
@@ -432,5 +437,5 @@ fn range_and_conditions(h: &HeaderMap) -> (Vec<&[u8]>, ConditionalHeaders<'_>) {
         };
         list.push(String::from_utf8_lossy(value.as_bytes()));
     }
-    (ranges, cond)
+    (ranges, range_lines, cond)
 }
