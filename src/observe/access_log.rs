@@ -292,6 +292,12 @@ fn push_socket(out: &mut String, addr: SocketAddr) {
     }
 }
 
+/// Bytes this file formatted as ASCII (digits, separators), appended without the UTF-8 check
+/// `str::from_utf8` makes (a few per line, every request).
+fn push_ascii(out: &mut String, ascii: &[u8]) {
+    out.extend(ascii.iter().map(|&b| char::from(b)));
+}
+
 fn push_int(out: &mut String, mut n: u64) {
     let mut digits = [0u8; 20];
     let mut i = digits.len();
@@ -303,8 +309,7 @@ fn push_int(out: &mut String, mut n: u64) {
             break;
         }
     }
-    // Only ASCII digits were written.
-    out.push_str(std::str::from_utf8(&digits[i..]).unwrap_or("0"));
+    push_ascii(out, &digits[i..]);
 }
 
 /// Whole microseconds as milliseconds, as `{:?}` writes the `f64` `micros / 1000`: `0.022`,
@@ -329,7 +334,7 @@ fn push_millis(out: &mut String, micros: u64) {
     } else {
         1
     };
-    out.push_str(std::str::from_utf8(&digits[..len]).unwrap_or("0"));
+    push_ascii(out, &digits[..len]);
 }
 
 /// `2026-11-30T10:48:18.840958Z`, as tracing-subscriber's default timer writes it. The part
@@ -345,15 +350,14 @@ fn rfc3339_micros(out: &mut String, t: std::time::SystemTime) {
         prefix = civil_second(secs);
         SECOND.set((secs, prefix));
     }
-    // Only ASCII digits and separators were written.
-    out.push_str(std::str::from_utf8(&prefix).unwrap_or("1970-01-01T00:00:00"));
+    push_ascii(out, &prefix);
     out.push('.');
     let micros = d.subsec_micros();
     let mut frac = [b'0'; 6];
     for (i, place) in [100_000, 10_000, 1_000, 100, 10, 1].into_iter().enumerate() {
         frac[i] = b'0' + (micros / place % 10) as u8;
     }
-    out.push_str(std::str::from_utf8(&frac).unwrap_or("000000"));
+    push_ascii(out, &frac);
     out.push('Z');
 }
 
