@@ -44,6 +44,8 @@ const MAX_PARSED_HEADERS: usize = 128;
 const READ_SCRATCH: usize = 8 * 1024;
 /// Smallest read for a body chunk, however little a slow socket took last time.
 const MIN_CHUNK: usize = 16 * 1024;
+/// A body rest larger than this is read only as far as the socket has room for it.
+const ASK_ROOM_ABOVE: u64 = 64 * 1024;
 /// A response yields to the other connections of its worker after this many bytes (nginx's
 /// sendfile_max_chunk), so one fast client cannot hold the thread.
 const YIELD_EVERY: u64 = 1024 * 1024;
@@ -369,13 +371,15 @@ impl Plain {
         let mut pace = Pace::new(streaming.read_size);
         loop {
             // Read no more file bytes than the socket can take now: what it refused would be
-            // read again (a bulk download would copy many bytes twice). A small rest is not
-            // worth the two system calls that ask. At least a little is always offered: only a
+            // read again (a bulk download would copy many bytes twice). A rest of up to
+            // ASK_ROOM_ABOVE is offered without the two system calls that ask: at worst what
+            // the socket refused is read once more, and a small object (a segment, a
+            // thumbnail) is usually taken whole. At least a little is always offered: only a
             // refused write makes the kernel report room again (it sets SOCK_NOSPACE), so a
             // wait without one would hang.
             let large = body
                 .as_deref()
-                .is_some_and(|b| http_body::Body::size_hint(b).lower() > MIN_CHUNK as u64);
+                .is_some_and(|b| http_body::Body::size_hint(b).lower() > ASK_ROOM_ABOVE);
             let take = match large.then(|| socket_room(sock)).flatten() {
                 Some(room) => pace
                     .want
