@@ -289,14 +289,14 @@ pub fn recycle_headers(mut h: HeaderMap) {
     });
 }
 
-/// `bytes first-last/complete` (what [`ByteRange::content_range`] writes), formatted on the
-/// stack: one copy into the value instead of a `String` and a copy.
+/// The `Content-Range` value, formatted on the stack: one copy into the value instead of a
+/// `String` and a copy.
 fn content_range_value(r: &ByteRange, complete: u64) -> HeaderValue {
     use std::io::Write;
     // "bytes " + three u64s of at most 20 digits + "-" + "/".
     let mut buf = [0u8; 68];
     let mut rest = &mut buf[..];
-    let _ = write!(rest, "bytes {}-{}/{}", r.start, r.end, complete);
+    let _ = write!(rest, "{}", r.content_range_text(complete));
     let n = 68 - rest.len();
     HeaderValue::from_bytes(&buf[..n]).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
