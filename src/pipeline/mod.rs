@@ -164,10 +164,10 @@ async fn playlist(
         last_modified: effective_last_modified(object.modified(), now),
         content_type: object.content_type(),
     };
-    let (ranges, range_lines, cond) = range_and_conditions(headers);
+    let (ranges, cond) = range_and_conditions(headers);
     let decision = decide_pure(
         method == Method::GET,
-        &ranges[..range_lines],
+        ranges.lines(),
         &cond,
         &representation,
         RangeOptions {
@@ -303,14 +303,14 @@ fn decide(
     object: &Object,
     now: SystemTime,
 ) -> Decision {
-    let (ranges, range_lines, cond) = range_and_conditions(headers);
+    let (ranges, cond) = range_and_conditions(headers);
     let opts = RangeOptions {
         max_ranges: app.settings.ranges.max_ranges,
         coalesce_gap: app.settings.ranges.coalesce_gap,
     };
     decide_pure(
         method == Method::GET,
-        &ranges[..range_lines],
+        ranges.lines(),
         &cond,
         &resource(object, now),
         opts,
@@ -412,20 +412,36 @@ async fn stream(
     }
 }
 
+/// A request's first two Range lines: a second line is enough to ignore them all, so
+/// no list is allocated for them.
+#[derive(Default)]
+struct RangeLines<'a> {
+    kept: [&'a [u8]; 2],
+    count: usize,
+}
+
+impl<'a> RangeLines<'a> {
+    fn push(&mut self, line: &'a [u8]) {
+        if let Some(slot) = self.kept.get_mut(self.count) {
+            *slot = line;
+            self.count += 1;
+        }
+    }
+
+    fn lines(&self) -> &[&'a [u8]] {
+        &self.kept[..self.count]
+    }
+}
+
 /// The request's Range lines and precondition fields, in one pass over its fields (a request
-/// has a handful; six lookups by name would hash six names for mostly absent fields). Of the
-/// Range lines, the first two and their count up to two: a second line is enough to ignore
-/// them all, and no list is allocated for them.
-fn range_and_conditions(h: &HeaderMap) -> ([&[u8]; 2], usize, ConditionalHeaders<'_>) {
-    let (mut ranges, mut range_lines): ([&[u8]; 2], usize) = ([&[], &[]], 0);
+/// has a handful; six lookups by name would hash six names for mostly absent fields).
+fn range_and_conditions(h: &HeaderMap) -> (RangeLines<'_>, ConditionalHeaders<'_>) {
+    let mut ranges = RangeLines::default();
     let mut cond = ConditionalHeaders::default();
     for (name, value) in h {
         let list = match *name {
             header::RANGE => {
-                if let Some(slot) = ranges.get_mut(range_lines) {
-                    *slot = value.as_bytes();
-                    range_lines += 1;
-                }
+                ranges.push(value.as_bytes());
                 continue;
             }
             header::IF_MATCH => &mut cond.if_match,
@@ -437,5 +453,5 @@ fn range_and_conditions(h: &HeaderMap) -> ([&[u8]; 2], usize, ConditionalHeaders
         };
         list.push(String::from_utf8_lossy(value.as_bytes()));
     }
-    (ranges, range_lines, cond)
+    (ranges, cond)
 }
