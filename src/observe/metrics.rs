@@ -2,7 +2,8 @@
 //!
 //! Events (requests, bytes, shed, tokens, invalidations, closed connections) are counted as
 //! they happen; the hot ones are resolved to plain counters once at startup so a request costs
-//! a few relaxed atomic adds, never a label lookup. State that already lives elsewhere (active
+//! a few relaxed atomic adds to its thread's own slots (`sharded`), never a label lookup or a
+//! lock. State that already lives elsewhere (active
 //! streams, cache counters, open descriptors) is read at scrape time.
 
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -11,8 +12,9 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
-use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+
+use super::sharded::{ShardedCounter, ShardedHistogram};
 
 /// Route label of a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,9 +101,9 @@ pub const SOCKET_CLOSE_REASONS: [&str; 6] = [
 /// Everything `/metrics` shows that is counted as it happens.
 pub struct Metrics {
     registry: Registry,
-    requests: Vec<[Counter; 5]>,
-    bytes: Vec<Counter>,
-    ttfb: Histogram,
+    requests: Vec<[ShardedCounter; 5]>,
+    bytes: Vec<ShardedCounter>,
+    ttfb: ShardedHistogram,
     pub shed: Family<ReasonLabels, Counter>,
     pub tokens: Family<ResultLabels, Counter>,
     pub connections_closed: Family<ReasonLabels, Counter>,
@@ -123,22 +125,22 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("video_origin");
-        let requests_family = Family::<RequestLabels, Counter>::default();
+        let requests_family = Family::<RequestLabels, ShardedCounter>::default();
         registry.register(
             "requests",
             "Requests answered, by route and status class",
             requests_family.clone(),
         );
-        let bytes_family = Family::<RouteLabels, Counter>::default();
+        let bytes_family = Family::<RouteLabels, ShardedCounter>::default();
         registry.register(
             "response_bytes",
             "Response body bytes sent, by route",
             bytes_family.clone(),
         );
         // 0.1 ms .. ~3.3 s: page-cache hits are sub-millisecond, cold disk reads tens of ms.
-        let ttfb = Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
-            0.0001, 2.0, 16,
-        ));
+        let ttfb = ShardedHistogram::new(
+            prometheus_client::metrics::histogram::exponential_buckets(0.0001, 2.0, 16),
+        );
         registry.register(
             "time_to_first_byte_seconds",
             "From request head received to the first body byte handed to the socket (or to the head for empty bodies)",

@@ -4,3 +4,4 @@
 pub mod access_log;
 pub mod logbuf;
 pub mod metrics;
+pub mod sharded;

@@ -40,7 +40,8 @@ pub struct AssetStore {
     pub root: Arc<PathBuf>,
     pub metadata: MetadataCache,
     open: Option<Cache<String, OpenAsset>>,
-    open_hits: std::sync::atomic::AtomicU64,
+    /// Counted by every hit from both workers: per-thread slots, not one shared line.
+    open_hits: crate::observe::sharded::ShardedCounter,
     /// Bytes per disk read of a body (after the small first chunks).
     read_size: usize,
 }
@@ -126,7 +127,7 @@ impl AssetStore {
             root: Arc::new(root),
             metadata,
             open,
-            open_hits: std::sync::atomic::AtomicU64::new(0),
+            open_hits: Default::default(),
             read_size,
         }
     }
@@ -245,8 +246,7 @@ impl AssetStore {
             })
             .ok();
         if now.is_some_and(|m| FileIdentity::of(&m) == hit.meta.identity) {
-            self.open_hits
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.open_hits.inc();
             return Some(hit);
         }
         open.invalidate(asset.as_str()).await;
@@ -260,7 +260,7 @@ impl AssetStore {
     pub async fn stats(&self) -> crate::storage::local::metadata::CacheStats {
         self.metadata.run_pending().await;
         let mut st = self.metadata.stats();
-        st.hits += self.open_hits.load(std::sync::atomic::Ordering::Relaxed);
+        st.hits += self.open_hits.get();
         st
     }
 
