@@ -109,18 +109,34 @@ struct Rule {
     surrogate_key: bool,
 }
 
-/// Paths whose 2xx headers the policy keeps rendered.
-const RENDERED_PATHS: u64 = 10_000;
+/// Paths whose 2xx headers a thread keeps rendered (all of them are dropped when more come:
+/// rendering again is cheap, and only paths that exist reach the memo).
+const RENDERED_PATHS: usize = 10_000;
+
+/// Policies a thread keeps memos for (a server has one; tests build many).
+const RENDERED_POLICIES: usize = 8;
+
+thread_local! {
+    /// Per policy (`CachePolicy::memo`), the 2xx headers already worked out for a served path
+    /// with the rule's index. Per thread, not shared: a lookup is a plain hash-map probe (a
+    /// shared cache recorded every read), and the reference counts handed out live in this
+    /// thread's own memory instead of a line both workers write.
+    static RENDERED: std::cell::RefCell<
+        std::collections::HashMap<u64, std::collections::HashMap<Box<str>, Rendered>>,
+    > = Default::default();
+}
+
+/// Tells policies apart in [`RENDERED`]; clones share one (they have the same rules).
+static NEXT_MEMO: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 #[derive(Debug, Clone)]
 pub struct CachePolicy {
     rules: Vec<Rule>,
     cdn: Cdn,
     warnings: Vec<String>,
-    /// 2xx headers already worked out for a served path (rule matching and tag rendering run
-    /// once per file, not per response), with the rule's index. Only paths that exist reach
-    /// it, and it is bounded.
-    rendered: moka::sync::Cache<String, Rendered>,
+    /// This policy's key in the per-thread memo of rendered 2xx headers: rule matching and
+    /// tag rendering run once per file and thread, not per response.
+    memo: u64,
 }
 
 /// Headers for a path, and the position of the rule that made them (None: the fallback).
@@ -308,7 +324,7 @@ impl CachePolicy {
             rules: compiled,
             cdn,
             warnings,
-            rendered: moka::sync::Cache::new(RENDERED_PATHS),
+            memo: NEXT_MEMO.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         })
     }
 
@@ -333,20 +349,27 @@ impl CachePolicy {
         class: ResponseClass,
     ) -> (PolicyList, Option<&std::sync::Arc<str>>) {
         if class == ResponseClass::Success {
-            let (headers, index) = match self.rendered.get(path) {
-                Some(hit) => hit,
-                None => {
-                    let made: Rendered = match self.find(path, class) {
-                        Some(rule) => (
-                            Self::render(rule, path).into(),
-                            self.rules.iter().position(|r| std::ptr::eq(r, rule)),
-                        ),
-                        None => (Self::fallback(class).into(), None),
-                    };
-                    self.rendered.insert(path.to_owned(), made.clone());
-                    made
+            let (headers, index) = RENDERED.with_borrow_mut(|memos| {
+                if memos.len() >= RENDERED_POLICIES && !memos.contains_key(&self.memo) {
+                    memos.clear();
                 }
-            };
+                let memo = memos.entry(self.memo).or_default();
+                if let Some(hit) = memo.get(path) {
+                    return hit.clone();
+                }
+                let made: Rendered = match self.find(path, class) {
+                    Some(rule) => (
+                        Self::render(rule, path).into(),
+                        self.rules.iter().position(|r| std::ptr::eq(r, rule)),
+                    ),
+                    None => (Self::fallback(class).into(), None),
+                };
+                if memo.len() >= RENDERED_PATHS {
+                    memo.clear();
+                }
+                memo.insert(path.into(), made.clone());
+                made
+            });
             return (headers, index.map(|i| &self.rules[i].log_label));
         }
         match self.find(path, class) {
@@ -651,6 +674,35 @@ mod tests {
         h.iter()
             .find(|(n, _)| n.as_str() == name)
             .map(|(_, v)| v.to_str().unwrap())
+    }
+
+    /// The per-thread memo keeps policies apart, and past its bound it still answers what
+    /// the rules say.
+    #[test]
+    fn memoized_headers_are_each_policys_own() {
+        let one = CachePolicy::compile(&[rule("**", "public, max-age=1")], Cdn::Generic).unwrap();
+        let two = CachePolicy::compile(&[rule("**", "public, max-age=2")], Cdn::Generic).unwrap();
+        let cc = |p: &CachePolicy, path: &str| {
+            get(&p.apply(path, ResponseClass::Success).0, "cache-control").map(str::to_owned)
+        };
+        for i in 0..RENDERED_PATHS + 10 {
+            let path = format!("v/{i}.mp4");
+            assert_eq!(cc(&one, &path).as_deref(), Some("public, max-age=1"));
+            assert_eq!(cc(&two, &path).as_deref(), Some("public, max-age=2"));
+        }
+        // More policies than the memo keeps on one thread: the first still gets its own.
+        let others: Vec<CachePolicy> = (0..RENDERED_POLICIES)
+            .map(|_| CachePolicy::compile(&[rule("**", "no-store")], Cdn::Generic).unwrap())
+            .collect();
+        for p in &others {
+            assert_eq!(cc(p, "v/0.mp4").as_deref(), Some("no-store"));
+        }
+        assert_eq!(cc(&one, "v/0.mp4").as_deref(), Some("public, max-age=1"));
+        // A clone shares its original's memo and rules.
+        assert_eq!(
+            cc(&two.clone(), "v/0.mp4").as_deref(),
+            Some("public, max-age=2")
+        );
     }
 
     #[test]
