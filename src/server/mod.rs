@@ -339,6 +339,9 @@ async fn watchdog(
         };
         let sleep = Duration::from_millis(wake.saturating_sub(conn::now_ms()));
         tokio::select! {
+            // In order: the connection is polled on every wake-up, the timer rarely fires, and
+            // a fair select draws a random number per poll to choose.
+            biased;
             () = &mut work => return,
             () = tokio::time::sleep(sleep) => {}
         }
