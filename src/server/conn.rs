@@ -417,7 +417,16 @@ mod tests {
         assert!(c.snapshot().write_blocked_since.is_none());
         c.body_started();
         let since = c.snapshot().delivering_since.unwrap();
-        std::thread::sleep(Duration::from_millis(5));
+        // The clock is coarse (a tick, 4 ms here, and a busy machine may update it late): wait
+        // until it has moved on, however long that takes, rather than for a fixed time.
+        let waited = std::time::Instant::now();
+        while now_ms() <= since {
+            assert!(
+                waited.elapsed() < Duration::from_secs(5),
+                "now_ms never moved"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
         c.body_frame();
         assert!(
             c.snapshot().delivering_since.unwrap() > since,
