@@ -294,22 +294,8 @@ fn push_socket(out: &mut String, addr: SocketAddr) {
 
 /// Bytes this file formatted as ASCII (digits, separators), appended without the UTF-8 check
 /// `str::from_utf8` makes (a few per line, every request).
-fn push_ascii(out: &mut String, ascii: &[u8]) {
-    out.extend(ascii.iter().map(|&b| char::from(b)));
-}
-
-fn push_int(out: &mut String, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    push_ascii(out, &digits[i..]);
+fn push_int(out: &mut String, n: u64) {
+    out.push_str(itoa::Buffer::new().format(n));
 }
 
 /// Whole microseconds as milliseconds, as `{:?}` writes the `f64` `micros / 1000`: `0.022`,
@@ -322,48 +308,36 @@ fn push_millis(out: &mut String, micros: u64) {
         out.push('0');
         return;
     }
-    let digits = [
-        b'0' + (frac / 100) as u8,
-        b'0' + (frac / 10 % 10) as u8,
-        b'0' + (frac % 10) as u8,
-    ];
-    let len = if digits[2] != b'0' {
-        3
-    } else if digits[1] != b'0' {
-        2
-    } else {
-        1
-    };
-    push_ascii(out, &digits[..len]);
+    // 1000 + frac prints as "1" and the three digits, leading zeros kept.
+    let mut digits = itoa::Buffer::new();
+    out.push_str(digits.format(1000 + frac)[1..].trim_end_matches('0'));
 }
 
 /// `2026-11-30T10:48:18.840958Z`, as tracing-subscriber's default timer writes it. The part
 /// up to the seconds is worked out once per second and thread.
 fn rfc3339_micros(out: &mut String, t: std::time::SystemTime) {
     thread_local! {
-        static SECOND: std::cell::Cell<(u64, [u8; 19])> = const { std::cell::Cell::new((u64::MAX, [0; 19])) };
+        static SECOND: std::cell::RefCell<(u64, String)> =
+            const { std::cell::RefCell::new((u64::MAX, String::new())) };
     }
     let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs();
-    let (cached, mut prefix) = SECOND.get();
-    if cached != secs {
-        prefix = civil_second(secs);
-        SECOND.set((secs, prefix));
-    }
-    push_ascii(out, &prefix);
+    SECOND.with_borrow_mut(|(cached, prefix)| {
+        if *cached != secs {
+            *prefix = civil_second(secs);
+            *cached = secs;
+        }
+        out.push_str(prefix);
+    });
     out.push('.');
-    let micros = d.subsec_micros();
-    let mut frac = [b'0'; 6];
-    for (i, place) in [100_000, 10_000, 1_000, 100, 10, 1].into_iter().enumerate() {
-        frac[i] = b'0' + (micros / place % 10) as u8;
-    }
-    push_ascii(out, &frac);
+    // 1_000_000 + micros prints as "1" and six digits, leading zeros kept.
+    let mut digits = itoa::Buffer::new();
+    out.push_str(&digits.format(1_000_000 + u64::from(d.subsec_micros()))[1..]);
     out.push('Z');
 }
 
 /// `YYYY-MM-DDTHH:MM:SS` of a second since the epoch.
-fn civil_second(secs: u64) -> [u8; 19] {
-    use std::io::Write;
+fn civil_second(secs: u64) -> String {
     let (days, rem) = (secs / 86_400, secs % 86_400);
     // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
     let z = days as i64 + 719_468;
@@ -375,15 +349,12 @@ fn civil_second(secs: u64) -> [u8; 19] {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    let mut text = [0u8; 19];
-    let _ = write!(
-        &mut text[..],
+    format!(
         "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}",
         rem / 3600,
         rem % 3600 / 60,
         rem % 60,
-    );
-    text
+    )
 }
 
 /// A JSON string literal, escaped as serde_json does.
