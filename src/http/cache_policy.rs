@@ -121,9 +121,16 @@ thread_local! {
     /// with the rule's index. Per thread, not shared: a lookup is a plain hash-map probe (a
     /// shared cache recorded every read), and the reference counts handed out live in this
     /// thread's own memory instead of a line both workers write.
-    static RENDERED: std::cell::RefCell<
-        std::collections::HashMap<u64, std::collections::HashMap<Box<str>, Rendered>>,
-    > = Default::default();
+    static RENDERED: std::cell::RefCell<std::collections::HashMap<u64, Memo>> =
+        Default::default();
+}
+
+/// One policy's memo on one thread.
+struct Memo {
+    /// This thread's copies of the rules' log labels: the access log keeps one per request,
+    /// and a shared label's reference count would be a line both workers write.
+    labels: Vec<std::sync::Arc<str>>,
+    paths: std::collections::HashMap<Box<str>, Rendered>,
 }
 
 /// Tells policies apart in [`RENDERED`]; clones share one (they have the same rules).
@@ -139,11 +146,11 @@ pub struct CachePolicy {
     memo: u64,
 }
 
-/// Headers for a path, and the position of the rule that made them (None: the fallback).
 /// Rendered headers, shared: a hit hands out a reference count, not a copy of every value.
 pub type PolicyList = std::sync::Arc<[(HeaderName, HeaderValue)]>;
 
-type Rendered = (PolicyList, Option<usize>);
+/// Headers for a path, and the log label of the rule that made them (None: the fallback).
+type Rendered = (PolicyList, Option<std::sync::Arc<str>>);
 
 /// Which rule applied and the headers it produced (for `video-origin explain`).
 #[derive(Debug, Clone)]
@@ -343,37 +350,42 @@ impl CachePolicy {
     }
 
     /// The headers for `path` and the label of the rule that produced them (None: fallback).
-    pub fn apply(
-        &self,
-        path: &str,
-        class: ResponseClass,
-    ) -> (PolicyList, Option<&std::sync::Arc<str>>) {
+    pub fn apply(&self, path: &str, class: ResponseClass) -> Rendered {
         if class == ResponseClass::Success {
-            let (headers, index) = RENDERED.with_borrow_mut(|memos| {
+            return RENDERED.with_borrow_mut(|memos| {
                 if memos.len() >= RENDERED_POLICIES && !memos.contains_key(&self.memo) {
                     memos.clear();
                 }
-                let memo = memos.entry(self.memo).or_default();
-                if let Some(hit) = memo.get(path) {
+                let memo = memos.entry(self.memo).or_insert_with(|| Memo {
+                    labels: (self.rules.iter())
+                        .map(|r| std::sync::Arc::from(&*r.log_label))
+                        .collect(),
+                    paths: Default::default(),
+                });
+                if let Some(hit) = memo.paths.get(path) {
                     return hit.clone();
                 }
                 let made: Rendered = match self.find(path, class) {
                     Some(rule) => (
                         Self::render(rule, path).into(),
-                        self.rules.iter().position(|r| std::ptr::eq(r, rule)),
+                        (self.rules.iter())
+                            .position(|r| std::ptr::eq(r, rule))
+                            .map(|i| memo.labels[i].clone()),
                     ),
                     None => (Self::fallback(class).into(), None),
                 };
-                if memo.len() >= RENDERED_PATHS {
-                    memo.clear();
+                if memo.paths.len() >= RENDERED_PATHS {
+                    memo.paths.clear();
                 }
-                memo.insert(path.into(), made.clone());
+                memo.paths.insert(path.into(), made.clone());
                 made
             });
-            return (headers, index.map(|i| &self.rules[i].log_label));
         }
         match self.find(path, class) {
-            Some(rule) => (Self::render(rule, path).into(), Some(&rule.log_label)),
+            Some(rule) => (
+                Self::render(rule, path).into(),
+                Some(rule.log_label.clone()),
+            ),
             None => (Self::fallback(class).into(), None),
         }
     }
@@ -703,6 +715,20 @@ mod tests {
             cc(&two.clone(), "v/0.mp4").as_deref(),
             Some("public, max-age=2")
         );
+        // The rule's log label, on this thread and on another (each has its own copy).
+        let two_rules = CachePolicy::compile(
+            &[rule("a/**", "no-store"), rule("**", "public, max-age=2")],
+            Cdn::Generic,
+        )
+        .unwrap();
+        let label = |p: &CachePolicy, path: &str| p.apply(path, ResponseClass::Success).1;
+        for _ in 0..2 {
+            assert_eq!(label(&two_rules, "a/x.mp4").as_deref(), Some("rules[0]"));
+            assert_eq!(label(&two_rules, "b/x.mp4").as_deref(), Some("rules[1]"));
+        }
+        std::thread::scope(|s| {
+            s.spawn(|| assert_eq!(label(&two_rules, "b/x.mp4").as_deref(), Some("rules[1]")));
+        });
     }
 
     #[test]

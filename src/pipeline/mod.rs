@@ -336,7 +336,7 @@ fn head(
         } => vec![(header::CACHE_CONTROL, PRIVATE_NO_STORE.clone())].into(),
         _ => {
             let (headers, rule) = app.policy.apply(asset.as_str(), ResponseClass::Success);
-            note.cache_rule = rule.cloned();
+            note.cache_rule = rule;
             headers
         }
     };
