@@ -74,7 +74,12 @@ impl FileIdentity {
 /// place (every holder of it, the open-file cache included, sees it at once). A digest taken
 /// from the index for a copy (size and mtime match, not the inode) is provisional until the
 /// background hash confirms or replaces it.
+///
+/// Aligned to 128 bytes: every request for the file clones and drops its `Arc` from either
+/// worker, and the reference counts must not share a cache line with `identity`, which every
+/// request reads.
 #[derive(Debug)]
+#[repr(align(128))]
 pub struct FileMeta {
     /// Size, mtime and the rest of what this version was read under.
     pub identity: FileIdentity,
