@@ -122,13 +122,13 @@ pub fn build_head(
                 Decision::Full => {
                     h.insert(header::ACCEPT_RANGES, BYTES.clone());
                     h.insert(header::CONTENT_TYPE, content_type_value(res.content_type));
-                    h.insert(header::CONTENT_LENGTH, HeaderValue::from(res.len));
+                    h.insert(header::CONTENT_LENGTH, length_value(res.len));
                     StatusCode::OK
                 }
                 Decision::Partial(r) => {
                     h.insert(header::ACCEPT_RANGES, BYTES.clone());
                     h.insert(header::CONTENT_TYPE, content_type_value(res.content_type));
-                    h.insert(header::CONTENT_LENGTH, HeaderValue::from(r.len()));
+                    h.insert(header::CONTENT_LENGTH, length_value(r.len()));
                     h.insert(header::CONTENT_RANGE, content_range_value(r, res.len));
                     StatusCode::PARTIAL_CONTENT
                 }
@@ -163,7 +163,7 @@ pub fn build_head(
 /// Headers for a short text error (no representation metadata: R-35, C-23).
 fn error_headers(h: &mut HeaderMap, text: &str) {
     h.insert(header::CONTENT_TYPE, TEXT_PLAIN.clone());
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(text.len()));
+    h.insert(header::CONTENT_LENGTH, length_value(text.len() as u64));
     h.insert(header::CACHE_CONTROL, NO_STORE.clone());
 }
 
@@ -239,6 +239,27 @@ thread_local! {
     static RECENT_TYPES: std::cell::RefCell<Recent> = std::cell::RefCell::new(Recent::default());
 }
 
+/// A `Content-Length` value. The last few lengths built on this thread are kept (keyed by the
+/// number, so a miss costs no more than building it): a hot file, a CDN's fixed-size range
+/// fills and the short error texts repeat theirs, and `HeaderValue::from` allocates each time.
+fn length_value(n: u64) -> HeaderValue {
+    /// The kept (length, value) pairs and the slot the next miss replaces.
+    type Lengths = ([Option<(u64, HeaderValue)>; 4], usize);
+    thread_local! {
+        static RECENT_LENGTHS: std::cell::RefCell<Lengths> =
+            const { std::cell::RefCell::new(([None, None, None, None], 0)) };
+    }
+    RECENT_LENGTHS.with_borrow_mut(|(slots, next)| {
+        if let Some((_, v)) = slots.iter().flatten().find(|(k, _)| *k == n) {
+            return v.clone();
+        }
+        let v = HeaderValue::from(n);
+        slots[*next] = Some((n, v.clone()));
+        *next = (*next + 1) % slots.len();
+        v
+    })
+}
+
 /// The `ETag` field value of `tag`. Weak tags are keyed with a leading DQUOTE, which no
 /// opaque tag can contain, so a weak `W/"x"` and a strong `"W/x"` never share a slot.
 fn etag_value(tag: &EntityTag) -> HeaderValue {
@@ -311,6 +332,28 @@ fn header_value(s: &str) -> HeaderValue {
 mod tests {
     use super::*;
     use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn kept_lengths_are_their_own_numbers() {
+        // Repeats (hits), more distinct lengths than slots (evictions), and back again.
+        for n in [
+            0u64,
+            4096,
+            4096,
+            1,
+            2,
+            3,
+            4,
+            5,
+            4096,
+            u64::MAX,
+            0,
+            65_536,
+            65_536,
+        ] {
+            assert_eq!(length_value(n), n.to_string().as_str());
+        }
+    }
 
     #[test]
     fn kept_values_are_the_values_of_their_own_keys() {
