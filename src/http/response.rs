@@ -279,10 +279,11 @@ fn content_type_value(content_type: &str) -> HeaderValue {
     })
 }
 
-/// Response header maps whose heads were sent, cleared (a cleared map keeps its room), kept on
-/// this thread for the next response: building a map cost two allocations per response.
+/// Header maps no longer needed (a response's once its head is sent, a request's once it is
+/// answered), cleared (a cleared map keeps its room), kept on this thread for the next request
+/// or response: building a map cost two allocations each.
 const SPARE_MAPS: usize = 16;
-/// A response head has about a dozen fields; a map grown past this many is freed, not kept.
+/// A head has about a dozen fields; a map grown past this many is freed, not kept.
 const SPARE_MAX_FIELDS: usize = 32;
 
 thread_local! {
@@ -290,14 +291,15 @@ thread_local! {
 }
 
 /// An empty header map, reused when one is at hand.
-fn spare_headers() -> HeaderMap {
+pub fn spare_headers() -> HeaderMap {
     SPARE
         .with_borrow_mut(Vec::pop)
         .unwrap_or_else(|| HeaderMap::with_capacity(12))
 }
 
-/// Hands a response's header map back once its head is sent (a writer that encodes heads
-/// itself calls this; maps dropped elsewhere are simply freed).
+/// Hands a header map back for reuse: a response's once its head is sent (a writer that
+/// encodes heads itself calls this), a request's once it is answered. Maps dropped elsewhere
+/// are simply freed.
 pub fn recycle_headers(mut h: HeaderMap) {
     if h.capacity() > SPARE_MAX_FIELDS {
         return;

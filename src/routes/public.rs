@@ -105,20 +105,24 @@ pub async fn route<B>(
     }
     match *req.method() {
         Method::GET | Method::HEAD => {
-            let target = crate::pipeline::Target {
-                raw_path: path,
-                query: req.uri().query().unwrap_or(""),
-                asset: rest,
-                client,
-                cookies: req
-                    .headers()
-                    .get_all(header::COOKIE)
-                    .iter()
-                    .filter_map(|v| v.to_str().ok())
-                    .collect(),
+            let mut resp = {
+                let target = crate::pipeline::Target {
+                    raw_path: path,
+                    query: req.uri().query().unwrap_or(""),
+                    asset: rest,
+                    client,
+                    cookies: req
+                        .headers()
+                        .get_all(header::COOKIE)
+                        .iter()
+                        .filter_map(|v| v.to_str().ok())
+                        .collect(),
+                };
+                serve_asset(app, req.method(), req.headers(), &target, note, now).await
             };
-            let mut resp = serve_asset(app, req.method(), req.headers(), &target, note, now).await;
             add_cors(app, origin, resp.headers_mut());
+            // The request's field map is reused for the next request this thread parses.
+            crate::http::response::recycle_headers(req.into_parts().0.headers);
             resp
         }
         _ => reply::method_not_allowed("GET, HEAD", now),

@@ -119,7 +119,8 @@ pub fn parse(buf: &Bytes, max_headers: usize) -> Parsed {
     if req.headers.len() > max_headers {
         return Parsed::Other;
     }
-    let mut map = http::HeaderMap::with_capacity(req.headers.len());
+    // A map an earlier request or response on this thread no longer needs, when there is one.
+    let mut map = crate::http::response::spare_headers();
     let (mut close, mut keep) = (false, false);
     for h in req.headers.iter() {
         let (Ok(name), Ok(value)) = (
@@ -162,6 +163,35 @@ pub fn parse(buf: &Bytes, max_headers: usize) -> Parsed {
     }))
 }
 
+/// Encoded heads already sent, cleared, kept on this thread for the next response's head (a
+/// `Vec` per response was one allocation each).
+const SPARE_HEADS: usize = 16;
+/// A head grown past this (a very long header field) is freed, not kept.
+const SPARE_HEAD_BYTES: usize = 4096;
+
+thread_local! {
+    static HEADS: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
+fn spare_head() -> Vec<u8> {
+    HEADS
+        .with_borrow_mut(Vec::pop)
+        .unwrap_or_else(|| Vec::with_capacity(512))
+}
+
+/// Hands a sent head back for the next response on this thread.
+fn recycle_head(mut head: Vec<u8>) {
+    if head.capacity() > SPARE_HEAD_BYTES {
+        return;
+    }
+    head.clear();
+    HEADS.with_borrow_mut(|heads| {
+        if heads.len() < SPARE_HEADS {
+            heads.push(head);
+        }
+    });
+}
+
 /// Whether a response with this status may carry a body (RFC 9110 §6.4.1).
 fn bodiless(status: StatusCode) -> bool {
     status.is_informational()
@@ -178,7 +208,7 @@ pub fn encode_head(
     head_request: bool,
     keep_alive: bool,
 ) -> Vec<u8> {
-    let mut out = Vec::with_capacity(512);
+    let mut out = spare_head();
     out.extend_from_slice(if version == Version::HTTP_10 {
         b"HTTP/1.0 "
     } else {
@@ -351,8 +381,9 @@ impl Plain {
             };
             prepare(response, version, head_request, keep_alive)
         };
-        self.write(sock, head, if send_body { Some(&mut body) } else { None })
+        self.write(sock, &head, if send_body { Some(&mut body) } else { None })
             .await?;
+        recycle_head(head);
         Ok(keep_alive)
     }
 
@@ -360,11 +391,12 @@ impl Plain {
     async fn write(
         &self,
         sock: &TcpStream,
-        head: Vec<u8>,
+        head: &[u8],
         mut body: Option<&mut LoggedBody>,
     ) -> io::Result<()> {
-        // Sent from the Vec itself: a `Bytes` made from it would cost another allocation.
-        let mut head: &[u8] = &head;
+        // Sent from the caller's Vec itself: a `Bytes` made from it would cost another
+        // allocation.
+        let mut head = head;
         // Bytes of a blocking (cold) read not yet taken by the socket.
         let mut cold = Bytes::new();
         let streaming = &self.app.settings.streaming;
@@ -683,6 +715,18 @@ mod tests {
         assert!(!s.keep_alive);
     }
 
+    /// A request's fields are its own even when its map was another head's before.
+    #[test]
+    fn a_reused_map_holds_only_the_new_requests_fields() {
+        let old = simple(b"GET /a HTTP/1.1\r\nHost: x\r\nRange: bytes=0-1\r\nCookie: c=1\r\n\r\n");
+        crate::http::response::recycle_headers(old.request.into_parts().0.headers);
+        let s = simple(b"GET /b HTTP/1.1\r\nHost: y\r\n\r\n");
+        let fields: Vec<_> = (s.request.headers().iter())
+            .map(|(n, v)| (n.as_str(), v.to_str().unwrap()))
+            .collect();
+        assert_eq!(fields, [("host", "y")]);
+    }
+
     #[test]
     fn http_1_0_keeps_alive_only_when_asked() {
         assert!(!simple(b"GET / HTTP/1.0\r\n\r\n").keep_alive);
@@ -731,6 +775,26 @@ mod tests {
             r.headers_mut().insert(*k, HeaderValue::from_static(v));
         }
         r.into_parts().0
+    }
+
+    /// A head handed back is reused empty: the next head is exactly what a fresh one would be.
+    #[test]
+    fn recycled_heads_start_empty() {
+        let p = parts(StatusCode::OK, &[("etag", "\"x\"")]);
+        let fresh = encode_head(&p, Version::HTTP_11, Some(10), false, true);
+        let mut long = encode_head(&p, Version::HTTP_10, Some(123_456), false, true);
+        long.extend_from_slice(b"left over");
+        recycle_head(long);
+        let next = encode_head(&p, Version::HTTP_11, Some(10), false, true);
+        // The Date field may have moved on by a second between the two.
+        let without_date = |h: &[u8]| {
+            let h = String::from_utf8(h.to_vec()).unwrap();
+            h.lines()
+                .filter(|l| !l.starts_with("date: "))
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        assert_eq!(without_date(&next), without_date(&fresh));
     }
 
     #[test]
