@@ -118,7 +118,7 @@ const RENDERED_POLICIES: usize = 8;
 
 thread_local! {
     /// Per policy (`CachePolicy::memo`), the 2xx headers already worked out for a served path
-    /// with the rule's index. Per thread, not shared: a lookup is a plain hash-map probe (a
+    /// with the log label of the rule that made them. Per thread, not shared: a lookup is a plain hash-map probe (a
     /// shared cache recorded every read), and the reference counts handed out live in this
     /// thread's own memory instead of a line both workers write.
     static RENDERED: std::cell::RefCell<std::collections::HashMap<u64, Memo>> =

@@ -292,8 +292,8 @@ fn push_socket(out: &mut String, addr: SocketAddr) {
     }
 }
 
-/// Bytes this file formatted as ASCII (digits, separators), appended without the UTF-8 check
-/// `str::from_utf8` makes (a few per line, every request).
+/// A number's digits: itoa formats them on the stack and hands back a `&str`, so they are
+/// appended in one copy with no UTF-8 check.
 fn push_int(out: &mut String, n: u64) {
     out.push_str(itoa::Buffer::new().format(n));
 }

@@ -3,8 +3,8 @@
 //! Events (requests, bytes, shed, tokens, invalidations, closed connections) are counted as
 //! they happen; the hot ones are resolved to plain counters once at startup so a request costs
 //! a few relaxed atomic adds to its thread's own slots (`sharded`), never a label lookup or a
-//! lock. State that already lives elsewhere (active
-//! streams, cache counters, open descriptors) is read at scrape time.
+//! lock. State that already lives elsewhere (active streams, cache counters, open descriptors)
+//! is read at scrape time.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 
