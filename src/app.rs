@@ -200,6 +200,10 @@ impl App {
             settings.metadata.open_files,
             Duration::from_secs(settings.metadata.open_file_idle_secs),
             settings.streaming.read_size,
+            crate::storage::local::snapshot::Budget::new(
+                settings.streaming.memory_copies_bytes,
+                settings.streaming.memory_copy_max_file,
+            ),
         )))
     }
 
@@ -390,6 +394,7 @@ impl App {
             cache_misses: cache.misses,
             cache_entries: cache.entries,
             open_files: self.store.local().map_or(0, |l| l.open_entries()),
+            memory_copy_bytes: self.store.local().map_or(0, |l| l.copy_bytes()),
             digests: cache.digests_computed,
             digest_seconds: cache.digest_seconds,
             open_fds: crate::observe::metrics::open_fds(),

@@ -276,6 +276,90 @@ fn sendfile_mode_sends_exact_bytes_and_ends_short_on_a_rewrite() {
     assert!(r.body.len() < data.len(), "the response must end early");
 }
 
+/// Small files are sent by `sendfile` from a sealed in-memory copy of their version (README
+/// *Streaming*): exact bytes, ranges and multipart included, and a rewrite in place mid-response
+/// cannot reach a response of the old version, which ends whole with the old bytes. With the
+/// copies off, the same rewrite ends the response short (the file itself is read, checked).
+#[test]
+fn a_small_file_is_sent_from_a_copy_that_a_rewrite_in_place_cannot_change() {
+    // Larger than the socket buffers hold, so a rewrite comes while most of it is unsent.
+    let len = 16 << 20;
+    let data = pattern(len);
+    let dir = assets(&[("s.mp4", &data)]);
+    let copies_up_to_16mib = ("VIDEO_ORIGIN_STREAMING__MEMORY_COPY_MAX_FILE", "16777216");
+    let srv = Server::start(dir.path(), &[copies_up_to_16mib]);
+    let whole = srv.get("/video/s.mp4", &[]);
+    assert!(whole.status == 200 && whole.body == data, "whole file");
+    assert_eq!(
+        metric(&scrape(&srv), "video_origin_memory_copy_bytes"),
+        Some(len as f64)
+    );
+    let r = srv.get("/video/s.mp4", &[("range", "bytes=7-")]);
+    assert!(r.status == 206 && r.body == data[7..]);
+    let parts = parts_of(&srv.get("/video/s.mp4", &[("range", "bytes=0-9,500000-599999")]));
+    assert!(parts[0].data == data[..10] && parts[1].data == data[500_000..600_000]);
+    // 16 MiB is hashed in the background: the old version's ETag, once known.
+    let etag = |srv: &Server| {
+        srv.head("/video/s.mp4", &[])
+            .header("etag")
+            .map(str::to_owned)
+    };
+    assert!(eventually(Duration::from_secs(10), || etag(&srv).is_some()));
+    let old_etag = etag(&srv);
+
+    let rewritten_mid_response = |srv: &Server| {
+        let mut s = small_window(srv);
+        s.write_all(b"GET /video/s.mp4 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut got = read_slowly(&mut s, 64 * 1024);
+        std::thread::sleep(Duration::from_millis(20));
+        // In place: same inode, same size, every byte other.
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(dir.path().join("s.mp4"))
+            .unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&f, &vec![b'B'; len], 0).unwrap();
+        drop(f);
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest);
+        got.extend_from_slice(&rest);
+        let r = Resp::parse(&got);
+        assert_eq!(r.content_length(), len);
+        r
+    };
+    let r = rewritten_mid_response(&srv);
+    assert_eq!(r.body.len(), len, "the old version's response ends whole");
+    assert!(r.body == data, "and with the old version's bytes only");
+    let new = srv.get("/video/s.mp4", &[]);
+    assert!(new.body.iter().all(|&b| b == b'B') && new.body.len() == len);
+    assert!(eventually(Duration::from_secs(10), || {
+        etag(&srv).is_some_and(|e| Some(e) != old_etag)
+    }));
+    assert!(
+        eventually(Duration::from_secs(5), || metric(
+            &scrape(&srv),
+            "video_origin_memory_copy_bytes"
+        ) == Some(len as f64)),
+        "the old version's copy is gone with its cache entry and its last response"
+    );
+
+    std::fs::write(dir.path().join("s.mp4"), &data).unwrap();
+    let off = Server::start(
+        dir.path(),
+        &[
+            copies_up_to_16mib,
+            ("VIDEO_ORIGIN_STREAMING__MEMORY_COPIES_BYTES", "0"),
+        ],
+    );
+    assert!(off.get("/video/s.mp4", &[]).body == data);
+    let r = rewritten_mid_response(&off);
+    assert!(r.body.len() < len, "without a copy the response ends short");
+    assert_eq!(
+        metric(&scrape(&off), "video_origin_memory_copy_bytes"),
+        Some(0.0)
+    );
+}
+
 /// Fairness between connections of one worker: a client that pipelines thousands of requests
 /// (or sends each next one the moment it has an answer) gets one answer per turn, as on nginx's
 /// event loop; another viewer's request is answered meanwhile, not after the whole pipeline.

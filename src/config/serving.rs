@@ -43,6 +43,10 @@ pub struct StreamingSettings {
     pub read_size: usize,
     /// Plain HTTP/1.x file bodies by `sendfile` (no copy through user space).
     pub sendfile: bool,
+    /// Budget of the sealed in-memory copies of small files (0: none).
+    pub memory_copies_bytes: u64,
+    /// Largest file that gets an in-memory copy.
+    pub memory_copy_max_file: u64,
     pub blocking_threads: usize,
 }
 
@@ -107,6 +111,15 @@ impl Section for StreamingSettings {
                 format!(
                     "must be between 4096 and 16777216 bytes (got {})",
                     &self.read_size
+                ),
+            ));
+        }
+        if self.memory_copy_max_file > 1 << 30 {
+            return Err((
+                "streaming.memory_copy_max_file",
+                format!(
+                    "must be at most 1073741824 bytes (got {})",
+                    self.memory_copy_max_file
                 ),
             ));
         }

@@ -355,6 +355,11 @@ impl Metrics {
             ConstGauge::new(live.open_files as i64),
         );
         now.register(
+            "memory_copy_bytes",
+            "Bytes held by sealed in-memory copies of small files (streaming.memory_copies_bytes)",
+            ConstGauge::new(i64::try_from(live.memory_copy_bytes).unwrap_or(i64::MAX)),
+        );
+        now.register(
             "digest_computations",
             "Content digests (ETags) computed by hashing a file",
             ConstCounter::new(live.digests),
@@ -409,6 +414,7 @@ pub struct Live {
     pub cache_misses: u64,
     pub cache_entries: u64,
     pub open_files: u64,
+    pub memory_copy_bytes: u64,
     pub digests: u64,
     pub digest_seconds: f64,
     pub open_fds: usize,

@@ -401,6 +401,13 @@ impl Plain {
         let mut cold = Bytes::new();
         let streaming = &self.app.settings.streaming;
         let mut pace = Pace::new(streaming.read_size);
+        // File bytes go by `sendfile` when configured, and always from a sealed in-memory copy
+        // (which cannot change, so it needs no check before its bytes are sent).
+        let zero_copy = streaming.sendfile
+            || matches!(
+                body.as_deref_mut().map(LoggedBody::origin_mut),
+                Some(OriginBody::File(f)) if f.is_sealed_copy()
+            );
         loop {
             // Read no more file bytes than the socket can take now: what it refused would be
             // read again (a bulk download would copy many bytes twice). A rest of up to
@@ -408,10 +415,12 @@ impl Plain {
             // the socket refused is read once more, and a small object (a segment, a
             // thumbnail) is usually taken whole. At least a little is always offered: only a
             // refused write makes the kernel report room again (it sets SOCK_NOSPACE), so a
-            // wait without one would hang.
-            let large = body
-                .as_deref()
-                .is_some_and(|b| http_body::Body::size_hint(b).lower() > ASK_ROOM_ABOVE);
+            // wait without one would hang. `sendfile` reads nothing the socket refuses, so it
+            // need not ask.
+            let large = !zero_copy
+                && body
+                    .as_deref()
+                    .is_some_and(|b| http_body::Body::size_hint(b).lower() > ASK_ROOM_ABOVE);
             let take = match large.then(|| socket_room(sock)).flatten() {
                 Some(room) => pace
                     .want
@@ -435,7 +444,7 @@ impl Plain {
                     }
                 }
             }
-            if streaming.sendfile && head.is_empty() && cold.is_empty() {
+            if zero_copy && head.is_empty() && cold.is_empty() {
                 if let Some(b) = body.as_deref_mut() {
                     if let Some(sent) = send_file(sock, b, take)? {
                         match sent {
@@ -459,6 +468,8 @@ impl Plain {
                 if chunk.len() < streaming.read_size {
                     chunk.resize(streaming.read_size, 0);
                 }
+                // Whether the head goes alone with file bytes to follow by `sendfile`.
+                let mut file_follows = false;
                 let data: &[u8] = match body.as_deref_mut().map(LoggedBody::origin_mut) {
                     None | Some(OriginBody::Empty) | Some(OriginBody::Bytes(None)) => &[],
                     Some(OriginBody::Bytes(Some(b))) => &b[..],
@@ -466,10 +477,11 @@ impl Plain {
                     Some(OriginBody::Chunks(_)) => &cold[..],
                     // With sendfile, the head goes alone; the file bytes follow by sendfile.
                     Some(OriginBody::File(f))
-                        if streaming.sendfile
+                        if zero_copy
                             && !head.is_empty()
                             && f.next_cached_file_bytes(take).is_some() =>
                     {
+                        file_follows = true;
                         &[]
                     }
                     Some(OriginBody::File(f)) => match f.fill_cached(&mut chunk[..take]) {
@@ -486,7 +498,18 @@ impl Plain {
                 }
                 let slices = [io::IoSlice::new(head), io::IoSlice::new(data)];
                 let offered = head.len() + data.len();
-                let n = match sock.try_write_vectored(&slices) {
+                let sent = if file_follows {
+                    // Held back (MSG_MORE) to leave in one segment with the first file bytes,
+                    // as nginx's tcp_nopush does: alone, it cost the client a wake-up of its
+                    // own, and both sides a packet, per response.
+                    sock.try_io(tokio::io::Interest::WRITABLE, || {
+                        rustix::net::send(sock, head, rustix::net::SendFlags::MORE)
+                            .map_err(io::Error::from)
+                    })
+                } else {
+                    sock.try_write_vectored(&slices)
+                };
+                let n = match sent {
                     Ok(n) => n,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
                     Err(e) => return Ok(Step::Gone(e)),

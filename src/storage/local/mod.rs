@@ -9,7 +9,8 @@
 //! Slow path, on the blocking pool: resolve symlinks, refuse anything outside the root, open,
 //! fstat, then the `MetadataCache` (digest). Cached descriptors are shared by all responses
 //! (reads are positional) and closed when evicted (capacity, idle time) and no response still
-//! streams from them.
+//! streams from them. A small file's entry also holds a sealed in-memory copy of its version
+//! (`snapshot`), which its bodies are sent from.
 
 use std::fs::File;
 use std::io;
@@ -23,16 +24,20 @@ pub mod beneath;
 pub mod metadata;
 pub mod open;
 pub mod read;
+pub mod snapshot;
 pub mod watch;
 
 use self::metadata::{FileIdentity, FileMeta, MetadataCache};
 use self::open::{is_fd_exhaustion, open_under_root, OpenError};
+use self::snapshot::{Budget, Snapshot};
 use super::path::AssetPath;
 
 #[derive(Clone)]
 pub struct OpenAsset {
     pub file: Arc<File>,
     pub meta: Arc<FileMeta>,
+    /// A sealed in-memory copy of this version, which bodies are sent from (small files).
+    pub copy: Option<Arc<Snapshot>>,
 }
 
 pub struct AssetStore {
@@ -44,6 +49,9 @@ pub struct AssetStore {
     open_hits: crate::observe::sharded::ShardedCounter,
     /// Bytes per disk read of a body (after the small first chunks).
     read_size: usize,
+    /// In-memory copies of small files; `None` when off (or without the open-file cache,
+    /// whose entries hold them).
+    copies: Option<Arc<Budget>>,
 }
 
 impl super::Stored for OpenAsset {
@@ -87,12 +95,17 @@ impl super::Backend for AssetStore {
         resource: &OpenAsset,
         segments: Vec<super::Segment>,
     ) -> Result<super::OriginBody, super::LookupError> {
-        Ok(super::OriginBody::File(read::FileStream::new(
-            Arc::clone(&resource.file),
-            resource.meta.identity,
-            segments,
-            self.read_size,
-        )))
+        Ok(super::OriginBody::File(match &resource.copy {
+            Some(copy) => {
+                read::FileStream::from_copy(Arc::clone(&copy.file), segments, self.read_size)
+            }
+            None => read::FileStream::new(
+                Arc::clone(&resource.file),
+                resource.meta.identity,
+                segments,
+                self.read_size,
+            ),
+        }))
     }
 
     async fn evict(&self, asset: &str) {
@@ -109,13 +122,15 @@ thread_local! {
 }
 
 impl AssetStore {
-    /// `open_files` = 0 disables the open-file cache (every request opens its own descriptor).
+    /// `open_files` = 0 disables the open-file cache (every request opens its own descriptor),
+    /// and with it the in-memory copies that its entries hold (`copies`: see `snapshot`).
     pub fn new(
         root: PathBuf,
         metadata: MetadataCache,
         open_files: u64,
         open_idle: Duration,
         read_size: usize,
+        copies: Option<Arc<Budget>>,
     ) -> Self {
         let open = (open_files > 0).then(|| {
             Cache::builder()
@@ -129,6 +144,7 @@ impl AssetStore {
             open,
             open_hits: Default::default(),
             read_size,
+            copies: if open_files > 0 { copies } else { None },
         }
     }
 
@@ -210,17 +226,22 @@ impl AssetStore {
             attempt += 1;
             let root = Arc::clone(&self.root);
             let a = asset.clone();
-            let (file, fs_meta) = tokio::task::spawn_blocking(move || open_under_root(&root, &a))
-                .await
-                .map_err(|e| OpenError::Io(io::Error::other(e)))??;
+            let copies = self.copies.clone();
+            let (file, identity, copy) = tokio::task::spawn_blocking(move || {
+                let (file, fs_meta) = open_under_root(&root, &a)?;
+                let identity = FileIdentity::of(&fs_meta);
+                let copy = copies.and_then(|b| b.copy(&file, identity)).map(Arc::new);
+                Ok::<_, OpenError>((file, identity, copy))
+            })
+            .await
+            .map_err(|e| OpenError::Io(io::Error::other(e)))??;
             let file = Arc::new(file);
-            let identity = FileIdentity::of(&fs_meta);
             match self
                 .metadata
                 .get(asset.as_str(), &file, identity, wait_for_digest)
                 .await
             {
-                Ok(meta) => return Ok(OpenAsset { file, meta }),
+                Ok(meta) => return Ok(OpenAsset { file, meta, copy }),
                 Err(e) if attempt < 3 => {
                     tracing::debug!(path = asset.as_str(), error = %e, "metadata retry");
                 }
@@ -264,6 +285,11 @@ impl AssetStore {
         st
     }
 
+    /// Bytes held by in-memory copies of small files (for metrics and tests).
+    pub fn copy_bytes(&self) -> u64 {
+        self.copies.as_ref().map_or(0, |b| b.used())
+    }
+
     /// Number of open-file cache entries (for metrics and tests).
     pub fn open_entries(&self) -> u64 {
         self.open.as_ref().map_or(0, |c| c.entry_count())
@@ -282,6 +308,7 @@ mod tests {
             open_files,
             Duration::from_secs(30),
             256 * 1024,
+            Budget::new(1 << 20, 64 * 1024),
         )
     }
 
@@ -357,6 +384,63 @@ mod tests {
             s.open(&asset("link.mp4"), false).await,
             Err(OpenError::Escapes(_))
         ));
+    }
+
+    async fn body_bytes(s: &AssetStore, opened: &OpenAsset) -> Vec<u8> {
+        use super::super::Backend as _;
+        use http_body_util::BodyExt as _;
+        let whole = crate::storage::segment::Segment::File {
+            start: 0,
+            end: opened.meta.len(),
+        };
+        match s.body(opened, vec![whole]).await.ok().unwrap() {
+            super::super::OriginBody::File(f) => f.collect().await.unwrap().to_bytes().to_vec(),
+            _ => panic!("not a file body"),
+        }
+    }
+
+    #[tokio::test]
+    async fn small_files_are_sent_from_a_sealed_copy_of_their_version() {
+        use std::os::unix::fs::FileExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.mp4");
+        std::fs::write(&path, b"version one").unwrap();
+        let s = store(dir.path(), 16);
+        let first = s.open(&asset("a.mp4"), false).await.unwrap();
+        assert!(first.copy.is_some());
+        assert_eq!(s.copy_bytes(), 11);
+        // Rewritten in place (same inode, same size, later mtime): a response of the first
+        // version still sends that version, whole; the next request gets the new one.
+        std::thread::sleep(Duration::from_millis(20));
+        let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        f.write_all_at(b"VERSION TWO", 0).unwrap();
+        drop(f);
+        assert_eq!(body_bytes(&s, &first).await, b"version one");
+        let second = s.open(&asset("a.mp4"), false).await.unwrap();
+        assert!(second.copy.is_some());
+        assert_ne!(first.meta.etag(), second.meta.etag());
+        assert_eq!(body_bytes(&s, &second).await, b"VERSION TWO");
+        drop(first);
+        assert_eq!(
+            s.copy_bytes(),
+            11,
+            "the first version's copy went with its last holder"
+        );
+
+        // Above the per-file limit: read from the file itself, checked as ever.
+        std::fs::write(dir.path().join("big.mp4"), vec![5u8; 64 * 1024 + 1]).unwrap();
+        let big = s.open(&asset("big.mp4"), false).await.unwrap();
+        assert!(big.copy.is_none());
+        assert_eq!(body_bytes(&s, &big).await, vec![5u8; 64 * 1024 + 1]);
+        // Without the open-file cache there is nothing to hold a copy.
+        let uncached = store(dir.path(), 0);
+        assert!(uncached
+            .open(&asset("a.mp4"), false)
+            .await
+            .unwrap()
+            .copy
+            .is_none());
+        assert_eq!(uncached.copy_bytes(), 0);
     }
 
     #[tokio::test]

@@ -12,8 +12,9 @@
 //! A replacement by rename leaves that inode intact, so the old bytes finish cleanly. An
 //! in-place rewrite or truncation is noticed by an `fstat` after every read; the stream then
 //! fails, hyper aborts the connection, and the client sees a body shorter than Content-Length
-//! rather than a splice of two versions. Dropping the body (client gone) drops the last
-//! reference to the file, closing it.
+//! rather than a splice of two versions. A body sent from a sealed in-memory copy of a small
+//! file (`snapshot`) needs neither check nor blocking pool: the copy cannot change and is
+//! memory. Dropping the body (client gone) drops the last reference to the file, closing it.
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -46,9 +47,19 @@ const START_BYTES: u64 = 512 * 1024;
 /// sendfile_max_chunk), which keeps per-connection latency fair.
 const YIELD_EVERY: u64 = 1024 * 1024;
 
+/// Where a body's bytes come from, and so how it knows they are the version it started with.
+#[derive(Debug, Clone, Copy)]
+enum Source {
+    /// The served file itself: checked against this identity after every read.
+    File(FileIdentity),
+    /// A sealed copy in memory (`snapshot`): it cannot change, and reading it never waits for
+    /// a disk.
+    Sealed,
+}
+
 pub struct FileStream {
     file: Arc<File>,
-    identity: FileIdentity,
+    source: Source,
     segments: VecDeque<Segment>,
     read_size: usize,
     pending: Option<JoinHandle<io::Result<Bytes>>>,
@@ -67,10 +78,19 @@ impl FileStream {
         segments: Vec<Segment>,
         read_size: usize,
     ) -> Self {
+        Self::reading(file, Source::File(identity), segments, read_size)
+    }
+
+    /// A body sent from a sealed in-memory copy of the file (see `snapshot`).
+    pub fn from_copy(copy: Arc<File>, segments: Vec<Segment>, read_size: usize) -> Self {
+        Self::reading(copy, Source::Sealed, segments, read_size)
+    }
+
+    fn reading(file: Arc<File>, source: Source, segments: Vec<Segment>, read_size: usize) -> Self {
         let remaining = segments.iter().map(Segment::len).sum();
         FileStream {
             file,
-            identity,
+            source,
             segments: segments.into(),
             read_size: read_size.max(1),
             pending: None,
@@ -122,7 +142,7 @@ impl FileStream {
             }
             Some(Segment::File { start, end }) => {
                 let len = ((end - start) as usize).min(buf.len());
-                match pread_nowait(&self.file, &mut buf[..len], *start) {
+                match pread_nowait(&self.file, self.source, &mut buf[..len], *start) {
                     // Not cached, or no RWF_NOWAIT here: the blocking read decides.
                     None => Ok(Fill::Cold),
                     Some(0) => Err(io::Error::new(
@@ -130,7 +150,7 @@ impl FileStream {
                         "file truncated while streaming",
                     )),
                     Some(n) => {
-                        check_unchanged(&self.file, self.identity)?;
+                        check_unchanged(&self.file, self.source)?;
                         Ok(Fill::Bytes(n))
                     }
                 }
@@ -145,9 +165,9 @@ impl FileStream {
             Some(Segment::File { start, end }) => Some((*start, ((end - start) as usize).min(max))),
             _ => None,
         };
-        let (file, identity) = (Arc::clone(&self.file), self.identity);
+        let (file, source) = (Arc::clone(&self.file), self.source);
         move || match next {
-            Some((offset, len)) => read_chunk(&file, identity, offset, len.max(1)),
+            Some((offset, len)) => read_chunk(&file, source, offset, len.max(1)),
             None => Ok(Bytes::new()),
         }
     }
@@ -163,16 +183,24 @@ impl FileStream {
         };
         let len = ((end - start) as usize).min(max);
         let last = start + len as u64 - 1;
-        (pread_nowait(&self.file, &mut [0u8; 1], last) == Some(1)).then_some((
-            &*self.file,
-            *start,
-            len,
-        ))
+        let cached = match self.source {
+            Source::Sealed => true,
+            Source::File(_) => {
+                pread_nowait(&self.file, self.source, &mut [0u8; 1], last) == Some(1)
+            }
+        };
+        cached.then_some((&*self.file, *start, len))
     }
 
     /// Whether the file still is the version this body started with (after a `sendfile`).
     pub fn check_unchanged(&self) -> io::Result<()> {
-        check_unchanged(&self.file, self.identity)
+        check_unchanged(&self.file, self.source)
+    }
+
+    /// Whether the bytes come from a sealed copy, which can be sent by `sendfile` with no
+    /// check (they cannot change) and never wait for a disk.
+    pub fn is_sealed_copy(&self) -> bool {
+        matches!(self.source, Source::Sealed)
     }
 
     /// Marks the next `n` bytes as sent.
@@ -199,26 +227,26 @@ impl FileStream {
 
 /// Reads exactly `len` bytes at `offset` only if they are all in the page cache.
 /// `None` means "would have to wait for the disk (or unsupported)": use the blocking pool.
-fn read_cached(
-    file: &File,
-    identity: FileIdentity,
-    offset: u64,
-    len: usize,
-) -> Option<io::Result<Bytes>> {
+fn read_cached(file: &File, source: Source, offset: u64, len: usize) -> Option<io::Result<Bytes>> {
     let mut buf = vec![0u8; len];
-    if pread_nowait(file, &mut buf, offset) != Some(len) {
+    if pread_nowait(file, source, &mut buf, offset) != Some(len) {
         // Not cached, no RWF_NOWAIT, or a short read (partly cached, or truncated): the
         // blocking path retries and reports truncation properly.
         return None;
     }
-    Some(check_unchanged(file, identity).map(|()| Bytes::from(buf)))
+    Some(check_unchanged(file, source).map(|()| Bytes::from(buf)))
 }
 
 /// One `preadv2(RWF_NOWAIT)` into `buf` at `offset`: how many bytes came (0 at the end of the
 /// file), or `None` when it would wait for the disk (EAGAIN), the filesystem cannot say
 /// (EOPNOTSUPP/ENOSYS/EINVAL), or it failed otherwise (the blocking read reports that).
-fn pread_nowait(file: &File, buf: &mut [u8], offset: u64) -> Option<usize> {
+///
+/// A sealed copy is memory (which refuses RWF_NOWAIT): a plain read never waits there.
+fn pread_nowait(file: &File, source: Source, buf: &mut [u8], offset: u64) -> Option<usize> {
     use std::os::fd::AsRawFd;
+    if let Source::Sealed = source {
+        return file.read_at(buf, offset).ok();
+    }
     let offset = i64::try_from(offset).ok()?;
     let iov = libc::iovec {
         iov_base: buf.as_mut_ptr().cast(),
@@ -230,7 +258,10 @@ fn pread_nowait(file: &File, buf: &mut [u8], offset: u64) -> Option<usize> {
     usize::try_from(n).ok()
 }
 
-fn check_unchanged(file: &File, identity: FileIdentity) -> io::Result<()> {
+fn check_unchanged(file: &File, source: Source) -> io::Result<()> {
+    let Source::File(identity) = source else {
+        return Ok(());
+    };
     if identity.content_changed(&FileIdentity::of(&file.metadata()?)) {
         return Err(io::Error::other("file changed while streaming"));
     }
@@ -238,7 +269,7 @@ fn check_unchanged(file: &File, identity: FileIdentity) -> io::Result<()> {
 }
 
 /// One positional read of exactly `len` bytes, then a check that the file is unchanged.
-fn read_chunk(file: &File, identity: FileIdentity, offset: u64, len: usize) -> io::Result<Bytes> {
+fn read_chunk(file: &File, source: Source, offset: u64, len: usize) -> io::Result<Bytes> {
     let mut buf = vec![0u8; len];
     file.read_exact_at(&mut buf, offset).map_err(|e| {
         if e.kind() == io::ErrorKind::UnexpectedEof {
@@ -250,7 +281,7 @@ fn read_chunk(file: &File, identity: FileIdentity, offset: u64, len: usize) -> i
             e
         }
     })?;
-    check_unchanged(file, identity)?;
+    check_unchanged(file, source)?;
     Ok(Bytes::from(buf))
 }
 
@@ -305,8 +336,7 @@ impl http_body::Body for FileStream {
                     let len = (*end - *start).min(read_size);
                     *start += len;
                     self.since_yield += len;
-                    if let Some(done) = read_cached(&self.file, self.identity, offset, len as usize)
-                    {
+                    if let Some(done) = read_cached(&self.file, self.source, offset, len as usize) {
                         return match done {
                             Ok(bytes) => {
                                 self.remaining -= bytes.len() as u64;
@@ -316,9 +346,9 @@ impl http_body::Body for FileStream {
                             Err(e) => self.fail(e),
                         };
                     }
-                    let (file, identity) = (Arc::clone(&self.file), self.identity);
+                    let (file, source) = (Arc::clone(&self.file), self.source);
                     self.pending = Some(tokio::task::spawn_blocking(move || {
-                        read_chunk(&file, identity, offset, len as usize)
+                        read_chunk(&file, source, offset, len as usize)
                     }));
                 }
             }
