@@ -131,6 +131,20 @@ mod tests {
 
         let e = load_in_jail(
             &[(
+                "config/origin.toml",
+                "[streaming]
+memory_copy_max_file = 2147483648
+",
+            )],
+            &[],
+            Overrides::default(),
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "streaming.memory_copy_max_file");
+        assert!(e.reason.contains("at most 1073741824"), "{e}");
+
+        let e = load_in_jail(
+            &[(
                 "my.toml",
                 "[cache]\nfile_cache_control = \"no-store, max-age=5\"\n",
             )],
