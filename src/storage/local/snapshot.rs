@@ -65,23 +65,33 @@ impl Budget {
     /// the blocking pool.
     pub fn copy(self: &Arc<Self>, file: &File, identity: FileIdentity) -> Option<Snapshot> {
         let len = identity.len;
-        if len == 0 || len > self.file_max_bytes || !self.reserve(len) {
+        // The budget is checked before and reserved after the memfd is made: a full budget
+        // costs no descriptor, and a failed memfd_create leaves nothing reserved.
+        if len == 0 || len > self.file_max_bytes || self.used().saturating_add(len) > self.max_bytes
+        {
             return None;
         }
-        // From here the reservation belongs to `snapshot`: any failure below returns it.
-        let mut snapshot = Snapshot {
-            file: Arc::new(File::from(
-                rustix::fs::memfd_create(
-                    "video-origin-copy",
-                    rustix::fs::MemfdFlags::CLOEXEC | rustix::fs::MemfdFlags::ALLOW_SEALING,
-                )
-                .map_err(|e| tracing::warn!(error = %e, "memfd_create failed; serving small files from disk"))
-                .ok()?,
-            )),
+        let memfd = match rustix::fs::memfd_create(
+            "video-origin-copy",
+            rustix::fs::MemfdFlags::CLOEXEC | rustix::fs::MemfdFlags::ALLOW_SEALING,
+        ) {
+            Ok(fd) => fd,
+            Err(e) => {
+                tracing::debug!(error = %e, "memfd_create failed: served from the file");
+                return None;
+            }
+        };
+        if !self.reserve(len) {
+            return None;
+        }
+        // From here the reservation belongs to `snapshot`: dropping it on any failure below
+        // returns it.
+        let snapshot = Snapshot {
+            file: Arc::new(File::from(memfd)),
             len,
             budget: Arc::clone(self),
         };
-        match fill(file, &mut snapshot, identity) {
+        match fill(file, &snapshot, identity) {
             Ok(()) => Some(snapshot),
             Err(e) => {
                 tracing::debug!(error = %e, "no in-memory copy");
@@ -101,7 +111,7 @@ impl Budget {
 
 /// Copies `file` into the snapshot, checks that it still is the version `identity` describes,
 /// and seals the copy against any change of its bytes or size.
-fn fill(file: &File, snapshot: &mut Snapshot, identity: FileIdentity) -> io::Result<()> {
+fn fill(file: &File, snapshot: &Snapshot, identity: FileIdentity) -> io::Result<()> {
     let len = snapshot.len;
     let mut out = &*snapshot.file;
     let mut buf = vec![0u8; (len as usize).min(256 * 1024)];
