@@ -276,6 +276,40 @@ fn sendfile_mode_sends_exact_bytes_and_ends_short_on_a_rewrite() {
     assert!(r.body.len() < data.len(), "the response must end early");
 }
 
+/// A connection's reads clear its readiness when they empty the socket (not only on EAGAIN):
+/// a head that arrives in pieces, requests that come after pauses, and a pipelined pair must
+/// each still wake the connection. A lost wake-up shows here as a read timeout.
+#[test]
+fn heads_in_pieces_after_pauses_and_pipelined_are_all_answered() {
+    let dir = assets(&[("v.mp4", b"0123456789")]);
+    let srv = Server::start(dir.path(), &[("VIDEO_ORIGIN_SERVER__WORKERS", "1")]);
+    let mut s = srv.connect();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    for round in 0..5 {
+        for piece in [
+            &b"GET /video/v.mp4 HT"[..],
+            b"TP/1.1\r\nHost: x\r\nRange: bytes=2-",
+            b"5\r\n",
+            b"\r\n",
+        ] {
+            s.write_all(piece).unwrap();
+            std::thread::sleep(Duration::from_millis(30));
+        }
+        let r = read_response(&mut s);
+        assert_eq!(
+            (r.status, r.body.as_slice()),
+            (206, &b"2345"[..]),
+            "round {round}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    s.write_all(b"GET /video/v.mp4 HTTP/1.1\r\nHost: x\r\nRange: bytes=0-0\r\n\r\nGET /video/v.mp4 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let got = read_responses(&mut s, 2);
+    assert_eq!(got[0].body, b"0");
+    assert_eq!(got[1].body, b"0123456789");
+}
+
 /// Small files are sent by `sendfile` from a sealed in-memory copy of their version (README
 /// *Streaming*): exact bytes, ranges and multipart included, and a rewrite in place mid-response
 /// cannot reach a response of the old version, which ends whole with the old bytes. With the
