@@ -11,6 +11,7 @@
 pub mod admin;
 pub mod app;
 pub mod cdn;
+pub mod clock;
 pub mod config;
 pub mod http;
 pub mod limits;

@@ -19,24 +19,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// Milliseconds since an arbitrary start; never 0 (0 means "unset" below).
-///
-/// On Linux the kernel's coarse monotonic clock: it advances once per tick (a few ms, plenty
-/// for timeouts counted in seconds) and reading it costs no TSC read with its barriers. It is
-/// read several times per request.
-#[cfg(target_os = "linux")]
-pub fn now_ms() -> u64 {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::MonotonicCoarse);
-    t.tv_sec as u64 * 1_000 + t.tv_nsec as u64 / 1_000_000 + 1
-}
-
-/// Milliseconds since an arbitrary process-wide start; never 0 (0 means "unset" below).
-#[cfg(not(target_os = "linux"))]
-pub fn now_ms() -> u64 {
-    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    let start = *START.get_or_init(std::time::Instant::now);
-    start.elapsed().as_millis() as u64 + 1
-}
+use crate::clock::now_ms;
 
 /// What the watchdog knows about one connection. Shared by the socket wrapper, the request
 /// handler and the response body, possibly on different tasks.

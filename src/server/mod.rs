@@ -326,7 +326,7 @@ async fn watchdog(
     limits: Timeouts,
 ) {
     loop {
-        let wake = match verdict(state.snapshot(), conn::now_ms(), limits) {
+        let wake = match verdict(state.snapshot(), crate::clock::now_ms(), limits) {
             Verdict::Close(reason) => {
                 crate::observe::metrics::Metrics::count(
                     &app.metrics.connections_closed,
@@ -337,7 +337,7 @@ async fn watchdog(
             }
             Verdict::CheckAt(t) => t,
         };
-        let sleep = Duration::from_millis(wake.saturating_sub(conn::now_ms()));
+        let sleep = Duration::from_millis(wake.saturating_sub(crate::clock::now_ms()));
         tokio::select! {
             // In order: the connection is polled on every wake-up, the timer rarely fires, and
             // a fair select draws a random number per poll to choose.

@@ -89,7 +89,7 @@ pub struct FileMeta {
 }
 
 impl FileMeta {
-    fn new(
+    pub(super) fn new(
         identity: FileIdentity,
         hashed: Option<[u8; 32]>,
         provisional: Option<[u8; 32]>,

@@ -21,6 +21,7 @@ use std::time::Duration;
 use moka::future::Cache;
 
 pub mod beneath;
+pub mod front;
 pub mod metadata;
 pub mod open;
 pub mod read;
@@ -45,6 +46,8 @@ pub struct AssetStore {
     pub root: Arc<PathBuf>,
     pub metadata: MetadataCache,
     open: Option<Cache<String, OpenAsset>>,
+    /// Each thread's recent hits of `open`, asked first (`front`).
+    front: front::Front,
     /// Counted by every hit from both workers: per-thread slots, not one shared line.
     open_hits: crate::observe::sharded::ShardedCounter,
     /// Bytes per disk read of a body (after the small first chunks).
@@ -114,6 +117,7 @@ impl super::Backend for AssetStore {
             open.run_pending_tasks().await;
         }
         self.metadata.evict(asset).await;
+        self.front.retire_all();
     }
 }
 
@@ -142,6 +146,7 @@ impl AssetStore {
             root: Arc::new(root),
             metadata,
             open,
+            front: front::Front::new(),
             open_hits: Default::default(),
             read_size,
             copies: if open_files > 0 { copies } else { None },
@@ -206,6 +211,9 @@ impl AssetStore {
             })
             .await;
         use moka::ops::compute::CompResult;
+        if matches!(kept, CompResult::ReplacedWith(_)) {
+            self.front.retire_all();
+        }
         Ok(match kept {
             CompResult::Inserted(e) | CompResult::ReplacedWith(e) | CompResult::Unchanged(e) => {
                 e.into_value()
@@ -253,7 +261,16 @@ impl AssetStore {
     /// An open-file cache hit whose path still resolves to the same, unchanged file.
     async fn cached(&self, asset: &AssetPath) -> Option<OpenAsset> {
         let open = self.open.as_ref()?;
-        let hit = open.get(asset.as_str()).await?;
+        let now_ms = crate::clock::now_ms();
+        let hit = match self.front.get(asset.as_str(), now_ms) {
+            Some(hit) => hit,
+            None => {
+                let generation = self.front.generation();
+                let hit = open.get(asset.as_str()).await?;
+                self.front.put(asset.as_str(), &hit, generation, now_ms);
+                hit
+            }
+        };
         // One stat of a path whose dentry is hot (it was just served): cheap enough to run
         // inline, and it is what catches replacement by rename or a re-pointed symlink.
         let now = STAT_PATH
@@ -271,6 +288,7 @@ impl AssetStore {
             return Some(hit);
         }
         open.invalidate(asset.as_str()).await;
+        self.front.retire_all();
         // moka drops removed values lazily; run its housekeeping now so the replaced file's
         // descriptor is closed promptly (rare: only when a file changed).
         open.run_pending_tasks().await;
