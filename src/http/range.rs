@@ -27,18 +27,7 @@ impl ByteRange {
 
     /// `bytes F-L/N`, the value of a `Content-Range` header.
     pub fn content_range(&self, complete: u64) -> String {
-        self.content_range_text(complete).to_string()
-    }
-
-    /// [`Self::content_range`], for writing where it goes without a `String` in between.
-    pub fn content_range_text(&self, complete: u64) -> impl std::fmt::Display {
-        struct Text(ByteRange, u64);
-        impl std::fmt::Display for Text {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                write!(f, "bytes {}-{}/{}", self.0.start, self.0.end, self.1)
-            }
-        }
-        Text(*self, complete)
+        format!("bytes {}-{}/{}", self.start, self.end, complete)
     }
 }
 

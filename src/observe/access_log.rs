@@ -142,18 +142,22 @@ fn structured_line_into(
     json: bool,
     now: std::time::SystemTime,
 ) {
-    let micros = (r.started.elapsed().as_secs_f64() * 1e6).round() as u64;
-    let strings: [(&str, &str); 7] = [
-        ("path", r.path.as_str()),
-        ("range", r.range.as_deref().unwrap_or("-")),
-        ("cache_rule", r.note.cache_rule.as_deref().unwrap_or("-")),
-        ("token", r.note.token.unwrap_or("-")),
-        ("cdn", r.cdn.as_ref().map_or("-", |c| c.0)),
+    // Whole microseconds, rounded, in integers (as the tracing event's `round()` does).
+    let micros = ((r.started.elapsed().as_nanos() + 500) / 1000) as u64;
+    let strings: [(Key, &str); 7] = [
+        (key!("path"), r.path.as_str()),
+        (key!("range"), r.range.as_deref().unwrap_or("-")),
         (
-            "cdn_pop",
+            key!("cache_rule"),
+            r.note.cache_rule.as_deref().unwrap_or("-"),
+        ),
+        (key!("token"), r.note.token.unwrap_or("-")),
+        (key!("cdn"), r.cdn.as_ref().map_or("-", |c| c.0)),
+        (
+            key!("cdn_pop"),
             r.cdn.as_ref().and_then(|c| c.1.as_deref()).unwrap_or("-"),
         ),
-        ("session", r.session.as_deref().unwrap_or("-")),
+        (key!("session"), r.session.as_deref().unwrap_or("-")),
     ];
     let proto = match r.version {
         http::Version::HTTP_09 => "HTTP/0.9",
@@ -172,20 +176,20 @@ fn structured_line_into(
         rfc3339_micros(line.out, now);
         line.out.push_str("  INFO access:");
     }
-    line.plain("client", |o| push_ip(o, r.client));
-    line.plain("peer", |o| push_socket(o, r.peer));
-    line.plain("method", |o| o.push_str(r.method.as_str()));
-    line.string("path", strings[0].1);
-    line.plain("proto", |o| o.push_str(proto));
-    line.number("status", |o| push_int(o, u64::from(r.status)));
-    line.number("bytes", |o| push_int(o, sent));
-    line.string("range", strings[1].1);
-    line.number("complete", |o| {
+    line.plain(key!("client"), |o| push_ip(o, r.client));
+    line.plain(key!("peer"), |o| push_socket(o, r.peer));
+    line.plain(key!("method"), |o| o.push_str(r.method.as_str()));
+    line.string(strings[0].0, strings[0].1);
+    line.plain(key!("proto"), |o| o.push_str(proto));
+    line.number(key!("status"), |o| push_int(o, u64::from(r.status)));
+    line.number(key!("bytes"), |o| push_int(o, sent));
+    line.string(strings[1].0, strings[1].1);
+    line.number(key!("complete"), |o| {
         o.push_str(if complete { "true" } else { "false" })
     });
-    line.number("duration_ms", |o| push_millis(o, micros));
+    line.number(key!("duration_ms"), |o| push_millis(o, micros));
     for (k, v) in &strings[2..] {
-        line.string(k, v);
+        line.string(*k, v);
     }
     line.out.push_str(if json {
         ",\"target\":\"access\"}\n"
@@ -193,6 +197,24 @@ fn structured_line_into(
         "\n"
     });
 }
+
+/// A field's name as each format writes it before the value (` key=`, `,"key":`), made at
+/// compile time: one copy per field instead of three.
+#[derive(Clone, Copy)]
+struct Key {
+    text: &'static str,
+    json: &'static str,
+}
+
+macro_rules! key {
+    ($name:literal) => {
+        Key {
+            text: concat!(" ", $name, "="),
+            json: concat!(",\"", $name, "\":"),
+        }
+    };
+}
+use key;
 
 /// Fields of the structured line, written as tracing-subscriber's text (` key=value`) or JSON
 /// (`,"key":value`) formatter writes them.
@@ -202,21 +224,14 @@ struct Fields<'a> {
 }
 
 impl Fields<'_> {
-    fn key(&mut self, key: &str) {
-        if self.json {
-            self.out.push_str(",\"");
-            self.out.push_str(key);
-            self.out.push_str("\":");
-        } else {
-            self.out.push(' ');
-            self.out.push_str(key);
-            self.out.push('=');
-        }
+    fn key(&mut self, key: Key) {
+        self.out
+            .push_str(if self.json { key.json } else { key.text });
     }
 
     /// A value recorded with `%` (Display): bare in text, a JSON string (these never need
     /// escaping: addresses, methods, protocol names).
-    fn plain(&mut self, key: &str, value: impl FnOnce(&mut String)) {
+    fn plain(&mut self, key: Key, value: impl FnOnce(&mut String)) {
         self.key(key);
         if self.json {
             self.out.push('"');
@@ -228,13 +243,13 @@ impl Fields<'_> {
     }
 
     /// A number or boolean: bare in both.
-    fn number(&mut self, key: &str, value: impl FnOnce(&mut String)) {
+    fn number(&mut self, key: Key, value: impl FnOnce(&mut String)) {
         self.key(key);
         value(self.out);
     }
 
     /// A string from the request: quoted and escaped as `Debug` (text) or JSON does.
-    fn string(&mut self, key: &str, value: &str) {
+    fn string(&mut self, key: Key, value: &str) {
         self.key(key);
         if self.json {
             json_string(self.out, value);
@@ -263,12 +278,20 @@ fn debug_string(out: &mut String, s: &str) {
 fn push_ip(out: &mut String, ip: IpAddr) {
     match ip {
         IpAddr::V4(v4) => {
+            // Written on the stack and appended in one copy.
+            let mut buf = [0u8; 15];
+            let mut n = 0;
             for (i, octet) in v4.octets().into_iter().enumerate() {
                 if i > 0 {
-                    out.push('.');
+                    buf[n] = b'.';
+                    n += 1;
                 }
-                push_int(out, u64::from(octet));
+                let mut digits = itoa::Buffer::new();
+                let digits = digits.format(octet).as_bytes();
+                buf[n..n + digits.len()].copy_from_slice(digits);
+                n += digits.len();
             }
+            out.push_str(std::str::from_utf8(&buf[..n]).unwrap_or_default());
         }
         IpAddr::V6(v6) => {
             use std::fmt::Write;
