@@ -121,7 +121,7 @@ thread_local! {
     /// with the log label of the rule that made them. Per thread, not shared: a lookup is a plain hash-map probe (a
     /// shared cache recorded every read), and the reference counts handed out live in this
     /// thread's own memory instead of a line both workers write.
-    static RENDERED: std::cell::RefCell<std::collections::HashMap<u64, Memo>> =
+    static RENDERED: std::cell::RefCell<std::collections::HashMap<u64, Memo, foldhash::fast::RandomState>> =
         Default::default();
 }
 
@@ -130,7 +130,10 @@ struct Memo {
     /// This thread's copies of the rules' log labels: the access log keeps one per request,
     /// and a shared label's reference count would be a line both workers write.
     labels: Vec<std::sync::Arc<str>>,
-    paths: std::collections::HashMap<Box<str>, Rendered>,
+    /// Hashed with foldhash (randomly seeded) rather than SipHash: two lookups per request,
+    /// and SipHash was most of their cost. The map is bounded and cleared when full, so a
+    /// client choosing colliding paths slows only its own thread's memo.
+    paths: std::collections::HashMap<Box<str>, Rendered, foldhash::fast::RandomState>,
 }
 
 /// Tells policies apart in [`RENDERED`]; clones share one (they have the same rules).

@@ -86,8 +86,10 @@ pub async fn serve_asset(
             {
                 return Ok(resp);
             }
-            let decision = decide(app, method, headers, &object, now);
-            let (status, head) = head(app, &asset, access, &decision, &object, note, now);
+            // Worked out once: decide and head both describe it.
+            let representation = resource(&object, now);
+            let decision = decide(app, method, headers, &representation, now);
+            let (status, head) = head(app, &asset, access, &decision, &representation, note, now);
             let body =
                 match stream(app, method, &decision, &object, status, target.client, now).await {
                     Ok(body) => body,
@@ -300,7 +302,7 @@ fn decide(
     app: &App,
     method: &Method,
     headers: &HeaderMap,
-    object: &Object,
+    representation: &Resource<'_>,
     now: SystemTime,
 ) -> Decision {
     let (ranges, cond) = range_and_conditions(headers);
@@ -312,7 +314,7 @@ fn decide(
         method == Method::GET,
         ranges.lines(),
         &cond,
-        &resource(object, now),
+        representation,
         opts,
         now,
         random_boundary,
@@ -326,7 +328,7 @@ fn head(
     asset: &AssetPath,
     access: Access,
     decision: &Decision,
-    object: &Object,
+    representation: &Resource<'_>,
     note: &mut AccessNote,
     now: SystemTime,
 ) -> (StatusCode, HeaderMap) {
@@ -340,7 +342,7 @@ fn head(
             headers
         }
     };
-    build_head(decision, &resource(object, now), &policy, now)
+    build_head(decision, representation, &policy, now)
 }
 
 /// The byte ranges of the object a GET's body is made of, if any.
@@ -451,7 +453,12 @@ fn range_and_conditions(h: &HeaderMap) -> (RangeLines<'_>, ConditionalHeaders<'_
             header::IF_RANGE => &mut cond.if_range,
             _ => continue,
         };
-        list.push(String::from_utf8_lossy(value.as_bytes()));
+        // Valid UTF-8 (nearly always) is borrowed after the fast check; the lossy walk only
+        // for the rest.
+        list.push(match std::str::from_utf8(value.as_bytes()) {
+            Ok(s) => std::borrow::Cow::Borrowed(s),
+            Err(_) => String::from_utf8_lossy(value.as_bytes()),
+        });
     }
     (ranges, cond)
 }

@@ -46,13 +46,25 @@ pub fn normalize(raw: &str) -> Result<AssetPath, PathRejection> {
     let decoded = percent_decode_once(raw)?;
     let decoded = String::from_utf8(decoded)
         .map_err(|_| PathRejection::BadRequest("path is not valid UTF-8"))?;
-    if decoded.contains('\0') {
+    // One pass over the bytes (this runs on every request); the reasons keep their order.
+    let (mut nul, mut backslash, mut control, mut ascii) = (false, false, false, true);
+    for &b in decoded.as_bytes() {
+        match b {
+            0 => nul = true,
+            b'\\' => backslash = true,
+            0x01..=0x1f | 0x7f => control = true,
+            0x80.. => ascii = false,
+            _ => {}
+        }
+    }
+    if nul {
         return Err(PathRejection::BadRequest("NUL byte in path"));
     }
-    if decoded.contains('\\') {
+    if backslash {
         return Err(PathRejection::BadRequest("backslash in path"));
     }
-    if decoded.chars().any(char::is_control) {
+    // Beyond ASCII, the C1 controls (U+0080-U+009F) are control characters too.
+    if control || (!ascii && decoded.chars().any(char::is_control)) {
         return Err(PathRejection::BadRequest("control character in path"));
     }
     // Already canonical (no empty segments; nearly every request): the decoded path is
@@ -117,6 +129,15 @@ mod tests {
         assert!(matches!(bad("%zz"), BadRequest(_)));
         assert!(matches!(bad("abc%4"), BadRequest(_)));
         assert!(matches!(bad("%ff%fe"), BadRequest(_)));
+        // The reason named when several apply, and a control character beyond ASCII (NEL).
+        assert_eq!(bad("a%0a%5c%00"), BadRequest("NUL byte in path"));
+        assert_eq!(bad("a%0a%5c"), BadRequest("backslash in path"));
+        assert_eq!(bad("a%7f"), BadRequest("control character in path"));
+        assert_eq!(bad("a%C2%85b"), BadRequest("control character in path"));
+        assert_eq!(
+            normalize("caf%C3%A9%C2%A0.mp4").unwrap().as_str(),
+            "café\u{a0}.mp4"
+        );
         assert_eq!(bad(".git/config"), NotFound);
         assert_eq!(bad("a/.hidden"), NotFound);
         assert_eq!(bad(""), NotFound);
