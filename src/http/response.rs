@@ -202,28 +202,8 @@ impl MemoHead {
     }
 }
 
-/// Heads kept per thread: a few hot representations at once.
-const MEMO_HEADS: usize = 8;
-
-#[derive(Default)]
-struct MemoHeads {
-    slots: Vec<MemoHead>,
-    next: usize,
-}
-
-impl MemoHeads {
-    fn keep(&mut self, head: MemoHead) {
-        if self.slots.len() < MEMO_HEADS {
-            self.slots.push(head);
-        } else {
-            self.slots[self.next] = head;
-            self.next = (self.next + 1) % MEMO_HEADS;
-        }
-    }
-}
-
 thread_local! {
-    static HEADS: std::cell::RefCell<MemoHeads> = std::cell::RefCell::new(MemoHeads::default());
+    static HEADS: std::cell::RefCell<Kept<MemoHead>> = std::cell::RefCell::new(Kept::default());
 }
 
 fn unix_secs(t: SystemTime) -> u64 {
@@ -348,23 +328,41 @@ fn recent_value(
             return v.clone();
         }
         let v = make();
-        if recent.slots.len() < RECENT_SLOTS {
-            recent.slots.push((key.to_vec(), v.clone()));
-        } else {
-            recent.slots[recent.next] = (key.to_vec(), v.clone());
-            recent.next = (recent.next + 1) % RECENT_SLOTS;
-        }
+        recent.keep((key.to_vec(), v.clone()));
         v
     })
 }
 
-const RECENT_SLOTS: usize = 8;
+/// Items kept per thread (header values, heads): a few hot ones at once.
+const KEPT: usize = 8;
 
-#[derive(Default)]
-struct Recent {
-    slots: Vec<(Vec<u8>, HeaderValue)>,
+/// The last [`KEPT`] items made on this thread; a new one replaces the oldest.
+struct Kept<T> {
+    slots: Vec<T>,
     next: usize,
 }
+
+impl<T> Default for Kept<T> {
+    fn default() -> Self {
+        Kept {
+            slots: Vec::new(),
+            next: 0,
+        }
+    }
+}
+
+impl<T> Kept<T> {
+    fn keep(&mut self, item: T) {
+        if self.slots.len() < KEPT {
+            self.slots.push(item);
+        } else {
+            self.slots[self.next] = item;
+            self.next = (self.next + 1) % KEPT;
+        }
+    }
+}
+
+type Recent = Kept<(Vec<u8>, HeaderValue)>;
 
 thread_local! {
     static RECENT_DATES: std::cell::RefCell<Recent> = std::cell::RefCell::new(Recent::default());
@@ -504,7 +502,7 @@ mod tests {
         // More distinct tags than slots, each asked twice, strong and weak with the same
         // opaque part: every answer is the formatted tag itself.
         for round in 0..2 {
-            for i in 0..(RECENT_SLOTS * 2) {
+            for i in 0..(KEPT * 2) {
                 for weak in [false, true] {
                     let tag = EntityTag {
                         weak,
