@@ -354,6 +354,33 @@ mod tests {
         assert_ne!(first.meta.etag(), third.meta.etag());
     }
 
+    /// The per-thread front (`front`) answers a repeat at once, and never past an eviction:
+    /// after one the next open is a fresh descriptor, and the evicted one is closed once its
+    /// last holder lets go (the front holds it only weakly).
+    #[tokio::test]
+    async fn an_evicted_entry_is_not_answered_from_the_front() {
+        use crate::storage::Backend as _;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.mp4"), b"one").unwrap();
+        let s = store(dir.path(), 16);
+        let first = s.open(&asset("a.mp4"), false).await.unwrap();
+        let again = s.open(&asset("a.mp4"), false).await.unwrap();
+        assert!(Arc::ptr_eq(&first.file, &again.file));
+        drop(again);
+        s.evict("a.mp4").await;
+        let after = s.open(&asset("a.mp4"), false).await.unwrap();
+        assert!(
+            !Arc::ptr_eq(&first.file, &after.file),
+            "answered from before the eviction"
+        );
+        let old = Arc::downgrade(&first.file);
+        drop(first);
+        assert!(
+            old.upgrade().is_none(),
+            "the evicted descriptor is still open"
+        );
+    }
+
     #[tokio::test]
     async fn concurrent_first_requests_share_one_open() {
         let dir = tempfile::tempdir().unwrap();
