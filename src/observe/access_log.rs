@@ -251,7 +251,10 @@ impl Fields<'_> {
     /// A string from the request: quoted and escaped as `Debug` (text) or JSON does.
     fn string(&mut self, key: Key, value: &str) {
         self.key(key);
-        if self.json {
+        if value == "-" {
+            // The placeholder most fields of most lines carry: the same quoted in both formats.
+            self.out.push_str("\"-\"");
+        } else if self.json {
             json_string(self.out, value);
         } else {
             debug_string(self.out, value);
