@@ -334,8 +334,9 @@ mod tests {
         crate::storage::path::normalize(p).unwrap()
     }
 
-    #[tokio::test]
-    async fn hit_reuses_descriptor_and_replacement_is_noticed() {
+    /// A store whose `a.mp4` ("one") was opened twice, the second time from the cache (checked):
+    /// the folder, the store and the first open.
+    async fn a_cached_file() -> (tempfile::TempDir, AssetStore, OpenAsset) {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("a.mp4"), b"one").unwrap();
         let s = store(dir.path(), 16);
@@ -345,6 +346,12 @@ mod tests {
             Arc::ptr_eq(&first.file, &second.file),
             "cached descriptor reused"
         );
+        (dir, s, first)
+    }
+
+    #[tokio::test]
+    async fn hit_reuses_descriptor_and_replacement_is_noticed() {
+        let (dir, s, first) = a_cached_file().await;
         // Replace by rename: new inode, the cache must not serve the old file.
         std::fs::write(dir.path().join(".tmp"), b"two!").unwrap();
         std::fs::rename(dir.path().join(".tmp"), dir.path().join("a.mp4")).unwrap();
@@ -360,13 +367,7 @@ mod tests {
     #[tokio::test]
     async fn an_evicted_entry_is_not_answered_from_the_front() {
         use crate::storage::Backend as _;
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("a.mp4"), b"one").unwrap();
-        let s = store(dir.path(), 16);
-        let first = s.open(&asset("a.mp4"), false).await.unwrap();
-        let again = s.open(&asset("a.mp4"), false).await.unwrap();
-        assert!(Arc::ptr_eq(&first.file, &again.file));
-        drop(again);
+        let (_dir, s, first) = a_cached_file().await;
         s.evict("a.mp4").await;
         let after = s.open(&asset("a.mp4"), false).await.unwrap();
         assert!(
