@@ -126,7 +126,8 @@ pub fn list_matches(value: &str, current: Option<&EntityTag>, strong: bool) -> b
             && value.starts_with('"')
             && value.ends_with('"')
             && value[1..value.len() - 1] == c.tag
-            && c.tag.bytes().all(is_etagc)
+            // Folded without an early exit, so the check runs over whole vectors.
+            && c.tag.bytes().fold(true, |ok, b| ok & is_etagc(b))
         {
             return true;
         }

@@ -48,6 +48,9 @@ pub fn normalize(raw: &str) -> Result<AssetPath, PathRejection> {
         .map_err(|_| PathRejection::BadRequest("path is not valid UTF-8"))?;
     // One pass over the bytes (this runs on every request); the reasons keep their order.
     let (mut nul, mut backslash, mut control, mut ascii) = (false, false, false, true);
+    // An empty segment inside the path (`//`), found in the same pass: `str::contains` set up
+    // a substring search per request.
+    let (mut double_slash, mut after_slash) = (false, false);
     for &b in decoded.as_bytes() {
         match b {
             0 => nul = true,
@@ -56,6 +59,8 @@ pub fn normalize(raw: &str) -> Result<AssetPath, PathRejection> {
             0x80.. => ascii = false,
             _ => {}
         }
+        double_slash |= after_slash && b == b'/';
+        after_slash = b == b'/';
     }
     if nul {
         return Err(PathRejection::BadRequest("NUL byte in path"));
@@ -69,7 +74,7 @@ pub fn normalize(raw: &str) -> Result<AssetPath, PathRejection> {
     }
     // Already canonical (no empty segments; nearly every request): the decoded path is
     // the result, once its segments are checked. Otherwise it is rebuilt without them.
-    let canonical = !decoded.starts_with('/') && !decoded.ends_with('/') && !decoded.contains("//");
+    let canonical = !decoded.starts_with('/') && !decoded.ends_with('/') && !double_slash;
     let mut rebuilt = String::new();
     for seg in decoded.split('/') {
         match seg {
