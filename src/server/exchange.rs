@@ -282,11 +282,6 @@ fn head_too_large() -> Response<OriginBody> {
 mod tests {
     use super::*;
 
-    /// Every request's exchange is a heap allocation of this future's size, copied into place
-    /// (see `plain::Plain::boxed_exchange`): a rare path that awaits a large future without
-    /// boxing it (opening a file, the caches' insert paths, a remote store, the admin routes)
-    /// makes every request pay for its size. It was 7,232 bytes before the open-file cache's
-    /// miss path was boxed; 2,880 after.
     #[test]
     fn logged_fields_keep_their_first_200_characters() {
         assert_eq!(logged_text(b"bytes=0-99"), "bytes=0-99");
@@ -297,6 +292,11 @@ mod tests {
         assert_eq!(logged_text(b"a\xffb"), "a\u{fffd}b");
     }
 
+    /// Every request's exchange is a heap allocation of this future's size, copied into place
+    /// (see `plain::Plain::boxed_exchange`): a rare path that awaits a large future without
+    /// boxing it (opening a file, the caches' insert paths, a remote store, the admin routes)
+    /// makes every request pay for its size. It was 7,232 bytes before the open-file cache's
+    /// miss path was boxed; 2,880 after.
     #[test]
     fn a_public_request_future_stays_small() {
         let dir = tempfile::tempdir().unwrap();
