@@ -20,7 +20,8 @@ use crate::http::cache_policy::ResponseClass;
 use crate::http::conditional::{effective_last_modified, ConditionalHeaders};
 use crate::http::multipart::random_boundary;
 use crate::http::response::{
-    build_head, decide as decide_pure, error_text, Decision, RangeOptions, Resource,
+    build_head, build_wire_head, decide as decide_pure, error_text, Decision, RangeOptions,
+    Resource, WireHead, WireSlot,
 };
 use crate::observe::access_log::AccessNote;
 use crate::observe::metrics::Metrics;
@@ -72,8 +73,10 @@ pub async fn serve_asset(
     headers: &HeaderMap,
     target: &Target<'_>,
     note: &mut AccessNote,
+    wire: &mut WireSlot,
     now: SystemTime,
 ) -> Response<OriginBody> {
+    let wire_wanted = wire.wanted;
     let answer = async {
         let asset = resolve(app, target, now)?;
         let access = verify(app, &asset, target, now, note)?;
@@ -84,12 +87,21 @@ pub async fn serve_asset(
             if let Some(resp) =
                 playlist(app, method, headers, &asset, access, &object, target, now).await
             {
-                return Ok(resp);
+                return Ok((resp, None));
             }
             // Worked out once: decide and head both describe it.
             let representation = resource(&object, now);
             let decision = decide(app, method, headers, &representation, now);
-            let (status, head) = head(app, &asset, access, &decision, &representation, note, now);
+            let (status, head, kept) = head(
+                app,
+                &asset,
+                access,
+                &decision,
+                &representation,
+                note,
+                wire_wanted,
+                now,
+            );
             let body =
                 match stream(app, method, &decision, &object, status, target.client, now).await {
                     Ok(body) => body,
@@ -100,12 +112,17 @@ pub async fn serve_asset(
                     Err(Stop::Changed) => return Err(crate::reply::unavailable(1, now)),
                     Err(Stop::Answer(r)) => return Err(r),
                 };
-            return Ok(with_head(status, head, body));
+            return Ok((with_head(status, head, body), kept));
         }
     };
-    answer
-        .await
-        .unwrap_or_else(|early: Response<OriginBody>| early)
+    match answer.await {
+        Ok((response, kept)) => {
+            // Only with the response the head was built for.
+            wire.head = kept;
+            response
+        }
+        Err(early) => early,
+    }
 }
 
 /// Largest playlist rewritten for a token (bigger ones are served as they are).
@@ -322,7 +339,9 @@ fn decide(
 }
 
 /// Step 5: status and headers, with the cache policy (or `private, no-store` for a response
-/// the origin verified: no shared cache may store it, K-1, H-19).
+/// the origin verified: no shared cache may store it, K-1, H-19). When the writer takes heads
+/// in wire form and this thread has this one kept, that instead, with an empty map.
+#[allow(clippy::too_many_arguments)]
 fn head(
     app: &App,
     asset: &AssetPath,
@@ -330,8 +349,9 @@ fn head(
     decision: &Decision,
     representation: &Resource<'_>,
     note: &mut AccessNote,
+    wire_wanted: bool,
     now: SystemTime,
-) -> (StatusCode, HeaderMap) {
+) -> (StatusCode, HeaderMap, Option<WireHead>) {
     let policy = match access {
         Access::Granted {
             edge_verified: false,
@@ -342,7 +362,14 @@ fn head(
             headers
         }
     };
-    build_head(decision, representation, &policy, now)
+    if wire_wanted {
+        if let Some((status, kept)) = build_wire_head(decision, representation, &policy, now) {
+            // Empty, and without room: fields a caller adds (CORS) go after the kept ones.
+            return (status, HeaderMap::new(), Some(kept));
+        }
+    }
+    let (status, map) = build_head(decision, representation, &policy, now);
+    (status, map, None)
 }
 
 /// The byte ranges of the object a GET's body is made of, if any.

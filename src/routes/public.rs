@@ -12,6 +12,7 @@ use http::{Method, Request, Response, StatusCode};
 
 use super::{answer, client_of, metrics_response, readiness, RouteFuture};
 use crate::app::App;
+use crate::http::response::WireSlot;
 use crate::observe::access_log::AccessNote;
 use crate::pipeline::serve_asset;
 use crate::reply::{self, NO_STORE};
@@ -44,7 +45,7 @@ impl<B: Send + 'static> tower::Service<Request<B>> for PublicService {
         answer(async move {
             let client = client_of(&req);
             let mut note = AccessNote::default();
-            let mut resp = route(&app, req, client, &mut note).await;
+            let mut resp = route(&app, req, client, &mut note, &mut WireSlot::default()).await;
             resp.extensions_mut().insert(note);
             resp
         })
@@ -58,6 +59,7 @@ pub async fn route<B>(
     req: Request<B>,
     client: IpAddr,
     note: &mut AccessNote,
+    wire: &mut WireSlot,
 ) -> Response<OriginBody> {
     let now = SystemTime::now();
     let path = req.uri().path();
@@ -118,7 +120,7 @@ pub async fn route<B>(
                         .filter_map(|v| v.to_str().ok())
                         .collect(),
                 };
-                serve_asset(app, req.method(), req.headers(), &target, note, now).await
+                serve_asset(app, req.method(), req.headers(), &target, note, wire, now).await
             };
             add_cors(app, origin, resp.headers_mut());
             // The request's field map is reused for the next request this thread parses.

@@ -17,6 +17,7 @@ use tower::ServiceExt;
 use super::conn::ConnState;
 use crate::app::App;
 use crate::config::AccessFormat;
+use crate::http::response::{WireHead, WireSlot};
 use crate::observe::access_log::{self, AccessNote, AccessRecord};
 use crate::observe::metrics::Route;
 use crate::routes::{AdminService, ClientAddr};
@@ -65,12 +66,20 @@ pub struct LoggedBody {
     record: AccessRecord,
     app: Arc<App>,
     conn: Arc<ConnState>,
+    /// The head in wire form, when the writer asked for it and the handler had it kept.
+    wire: Option<WireHead>,
 }
 
 impl LoggedBody {
     /// The body being sent, for a writer that takes its bytes itself (`plain`).
     pub(super) fn origin_mut(&mut self) -> &mut OriginBody {
         &mut self.inner
+    }
+
+    /// The head in wire form, if the handler left one (`handle` with `wire_heads`): the
+    /// response's map then holds only the fields added after it.
+    pub(super) fn take_wire(&mut self) -> Option<WireHead> {
+        self.wire.take()
     }
 
     /// `n` more body bytes reached the connection.
@@ -160,13 +169,16 @@ fn route_label(app: &App, which: Listener, path: &str) -> Route {
     }
 }
 
-/// Answers one request of a connection from `peer` through `routes`.
+/// Answers one request of a connection from `peer` through `routes`. With `wire_heads` (a
+/// writer that encodes heads itself and calls [`LoggedBody::take_wire`]) a kept head may come
+/// in wire form, the response's map then holding only fields added after it.
 pub async fn handle<B>(
     app: Arc<App>,
     routes: Routes,
     peer: SocketAddr,
     conn: Arc<ConnState>,
     mut req: Request<B>,
+    wire_heads: bool,
 ) -> Result<Response<LoggedBody>, std::convert::Infallible>
 where
     B: Send + 'static,
@@ -202,6 +214,10 @@ where
         user_agent: combined.then(|| text(http::header::USER_AGENT)).flatten(),
         referer: combined.then(|| text(http::header::REFERER)).flatten(),
     };
+    let mut wire = WireSlot {
+        wanted: wire_heads,
+        head: None,
+    };
     let resp = if head_size(&req) > app.settings.server.max_header_bytes {
         head_too_large()
     } else {
@@ -209,7 +225,7 @@ where
             // Not through `PublicService` (kept for embedding): its boxed future, Oneshot and
             // the client's extension cost allocations and moves per request.
             Routes::Public => {
-                crate::routes::public::route(&app, req, client, &mut record.note).await
+                crate::routes::public::route(&app, req, client, &mut record.note, &mut wire).await
             }
             Routes::Admin(svc) => {
                 req.extensions_mut().insert(ClientAddr(client));
@@ -244,6 +260,7 @@ where
             record,
             app,
             conn,
+            wire: wire.head,
         },
     ))
 }
@@ -318,6 +335,7 @@ mod tests {
             peer,
             Arc::new(ConnState::default()),
             request,
+            true,
         );
         let size = std::mem::size_of_val(&exchange);
         assert!(size <= 4096, "a request's future takes {size} bytes");

@@ -304,6 +304,7 @@ impl Connection {
                 peer,
                 Arc::clone(&state),
                 req,
+                false,
             )
         });
         async move {

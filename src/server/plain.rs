@@ -35,6 +35,7 @@ use tokio::sync::watch;
 use super::conn::{ConnState, TrackedIo};
 use super::exchange::{handle, LoggedBody, Routes};
 use crate::app::App;
+use crate::http::response::WireHead;
 use crate::storage::body::OriginBody;
 use crate::storage::local::read::Fill;
 
@@ -203,8 +204,11 @@ fn bodiless(status: StatusCode) -> bool {
 
 /// The response head as sent (pure). `body_len` is the exact body length when known; without
 /// one the body is delimited by closing the connection, so `keep_alive` must then be false.
+/// `wire`: the handler's head in wire form (with `Date` and any `Content-Length`), then
+/// followed by the fields of `parts` added after it.
 pub fn encode_head(
     parts: &http::response::Parts,
+    wire: Option<&WireHead>,
     version: Version,
     body_len: Option<u64>,
     head_request: bool,
@@ -220,6 +224,9 @@ pub fn encode_head(
     out.push(b' ');
     out.extend_from_slice(parts.status.canonical_reason().unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
+    if let Some(wire) = wire {
+        wire.write_fields(&mut out);
+    }
     for (name, value) in &parts.headers {
         if name == header::CONNECTION {
             continue;
@@ -229,12 +236,12 @@ pub fn encode_head(
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    if !parts.headers.contains_key(header::DATE) {
+    if wire.is_none() && !parts.headers.contains_key(header::DATE) {
         out.extend_from_slice(b"date: ");
         out.extend_from_slice(httpdate::fmt_http_date(std::time::SystemTime::now()).as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    if let Some(len) = body_len {
+    if let Some(len) = body_len.filter(|_| wire.is_none()) {
         if !head_request
             && !bodiless(parts.status)
             && !parts.headers.contains_key(header::CONTENT_LENGTH)
@@ -260,7 +267,8 @@ fn prepare(
     head_request: bool,
     keep_alive: bool,
 ) -> (Vec<u8>, LoggedBody, bool, bool) {
-    let (parts, body) = response.into_parts();
+    let (parts, mut body) = response.into_parts();
+    let wire = body.take_wire();
     let body_len = http_body::Body::size_hint(&body).exact();
     let keep_alive = keep_alive
         && body_len.is_some()
@@ -268,7 +276,14 @@ fn prepare(
             .headers
             .get(header::CONNECTION)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
-    let head = encode_head(&parts, version, body_len, head_request, keep_alive);
+    let head = encode_head(
+        &parts,
+        wire.as_ref(),
+        version,
+        body_len,
+        head_request,
+        keep_alive,
+    );
     let send_body = !head_request && !bodiless(parts.status);
     crate::http::response::recycle_headers(parts.headers);
     (head, body, keep_alive, send_body)
@@ -371,6 +386,7 @@ impl Plain {
             self.peer,
             Arc::clone(&self.state),
             request,
+            true,
         ));
         Box::pin(self.exchange(sock, routed, version, head_request, keep_alive))
     }
@@ -816,11 +832,11 @@ mod tests {
     #[test]
     fn recycled_heads_start_empty() {
         let p = parts(StatusCode::OK, &[("etag", "\"x\"")]);
-        let fresh = encode_head(&p, Version::HTTP_11, Some(10), false, true);
-        let mut long = encode_head(&p, Version::HTTP_10, Some(123_456), false, true);
+        let fresh = encode_head(&p, None, Version::HTTP_11, Some(10), false, true);
+        let mut long = encode_head(&p, None, Version::HTTP_10, Some(123_456), false, true);
         long.extend_from_slice(b"left over");
         recycle_head(long);
-        let next = encode_head(&p, Version::HTTP_11, Some(10), false, true);
+        let next = encode_head(&p, None, Version::HTTP_11, Some(10), false, true);
         // The Date field may have moved on by a second between the two.
         let without_date = |h: &[u8]| {
             let h = String::from_utf8(h.to_vec()).unwrap();
@@ -835,36 +851,164 @@ mod tests {
     #[test]
     fn heads_carry_length_date_and_connection() {
         let p = parts(StatusCode::PARTIAL_CONTENT, &[("etag", "\"x\"")]);
-        let h =
-            String::from_utf8(encode_head(&p, Version::HTTP_11, Some(10), false, true)).unwrap();
+        let h = String::from_utf8(encode_head(
+            &p,
+            None,
+            Version::HTTP_11,
+            Some(10),
+            false,
+            true,
+        ))
+        .unwrap();
         assert!(
             h.starts_with("HTTP/1.1 206 Partial Content\r\netag: \"x\"\r\ndate: "),
             "{h}"
         );
         assert!(h.ends_with("content-length: 10\r\n\r\n"), "{h}");
-        let h =
-            String::from_utf8(encode_head(&p, Version::HTTP_10, Some(10), false, true)).unwrap();
+        let h = String::from_utf8(encode_head(
+            &p,
+            None,
+            Version::HTTP_10,
+            Some(10),
+            false,
+            true,
+        ))
+        .unwrap();
         assert!(h.starts_with("HTTP/1.0 206"), "{h}");
         assert!(h.ends_with("connection: keep-alive\r\n\r\n"), "{h}");
-        let h = String::from_utf8(encode_head(&p, Version::HTTP_11, None, false, false)).unwrap();
+        let h =
+            String::from_utf8(encode_head(&p, None, Version::HTTP_11, None, false, false)).unwrap();
         assert!(!h.contains("content-length"), "{h}");
         assert!(h.ends_with("connection: close\r\n\r\n"), "{h}");
+    }
+
+    /// A head sent in wire form is byte for byte the head encoded from the map the handler
+    /// would have given instead, for every kept shape, with fields added after it (CORS),
+    /// for GET and HEAD, HTTP/1.1 and 1.0, kept alive or not.
+    #[test]
+    fn wire_heads_are_the_heads_encoded_from_maps() {
+        use crate::http::etag::EntityTag;
+        use crate::http::range::ByteRange;
+        use crate::http::response::{build_head, build_wire_head, Decision, Resource};
+        use std::time::{Duration, UNIX_EPOCH};
+
+        let tag = EntityTag::parse("\"abc\"").unwrap();
+        let res = Resource {
+            len: 1000,
+            etag: Some(&tag),
+            last_modified: UNIX_EPOCH + Duration::from_secs(1_600_000_000),
+            content_type: "video/mp4",
+        };
+        let policy = vec![
+            (
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("public, max-age=60"),
+            ),
+            (
+                HeaderName::from_static("cache-tag"),
+                HeaderValue::from_static("video,file:a.mp4"),
+            ),
+        ];
+        let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let decisions = [
+            Decision::Full,
+            Decision::NotModified,
+            Decision::Partial(ByteRange { start: 0, end: 9 }),
+            Decision::Partial(ByteRange {
+                start: 10,
+                end: 999,
+            }),
+        ];
+        let mut compared = 0;
+        for decision in &decisions {
+            // The first build keeps the head; the wire form is a hit from then on.
+            let _ = build_head(decision, &res, &policy, now);
+            let (status, map) = build_head(decision, &res, &policy, now);
+            let (wire_status, wire) = build_wire_head(decision, &res, &policy, now).unwrap();
+            assert_eq!(status, wire_status);
+            let body_len = match decision {
+                Decision::Full => Some(1000),
+                Decision::Partial(r) => Some(r.len()),
+                _ => Some(0),
+            };
+            for cors in [false, true] {
+                let mut from_map = http::Response::new(());
+                *from_map.status_mut() = status;
+                *from_map.headers_mut() = map.clone();
+                let mut from_wire = http::Response::new(());
+                *from_wire.status_mut() = status;
+                if cors {
+                    for r in [&mut from_map, &mut from_wire] {
+                        r.headers_mut()
+                            .append(header::VARY, HeaderValue::from_static("Origin"));
+                        r.headers_mut().insert(
+                            header::ACCESS_CONTROL_ALLOW_ORIGIN,
+                            HeaderValue::from_static("*"),
+                        );
+                    }
+                }
+                let (from_map, from_wire) = (from_map.into_parts().0, from_wire.into_parts().0);
+                for version in [Version::HTTP_11, Version::HTTP_10] {
+                    for head_request in [false, true] {
+                        for keep_alive in [true, false] {
+                            let a = encode_head(
+                                &from_map,
+                                None,
+                                version,
+                                body_len,
+                                head_request,
+                                keep_alive,
+                            );
+                            let b = encode_head(
+                                &from_wire,
+                                Some(&wire),
+                                version,
+                                body_len,
+                                head_request,
+                                keep_alive,
+                            );
+                            assert_eq!(
+                                String::from_utf8(a).unwrap(),
+                                String::from_utf8(b).unwrap(),
+                                "{decision:?} cors={cors} {version:?} head={head_request}"
+                            );
+                            compared += 1;
+                        }
+                    }
+                }
+            }
+        }
+        assert_eq!(compared, 4 * 2 * 2 * 2 * 2);
+        // Not kept: another second, or a decision whose head is never kept.
+        let later = now + Duration::from_secs(1);
+        assert!(build_wire_head(&Decision::Full, &res, &policy, later).is_none());
+        assert!(build_wire_head(&Decision::PreconditionFailed, &res, &policy, now).is_none());
     }
 
     #[test]
     fn bodiless_answers_get_no_added_length() {
         let p = parts(StatusCode::NOT_MODIFIED, &[("date", "x")]);
-        let h = String::from_utf8(encode_head(&p, Version::HTTP_11, Some(0), false, true)).unwrap();
+        let h = String::from_utf8(encode_head(
+            &p,
+            None,
+            Version::HTTP_11,
+            Some(0),
+            false,
+            true,
+        ))
+        .unwrap();
         assert_eq!(h, "HTTP/1.1 304 Not Modified\r\ndate: x\r\n\r\n");
         // HEAD: the service's own Content-Length stands, none is invented.
         let p = parts(StatusCode::OK, &[("date", "x"), ("content-length", "99")]);
-        let h = String::from_utf8(encode_head(&p, Version::HTTP_11, Some(0), true, true)).unwrap();
+        let h = String::from_utf8(encode_head(&p, None, Version::HTTP_11, Some(0), true, true))
+            .unwrap();
         assert_eq!(
             h,
             "HTTP/1.1 200 OK\r\ndate: x\r\ncontent-length: 99\r\n\r\n"
         );
         let p = parts(StatusCode::OK, &[("date", "x")]);
-        let h = String::from_utf8(encode_head(&p, Version::HTTP_11, Some(0), true, true)).unwrap();
+        let h = String::from_utf8(encode_head(&p, None, Version::HTTP_11, Some(0), true, true))
+            .unwrap();
         assert_eq!(h, "HTTP/1.1 200 OK\r\ndate: x\r\n\r\n");
     }
 }
