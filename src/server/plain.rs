@@ -297,6 +297,8 @@ impl Plain {
         // Bytes of a head not yet complete, or of pipelined requests: empty (no allocation)
         // while the connection is idle.
         let mut pending: Vec<u8> = Vec::new();
+        // Whether the last read filled the scratch buffer, leaving the read readiness set.
+        let mut filled = false;
         loop {
             let simple = loop {
                 if !pending.is_empty() {
@@ -346,7 +348,10 @@ impl Plain {
                 });
                 match read {
                     Ok(0) => return Ok(Outcome::Close),
-                    Ok(_) => self.state.read_some(),
+                    Ok(n) => {
+                        filled = n == READ_SCRATCH;
+                        self.state.read_some();
+                    }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                     Err(e) => return Err(e),
                 }
@@ -359,8 +364,13 @@ impl Plain {
             // One request per turn, as nginx's event loop does: a client that sends its next
             // request as soon as it has the answer would otherwise keep the worker (socket
             // readiness and try_read use no scheduling budget), and the other connections of
-            // this worker would wait for it.
-            tokio::task::yield_now().await;
+            // this worker would wait for it. After a short read that cleared the readiness,
+            // the next request waits for the event loop's next turn anyway, so only bytes
+            // already here (pipelined) or a read that filled the buffer need the yield: it
+            // cost every request another poll of its task.
+            if !pending.is_empty() || filled {
+                tokio::task::yield_now().await;
+            }
         }
     }
 
