@@ -53,7 +53,8 @@ impl<B: Send + 'static> tower::Service<Request<B>> for PublicService {
 }
 
 /// Routes one request on the public listener from `client` (resolved through trusted proxies);
-/// what the access log should add goes into `note`.
+/// what the access log should add goes into `note`, and an asset's kept head in wire form into
+/// `wire` when the writer asked for one (the response's map then holds only later fields).
 pub async fn route<B>(
     app: &Arc<App>,
     req: Request<B>,
