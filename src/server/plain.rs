@@ -328,6 +328,8 @@ impl Plain {
                     return Ok(Outcome::Close);
                 }
                 tokio::select! {
+                    // In order: a fair select draws a random number on every poll.
+                    biased;
                     ready = sock.readable() => ready?,
                     _ = self.stopping.changed(), if pending.is_empty() => return Ok(Outcome::Close),
                 }
