@@ -217,12 +217,18 @@ fn wire_fields(head: &HeaderMap, skip_range: bool) -> bytes::Bytes {
         if skip_range && (name == header::CONTENT_LENGTH || name == header::CONTENT_RANGE) {
             continue;
         }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        push_field(&mut out, name, value);
     }
     out.into()
+}
+
+/// Appends one field as HTTP/1 sends it: `name: value` and CRLF.
+#[inline]
+pub fn push_field(out: &mut Vec<u8>, name: &HeaderName, value: &HeaderValue) {
+    out.extend_from_slice(name.as_str().as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value.as_bytes());
+    out.extend_from_slice(b"\r\n");
 }
 
 /// The decisions whose heads are kept per representation ([`build_head`]).

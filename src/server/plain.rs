@@ -35,7 +35,7 @@ use tokio::sync::watch;
 use super::conn::{ConnState, TrackedIo};
 use super::exchange::{handle, LoggedBody, Routes};
 use crate::app::App;
-use crate::http::response::WireHead;
+use crate::http::response::{push_field, WireHead};
 use crate::storage::body::OriginBody;
 use crate::storage::local::read::Fill;
 
@@ -231,10 +231,7 @@ pub fn encode_head(
         if name == header::CONNECTION {
             continue;
         }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        push_field(&mut out, name, value);
     }
     if wire.is_none() && !parts.headers.contains_key(header::DATE) {
         out.extend_from_slice(b"date: ");
