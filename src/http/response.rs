@@ -162,12 +162,8 @@ impl WireHead {
             let mut digits = itoa::Buffer::new();
             out.extend_from_slice(b"content-length: ");
             out.extend_from_slice(digits.format(r.len()).as_bytes());
-            out.extend_from_slice(b"\r\ncontent-range: bytes ");
-            out.extend_from_slice(digits.format(r.start).as_bytes());
-            out.push(b'-');
-            out.extend_from_slice(digits.format(r.end).as_bytes());
-            out.push(b'/');
-            out.extend_from_slice(digits.format(*complete).as_bytes());
+            out.extend_from_slice(b"\r\ncontent-range: ");
+            write_content_range(r, *complete, |part| out.extend_from_slice(part));
             out.extend_from_slice(b"\r\n");
         }
     }
@@ -550,10 +546,16 @@ fn content_range_value(r: &ByteRange, complete: u64) -> HeaderValue {
     // machinery was a few per cent of a small range's CPU.
     let mut buf = [0u8; 68];
     let mut n = 0;
-    let mut push = |part: &[u8]| {
+    write_content_range(r, complete, |part| {
         buf[n..n + part.len()].copy_from_slice(part);
         n += part.len();
-    };
+    });
+    HeaderValue::from_bytes(&buf[..n]).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// `bytes FIRST-LAST/COMPLETE`, in pieces handed to `push` (a map's value and a wire head
+/// write the same text into different buffers).
+fn write_content_range(r: &ByteRange, complete: u64, mut push: impl FnMut(&[u8])) {
     let mut digits = itoa::Buffer::new();
     push(b"bytes ");
     push(digits.format(r.start).as_bytes());
@@ -561,7 +563,6 @@ fn content_range_value(r: &ByteRange, complete: u64) -> HeaderValue {
     push(digits.format(r.end).as_bytes());
     push(b"/");
     push(digits.format(complete).as_bytes());
-    HeaderValue::from_bytes(&buf[..n]).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
 /// Every value we build is ASCII without control characters; fall back to an empty value
