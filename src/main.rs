@@ -1,5 +1,7 @@
 //! Command line: parse, load config, hand over to the library. anyhow lives only here.
 
+mod allocator;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -651,4 +653,4 @@ fn serve(settings: Arc<Settings>) -> anyhow::Result<()> {
 // mimalloc: per-thread free lists suit thread-per-core workers, and freed chunk buffers go
 // back to the OS instead of piling up in glibc arenas under thousands of slow streams.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: allocator::Mimalloc = allocator::Mimalloc;
