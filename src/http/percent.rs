@@ -12,20 +12,17 @@ fn hex_val(b: u8) -> Option<u8> {
 
 /// Decodes every `%XX` once; `None` when a `%` is not followed by two hex digits.
 pub fn decode_once(raw: &str) -> Option<Vec<u8>> {
-    let b = raw.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let h = hex_val(*b.get(i + 1)?)?;
-            let l = hex_val(*b.get(i + 2)?)?;
-            out.push(h << 4 | l);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
+    let mut rest = raw.as_bytes();
+    let mut out = Vec::with_capacity(rest.len());
+    // The bytes between escapes are copied in runs, not one push each.
+    while let Some(at) = rest.iter().position(|&b| b == b'%') {
+        out.extend_from_slice(&rest[..at]);
+        let h = hex_val(*rest.get(at + 1)?)?;
+        let l = hex_val(*rest.get(at + 2)?)?;
+        out.push(h << 4 | l);
+        rest = &rest[at + 3..];
     }
+    out.extend_from_slice(rest);
     Some(out)
 }
 

@@ -43,14 +43,19 @@ fn percent_decode_once(raw: &str) -> Result<Vec<u8>, PathRejection> {
 
 /// Normalizes the part of the URL path after the mount prefix (still percent-encoded).
 pub fn normalize(raw: &str) -> Result<AssetPath, PathRejection> {
-    let decoded = percent_decode_once(raw)?;
-    let decoded = String::from_utf8(decoded)
-        .map_err(|_| PathRejection::BadRequest("path is not valid UTF-8"))?;
+    // Nearly every path has no escape: then it is copied as it is (and is UTF-8 already).
+    let decoded = if raw.contains('%') {
+        String::from_utf8(percent_decode_once(raw)?)
+            .map_err(|_| PathRejection::BadRequest("path is not valid UTF-8"))?
+    } else {
+        raw.to_owned()
+    };
     // One pass over the bytes (this runs on every request); the reasons keep their order.
     let (mut nul, mut backslash, mut control, mut ascii) = (false, false, false, true);
-    // An empty segment inside the path (`//`), found in the same pass: `str::contains` set up
-    // a substring search per request.
-    let (mut double_slash, mut after_slash) = (false, false);
+    // In the same pass: an empty segment (`//`, or a leading `/`), where `str::contains` set
+    // up a substring search per request, and a segment starting with a dot (`.`, `..`, a
+    // dotfile), so that a path with neither needs no walk over its segments.
+    let (mut empty_segment, mut dot_segment, mut segment_start) = (false, false, true);
     for &b in decoded.as_bytes() {
         match b {
             0 => nul = true,
@@ -59,8 +64,9 @@ pub fn normalize(raw: &str) -> Result<AssetPath, PathRejection> {
             0x80.. => ascii = false,
             _ => {}
         }
-        double_slash |= after_slash && b == b'/';
-        after_slash = b == b'/';
+        empty_segment |= segment_start && b == b'/';
+        dot_segment |= segment_start && b == b'.';
+        segment_start = b == b'/';
     }
     if nul {
         return Err(PathRejection::BadRequest("NUL byte in path"));
@@ -74,7 +80,10 @@ pub fn normalize(raw: &str) -> Result<AssetPath, PathRejection> {
     }
     // Already canonical (no empty segments; nearly every request): the decoded path is
     // the result, once its segments are checked. Otherwise it is rebuilt without them.
-    let canonical = !decoded.starts_with('/') && !decoded.ends_with('/') && !double_slash;
+    let canonical = !decoded.ends_with('/') && !empty_segment;
+    if canonical && !dot_segment && !decoded.is_empty() {
+        return Ok(AssetPath(decoded));
+    }
     let mut rebuilt = String::new();
     for seg in decoded.split('/') {
         match seg {
@@ -105,6 +114,12 @@ mod tests {
     #[test]
     fn normal_paths() {
         assert_eq!(normalize("a.mp4").unwrap().as_str(), "a.mp4");
+        // Dots inside a segment, and a leading slash (an empty first segment).
+        assert_eq!(
+            normalize("s.1/e.1/a.b.mp4").unwrap().as_str(),
+            "s.1/e.1/a.b.mp4"
+        );
+        assert_eq!(normalize("/a/b.mp4").unwrap().as_str(), "a/b.mp4");
         assert_eq!(
             normalize("/series//s1/e1.mp4").unwrap().as_str(),
             "series/s1/e1.mp4"
