@@ -16,6 +16,9 @@ use regex::Regex;
 #[derive(Debug, Clone)]
 pub struct Glob {
     source: String,
+    /// The literal text every match starts with: a path without it is refused before the
+    /// regex runs (an access rule such as `private/**` is checked on every request).
+    prefix: String,
     re: Regex,
 }
 
@@ -31,17 +34,29 @@ impl Glob {
         let re = Regex::new(&re).map_err(|e| format!("cannot compile pattern: {e}"))?;
         Ok(Glob {
             source: pattern.to_owned(),
+            prefix: literal_prefix(pattern),
             re,
         })
     }
 
     pub fn is_match(&self, path: &str) -> bool {
-        self.re.is_match(path)
+        path.starts_with(&self.prefix) && self.re.is_match(path)
     }
 
     pub fn as_str(&self) -> &str {
         &self.source
     }
+}
+
+/// The pattern's text before its first special character; without the last character when
+/// that is `{`, which may repeat it any number of times, none included (`a{0,1}`).
+fn literal_prefix(p: &str) -> String {
+    let end = p.find(['*', '?', '[', '{', ']', '}']).unwrap_or(p.len());
+    let mut prefix = p[..end].to_owned();
+    if p[end..].starts_with('{') {
+        prefix.pop();
+    }
+    prefix
 }
 
 fn translate(p: &str) -> Result<String, String> {
@@ -183,6 +198,30 @@ mod tests {
 
     fn m(p: &str, path: &str) -> bool {
         Glob::new(p).unwrap().is_match(path)
+    }
+
+    /// The literal prefix only refuses early: a character before `{` may occur zero times.
+    #[test]
+    fn the_literal_prefix_never_refuses_a_match() {
+        assert_eq!(literal_prefix("private/**"), "private/");
+        assert_eq!(literal_prefix("ab{0,1}c"), "a");
+        assert_eq!(literal_prefix("*.mp4"), "");
+        assert!(m("ab{0,1}c", "ac"));
+        assert!(m("a{0}b", "b"));
+        assert!(m("x{mp4,webm}", "xwebm"));
+        assert!(!m("private/**", "small.mp4"));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_prefix_check_agrees_with_the_regex(
+            p in "[ab/]{0,4}[*?]?[ab]{0,2}(\\{0,1\\})?[ab/.]{0,3}",
+            path in "[ab/.]{0,8}",
+        ) {
+            if let Ok(g) = Glob::new(&p) {
+                proptest::prop_assert_eq!(g.is_match(&path), g.re.is_match(&path));
+            }
+        }
     }
 
     #[test]
